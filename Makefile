@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up, then run the whole pipeline offline on the bundled digits data
+#   make test   set up, then run the test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-reliability bench clean-demo
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -c "import torch, torchvision, wandb, sweeps; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'wandb', wandb.__version__)"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The whole flow on the embedded (offline) backend. Runs in demo/ so it leaves the checkout clean.
+demo: $(STAMP)
+	mkdir -p demo
+	cd demo && ../$(PY) ../app/pipelines/data_prep.py --dataset digits
+	cd demo && ../$(PY) ../app/pipelines/train.py --dataset digits --epochs 5
+	cd demo && ../$(PY) ../app/pipelines/train.py --dataset digits --tune --max_sweep 4 --epochs 2 --sweep-config ../sweep.yaml
+	cd demo && ../$(PY) ../app/pipelines/train.py --dataset digits --retrain --epochs 10
+	cd demo && ../$(PY) ../app/pipelines/evaluate.py --dataset digits --promote
+	cd demo && ../$(PY) ../app/pipelines/registry.py list
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# The reliability and security suite, slow fault injection included.
+test-reliability: $(STAMP)
+	$(PY) -m pytest -q tests/test_reliability.py tests/test_security.py -m "slow or not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_eval.py
+	$(PY) benchmarks/bench_startup.py
+
+clean-demo:
+	rm -rf demo

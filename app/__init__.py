@@ -1,0 +1,1 @@
+"""PyTorch image-classifier lifecycle, versioned in Weights & Biases."""

@@ -1,0 +1,46 @@
+"""argparse with both spellings of every long flag (`--max-sweep` and the original's `--max_sweep`)."""
+from __future__ import annotations
+
+import argparse
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose add_argument also accepts the other spelling of a long flag."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *names, **kwargs):
+        spellings = list(names)
+        for name in names:
+            if name.startswith("--"):
+                stem = name[2:]
+                for other in ("--" + stem.replace("-", "_"), "--" + stem.replace("_", "-")):
+                    if other not in spellings:
+                        spellings.append(other)
+        return super().add_argument(*spellings, **kwargs)
+
+
+def parse_bool(text: str) -> bool:
+    """Booleans as flags with values, because `wandb agent` passes `--flag=False`."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "y", "on"):
+        return True
+    if value in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def fraction_percent(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"must be a percentage in (0, 100], got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value

@@ -1,0 +1,32 @@
+"""Every name the scripts agree on: artifacts, registry collections, aliases, job types."""
+from __future__ import annotations
+
+DATASETS = ("mnist", "fashion_mnist", "digits")
+ARCHITECTURES = ("cnn", "mlp")
+
+DATASET_TYPE = "dataset"
+MODEL_TYPE = "model"
+EVALUATION_TYPE = "evaluation"
+
+REGISTRY = "wandb-registry-model"  # W&B's model registry, as it appears in refs
+
+CANDIDATE = "candidate"  # set by `train.py --tune` on the best trial
+TO_EVALUATE = "to_evaluate"  # set by `train.py --retrain`
+PRODUCTION = "production"  # moved by `evaluate.py --promote` or a person
+LATEST = "latest"  # moved by every new version, never by hand
+
+
+def dataset_artifact(dataset: str) -> str:
+    return f"{dataset}-split"
+
+
+def model_artifact(dataset: str, arch: str) -> str:
+    return f"{dataset}-{arch}"
+
+
+def evaluation_artifact(dataset: str, arch: str) -> str:
+    return f"{dataset}-{arch}-evaluation"
+
+
+def registry_ref(collection: str, alias: str) -> str:
+    return f"{REGISTRY}/{collection}:{alias}"

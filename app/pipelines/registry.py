@@ -1,0 +1,73 @@
+"""The artifact store and the W&B model registry from the shell, on either backend.
+
+    python app/pipelines/registry.py list [COLLECTION] [--json]
+    python app/pipelines/registry.py link digits-cnn:v3 digits-cnn --alias candidate
+    python app/pipelines/registry.py alias wandb-registry-model/digits-cnn:v1 production
+
+COLLECTION is an artifact name (`digits-split`) or a registry collection
+(`wandb-registry-model/digits-cnn`).
+"""
+from __future__ import annotations
+
+import json
+
+from app.cli import Parser
+from app.errors import exits_cleanly
+
+# Metadata keys worth a column in the human listing, first match wins.
+METRIC_KEYS = ("test_accuracy", "best_val_accuracy", "val_accuracy")
+
+
+def parse_args(argv=None):
+    p = Parser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="collections and versions with aliases, metrics and lineage")
+    ls.add_argument("collection", nargs="?", help="only this collection")
+    ls.add_argument("--json", action="store_true", help="one JSON document, for machines")
+    link = sub.add_parser("link", help="link an artifact version into a registry collection")
+    link.add_argument("ref", help="the version to link, e.g. digits-cnn:v3")
+    link.add_argument("collection", help="registry collection, e.g. digits-cnn")
+    link.add_argument("--alias", action="append", default=[], help="alias to set on the linked version (repeatable)")
+    alias = sub.add_parser("alias", help="move an alias to a version (it leaves the version that had it)")
+    alias.add_argument("ref", help="the version to get the alias")
+    alias.add_argument("alias", help="the alias, e.g. production")
+    return p.parse_args(argv)
+
+
+def metric_of(metadata: dict) -> str:
+    metrics = metadata.get("metrics", {})
+    for key in METRIC_KEYS:
+        if key in metrics:
+            return f"{key}={metrics[key]:.4f}"
+    return ""
+
+
+@exits_cleanly
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from app.tracking import backend
+
+    store = backend()
+    if args.command == "list":
+        rows = store.list(args.collection)
+        if args.json:
+            print(json.dumps({"versions": [r.as_json() for r in rows]}, indent=1, sort_keys=True))
+            return
+        if not rows:
+            print("no artifacts yet: run `python app/pipelines/data_prep.py --dataset digits` first.")
+            return
+        for r in rows:
+            users = ", ".join(u.get("job_type") or "?" for u in r.used_by) or "-"
+            print(f"{r.collection:40} v{r.version:<3} {r.type:10} {r.digest[:8]}  "
+                  f"[{', '.join(r.aliases)}]  {metric_of(r.metadata)}  used by: {users}")
+    elif args.command == "link":
+        linked = store.link(args.ref, args.collection, args.alias)
+        print(f"linked {args.ref} -> {linked.ref} (aliases: {', '.join(linked.aliases)})")
+    else:
+        moved, previous = store.set_alias(args.ref, args.alias)
+        came_from = f" (taken from {previous})" if previous and previous != f"v{moved.version}" else ""
+        print(f"alias {args.alias!r} -> {moved.ref}{came_from}")
+
+
+if __name__ == "__main__":
+    main()

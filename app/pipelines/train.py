@@ -1,0 +1,145 @@
+"""Train an image classifier on a dataset artifact and log it as a model artifact.
+
+    python app/pipelines/train.py --dataset digits --epochs 15          # baseline
+    python app/pipelines/train.py --dataset digits --tune --max_sweep 6 # Bayesian sweep -> "candidate"
+    python app/pipelines/train.py --dataset digits --retrain --epochs 15  # candidate -> "to_evaluate"
+
+Hyperparameters default to the values in app/training/recipe.py and app/models/.
+"""
+from __future__ import annotations
+
+import sys
+
+from app import names
+from app.cli import Parser, parse_bool, positive_int
+from app.errors import exits_cleanly
+
+HYPERPARAMETER_FLAGS = ("lr", "batch_size", "seed", "dropout_1", "dropout_2", "dropout_3", "dense", "hidden")
+
+
+def parse_args(argv=None):
+    p = Parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", choices=names.DATASETS, default="mnist", help="dataset the model is for")
+    p.add_argument("--arch", choices=names.ARCHITECTURES, default="cnn", help="architecture (app/models/)")
+    p.add_argument("--data", metavar="REF", help="dataset artifact ref (default: <dataset>-split:latest)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="epochs to train (default 5)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device")
+    hyper = p.add_argument_group("hyperparameters (default: app/training/recipe.py, app/models/)")
+    hyper.add_argument("--lr", type=float, help="Adam learning rate (default 0.001)")
+    hyper.add_argument("--batch_size", type=positive_int, help="samples per step (default 64)")
+    hyper.add_argument("--seed", type=int, help="seed of weights, dropout and batch order (default 0)")
+    hyper.add_argument("--dropout_1", type=float, help="cnn: dropout after the first conv block (default 0.25)")
+    hyper.add_argument("--dropout_2", type=float, help="cnn: dropout after the second conv block (default 0.25)")
+    hyper.add_argument("--dropout_3", type=float, help="cnn: dropout after the dense layer (default 0.5)")
+    hyper.add_argument("--dense", type=positive_int, help="cnn: units of the dense layer (default 128)")
+    hyper.add_argument("--hidden", type=positive_int, help="mlp: units of each hidden layer (default 512)")
+    flow = p.add_argument_group("tuning and retraining")
+    flow.add_argument("--tune", action="store_true", help="run a Bayesian sweep over sweep.yaml")
+    flow.add_argument("--max_sweep", type=positive_int, default=30, help="--tune: trials this agent runs")
+    flow.add_argument("--sweep-id", help="--tune: join this sweep instead of creating one")
+    flow.add_argument("--sweep-config", default="sweep.yaml", help="--tune: the sweep definition")
+    flow.add_argument("--no-link", nargs="?", const=True, default=False, type=parse_bool,
+                      help="--tune: do not link the best trial as 'candidate'")
+    flow.add_argument("--retrain", action="store_true", help="retrain the registry's candidate with its own recipe")
+    flow.add_argument("--model", metavar="REF", help="--retrain: model ref (default: WANDB_MODEL_RETRAIN, "
+                      "else wandb-registry-model/<dataset>-<arch>:candidate)")
+    flow.add_argument("--warm-start", nargs="?", const=True, default=False, type=parse_bool,
+                      help="--retrain: start from the candidate's weights instead of from scratch")
+    args = p.parse_args(argv)
+    if args.tune and args.retrain:
+        p.error("--tune and --retrain are separate steps; run one at a time")
+    return args
+
+
+def given_hyperparameters(args) -> dict:
+    return {k: getattr(args, k) for k in HYPERPARAMETER_FLAGS}
+
+
+@exits_cleanly
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from app.settings import load_settings
+
+    settings = load_settings()
+    if args.tune:
+        from app.tuning import tune
+
+        return tune(args, settings)
+    return retrain(args, settings) if args.retrain else baseline(args)
+
+
+def baseline(args) -> None:
+    from app.training.engine import pick_device
+    from app.training.recipe import DEFAULT_EPOCHS, hyperparameters, make_recipe
+    from app.training.workflow import dataset_info, train_and_log
+    from app.tracking import start_run
+    from app.tuning.trial import current_trial
+
+    hyper = hyperparameters(args.arch, given_hyperparameters(args))
+    epochs = args.epochs or DEFAULT_EPOCHS
+    data_ref = args.data or names.dataset_artifact(args.dataset)
+    trial = current_trial()
+    config = {"arch": args.arch, "epochs": epochs, "data": data_ref, **hyper}
+    job = "sweep_trial" if trial else "train"
+    with start_run(job, config, group=trial.group if trial else None) as run:
+        device = pick_device(args.device)
+        dataset = run.use(data_ref, names.DATASET_TYPE)
+        run.update_config({"dataset_ref": dataset.ref, "dataset_digest": dataset.digest})
+        recipe = make_recipe(args.arch, hyper, [1, *dataset.metadata["image_shape"]],
+                             dataset.metadata["class_names"], dataset_info(dataset))
+        logged, history = train_and_log(
+            run, dataset_version=dataset, recipe=recipe, epochs=epochs, device=device,
+            extra_metadata={"sweep": trial.metadata()} if trial else {},
+            should_stop=trial.report_epoch if trial else None,
+        )
+        if trial:
+            trial.finish(logged.ref if logged else None)
+    report(logged, history)
+
+
+def retrain(args, settings) -> None:
+    import torch
+
+    from app.training.checkpoint import WEIGHTS_FILE, read_recipe
+    from app.training.engine import pick_device
+    from app.training.recipe import DEFAULT_EPOCHS, check_locked
+    from app.training.workflow import train_and_log
+    from app.errors import UserError
+    from app.tracking import backend, start_run
+
+    collection = names.model_artifact(args.dataset, args.arch)
+    model_ref = args.model or settings.model_retrain or names.registry_ref(collection, names.CANDIDATE)
+    epochs = args.epochs or DEFAULT_EPOCHS
+    # Refuse a changed hyperparameter before any run starts, so a refusal changes nothing.
+    check_locked(backend().peek(model_ref, names.MODEL_TYPE).metadata, given_hyperparameters(args))
+    with start_run("retrain", {"model": model_ref, "epochs": epochs, "warm_start": args.warm_start}) as run:
+        candidate = run.use(model_ref, names.MODEL_TYPE)
+        recipe = read_recipe(candidate.path)
+        run.update_config({"candidate": candidate.ref, "arch": recipe["arch"], **recipe["hyperparameters"]})
+        dataset = run.use(recipe["dataset"]["ref"], names.DATASET_TYPE)
+        if dataset.digest != recipe["dataset"]["digest"]:
+            raise UserError(f"{dataset.ref} no longer has the digest the candidate was trained on; "
+                            "the dataset version was replaced, so the retrain would not be comparable.")
+        init_state = (torch.load(candidate.path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+                      if args.warm_start else None)
+        logged, history = train_and_log(
+            run, dataset_version=dataset, recipe=recipe, epochs=epochs, device=pick_device(args.device),
+            extra_metadata={"retrained_from": candidate.ref, "warm_start": args.warm_start},
+            init_state=init_state,
+        )
+        target = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])
+        linked = run.link(logged.ref, target, [names.TO_EVALUATE])
+    report(logged, history)
+    print(f"registry: {linked.ref} [{', '.join(linked.aliases)}]  (retrained from {candidate.ref})")
+
+
+def report(logged, history) -> None:
+    last = history[-1]
+    best = max(h["val/accuracy"] for h in history)
+    print(f"model artifact: {logged.ref if logged else '(none: the sweep stopped this trial)'}  "
+          f"epochs {len(history)}, val accuracy {last['val/accuracy']:.4f} (best {best:.4f}), "
+          f"val loss {last['val/loss']:.4f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

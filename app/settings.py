@@ -1,0 +1,116 @@
+"""Settings: `app/.env` plus the environment, and the one decision of online vs offline.
+
+No wandb and no torch here: every script calls `load_settings()` right after parsing its
+flags, and `--help` must stay fast.
+"""
+from __future__ import annotations
+
+import netrc
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from app.errors import UserError
+
+ENV_FILE = Path(__file__).resolve().parent / ".env"
+
+DEFAULT_PROJECT = "wandb-image-pipeline"
+# The embedded store lives under the working directory, like W&B's own `wandb/` run
+# folder, so two checkouts never share one by accident.
+DEFAULT_STORE_DIR = "artifact-store"
+
+OFFLINE_NOTICE = (
+    "W&B: no API key configured, so this runs offline with the embedded artifact store "
+    "(set WANDB_API_KEY in app/.env or run `wandb login` to go online)."
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str  # "online" or "offline"
+    project: str
+    entity: str | None
+    model_retrain: str | None  # WANDB_MODEL_RETRAIN: ref of the model --retrain starts from
+    model_eval: str | None  # WANDB_MODEL_EVAL: ref of the model evaluate.py checks
+    store_dir: Path  # the embedded backend's artifact store (offline only)
+    base_url: str
+
+    @property
+    def offline(self) -> bool:
+        return self.mode == "offline"
+
+
+def load_env_file(path: Path = ENV_FILE) -> None:
+    """Load `app/.env` into os.environ without overriding what the shell already set.
+
+    python-dotenv skips a line it cannot parse with only a log warning; a typo in the file
+    that holds the API key deserves a hard stop, so parse errors are refused here.
+    """
+    if not path.exists():
+        return
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
+    with open(path, encoding="utf-8") as stream:
+        bad = [b.original.line for b in parse_stream(stream) if b.error]
+    if bad:
+        raise UserError(
+            f"{path} has malformed line(s) {', '.join(map(str, bad))}. "
+            "Each line must be KEY=value (see app/.env.example)."
+        )
+    for key, value in dotenv_values(path).items():
+        # Empty values (a copied .env.example) mean "not set", not "set to nothing".
+        if value and key not in os.environ:
+            os.environ[key] = value
+
+
+def _netrc_has_key(base_url: str) -> bool:
+    """True when `wandb login` stored a key for this host in ~/.netrc."""
+    host = urlparse(base_url).hostname or "api.wandb.ai"
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        auth = netrc.netrc(path).authenticators(host)
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return bool(auth and auth[2])
+
+
+def decide_mode(base_url: str) -> str:
+    """WANDB_MODE if set; else online when an API key is configured; else offline."""
+    explicit = os.environ.get("WANDB_MODE", "").strip().lower()
+    if explicit:
+        if explicit in ("offline", "dryrun", "disabled"):
+            return "offline"
+        if explicit in ("online", "run"):
+            return "online"
+        raise UserError(f"WANDB_MODE={explicit!r} is not a mode; use 'online' or 'offline'.")
+    if os.environ.get("WANDB_API_KEY") or _netrc_has_key(base_url):
+        return "online"
+    print(OFFLINE_NOTICE, file=sys.stderr)
+    return "offline"
+
+
+_settings: Settings | None = None
+
+
+def load_settings() -> Settings:
+    """Read .env and decide the mode once per process (the notice prints once)."""
+    global _settings
+    if _settings is None:
+        load_env_file()
+        base_url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+        mode = decide_mode(base_url)
+        # Pin the decision so every wandb.init in this process (and its children) agrees.
+        os.environ["WANDB_MODE"] = mode
+        _settings = Settings(
+            mode=mode,
+            project=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+            entity=os.environ.get("WANDB_ENTITY") or None,
+            model_retrain=os.environ.get("WANDB_MODEL_RETRAIN") or None,
+            model_eval=os.environ.get("WANDB_MODEL_EVAL") or None,
+            store_dir=Path(os.environ.get("PIPELINE_STORE_DIR") or DEFAULT_STORE_DIR).resolve(),
+            base_url=base_url,
+        )
+    return _settings

@@ -1,0 +1,272 @@
+"""The two backends behind the hand-off layer, with one interface.
+
+OnlineBackend calls W&B's server. OfflineBackend keeps artifacts, aliases, lineage and the
+registry in the embedded Store, while the W&B run itself (metrics, media, tables, and the
+output artifacts, for a later `wandb sync`) is still written by the real SDK in offline mode.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import wandb
+
+from app.errors import UserError
+from app.names import LATEST, REGISTRY
+from app.settings import Settings
+from app.tracking.refs import Ref, parse_ref
+from app.tracking.store import Store, check_alias
+
+
+@dataclass
+class ArtifactVersion:
+    """One resolved artifact version: where its (verified) files are and what it says."""
+
+    ref: str  # qualified, with the version: "digits-split:v0"
+    name: str
+    version: int
+    type: str
+    digest: str
+    metadata: dict
+    aliases: list[str] = field(default_factory=list)
+    path: Path | None = None  # local folder with the files, once fetched
+    logged_by: dict | None = None
+    used_by: list[dict] = field(default_factory=list)
+    source: str | None = None  # for a registry entry: the artifact version it links to
+    collection: str = ""
+
+    def as_json(self) -> dict:
+        return {
+            "collection": self.collection or self.name,
+            "ref": self.ref,
+            "version": f"v{self.version}",
+            "type": self.type,
+            "aliases": self.aliases,
+            "digest": self.digest,
+            "metadata": self.metadata,
+            "logged_by": self.logged_by,
+            "used_by": self.used_by,
+            "source": self.source,
+        }
+
+
+def build_wandb_artifact(name: str, type: str, files: dict[str, Path], metadata: dict) -> wandb.Artifact:
+    """W&B's own manifest gives the digest, so a version's identity is the same on both backends."""
+    art = wandb.Artifact(name, type=type, metadata=metadata)
+    for rel, path in files.items():
+        art.add_file(str(path), name=rel)
+    return art
+
+
+def _check_type(found: ArtifactVersion, expected: str | None) -> None:
+    if expected and found.type != expected:
+        raise UserError(
+            f"{found.ref} is a {found.type!r} artifact, but a {expected!r} artifact is needed here. "
+            f"List what exists with `python app/pipelines/registry.py list`."
+        )
+
+
+class OfflineBackend:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = Store(settings.store_dir)
+
+    def _info(self, coll: dict, version: dict) -> ArtifactVersion:
+        aliases = sorted(a for a, v in coll["aliases"].items() if v == version["version"])
+        return ArtifactVersion(
+            ref=self.store.qualified(coll, version),
+            name=coll["name"],
+            collection=(f"{REGISTRY}/" if coll["scope"] == REGISTRY else "") + coll["name"],
+            version=version["version"],
+            type=coll["type"],
+            digest=version["digest"],
+            metadata=version["metadata"],
+            aliases=aliases,
+            logged_by=version["logged_by"],
+            used_by=version["used_by"],
+            source=version.get("source"),
+        )
+
+    def _resolve(self, ref: str | Ref) -> tuple[dict, dict]:
+        parsed = parse_ref(ref) if isinstance(ref, str) else ref
+        return self.store.resolve(parsed, self.settings.project)
+
+    def peek(self, ref: str, expected_type: str | None = None) -> ArtifactVersion:
+        """Metadata of a version, without fetching files or recording a use."""
+        info = self._info(*self._resolve(ref))
+        _check_type(info, expected_type)
+        return info
+
+    def use(self, run, ref: str, expected_type: str | None) -> ArtifactVersion:
+        coll, version = self._resolve(ref)
+        info = self._info(coll, version)
+        _check_type(info, expected_type)
+        info.path = self.store.verified_files(version)
+        self.store.record_use(coll["scope"], coll["name"], version["version"], run.lineage_entry())
+        if version.get("source"):  # a registry entry: the linked artifact version was used too
+            src_coll, src_version = self._resolve(version["source"])
+            self.store.record_use(src_coll["scope"], src_coll["name"], src_version["version"], run.lineage_entry())
+        return info
+
+    def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str]) -> ArtifactVersion:
+        art = build_wandb_artifact(name, type, files, metadata)
+        manifest = {rel: entry.digest for rel, entry in art.manifest.entries.items()}
+        coll, version = self.store.add_version(
+            scope=self.settings.project, name=name, type=type, digest=art.digest, files=files,
+            manifest=manifest, metadata=metadata, aliases=aliases, logged_by=run.lineage_entry(),
+        )
+        # Also into the offline W&B run, so `wandb sync` later uploads the same version.
+        run.wandb_run.log_artifact(art, aliases=[LATEST, *aliases])
+        return self._info(coll, version)
+
+    def link(self, ref: str, collection: str, aliases: list[str], run=None) -> ArtifactVersion:
+        src_coll, src_version = self._resolve(ref)
+        if src_coll["scope"] == REGISTRY:
+            src_coll, src_version = self._resolve(src_version["source"])
+        source = f"{src_coll['name']}:v{src_version['version']}"
+        self.store.verified_files(src_version)  # never link a damaged version
+        coll, version = self.store.add_version(
+            scope=REGISTRY, name=collection, type=src_coll["type"], digest=src_version["digest"],
+            files={}, manifest=src_version["manifest"], metadata=src_version["metadata"],
+            aliases=aliases, logged_by=run.lineage_entry() if run else {"id": None, "job_type": "registry"},
+            source=source,
+        )
+        return self._info(coll, version)
+
+    def set_alias(self, ref: str, alias: str) -> tuple[ArtifactVersion, str | None]:
+        coll, version = self._resolve(ref)
+        previous = self.store.set_alias(coll["scope"], coll["name"], version["version"], alias)
+        coll, version = self._resolve(ref)
+        return self._info(coll, version), (f"v{previous}" if previous is not None else None)
+
+    def list(self, collection: str | None = None) -> list[ArtifactVersion]:
+        rows = []
+        for coll in self.store.collections():
+            full = (f"{REGISTRY}/" if coll["scope"] == REGISTRY else "") + coll["name"]
+            if coll["scope"] not in (REGISTRY, self.settings.project):
+                continue
+            if collection and collection not in (full, coll["name"]):
+                continue
+            rows.extend(self._info(coll, v) for v in coll["versions"])
+        if collection and not rows:
+            existing = sorted({r.collection for r in self.list()})
+            raise UserError(f"no collection {collection!r}. Existing: {', '.join(existing) or 'none'}.")
+        return rows
+
+
+class OnlineBackend:
+    """The real W&B. Needs network and an API key; the server enforces the same rules."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._api = None
+
+    @property
+    def api(self):
+        if self._api is None:
+            self._api = wandb.Api(overrides={"project": self.settings.project, "entity": self.settings.entity})
+        return self._api
+
+    def _full(self, ref: str) -> str:
+        parsed = parse_ref(ref)
+        if parsed.registry:
+            return str(parsed)
+        project = parsed.project or self.settings.project
+        entity = parsed.entity or self.settings.entity
+        return "/".join(p for p in (entity, project) if p) + f"/{parsed.name}:{parsed.alias}"
+
+    def _info(self, art, path: Path | None = None) -> ArtifactVersion:
+        return ArtifactVersion(
+            ref=f"{art.name.split(':')[0]}:{art.version}",
+            name=art.name.split(":")[0],
+            collection=art.collection.name if hasattr(art, "collection") else art.name.split(":")[0],
+            version=int(art.version.lstrip("v")),
+            type=art.type,
+            digest=art.digest,
+            metadata=dict(art.metadata),
+            aliases=[a for a in art.aliases],
+            path=path,
+            logged_by={"id": getattr(art.logged_by(), "id", None)} if art.logged_by() else None,
+            used_by=[{"id": r.id, "job_type": r.job_type} for r in art.used_by()],
+        )
+
+    def _fetch(self, ref: str):
+        try:
+            return self.api.artifact(self._full(ref))
+        except wandb.errors.CommError as err:
+            raise UserError(f"{ref} was not found in W&B ({err}). Check the name and alias in the W&B UI.") from err
+
+    def peek(self, ref: str, expected_type: str | None = None) -> ArtifactVersion:
+        art = self._fetch(ref)
+        info = self._info(art)
+        _check_type(info, expected_type)
+        return info
+
+    def use(self, run, ref: str, expected_type: str | None) -> ArtifactVersion:
+        try:
+            art = run.wandb_run.use_artifact(self._full(ref))
+        except wandb.errors.CommError as err:
+            raise UserError(f"{ref} was not found in W&B ({err}). Check the name and alias in the W&B UI.") from err
+        if expected_type and art.type != expected_type:
+            raise UserError(f"{ref} is a {art.type!r} artifact, but a {expected_type!r} artifact is needed here.")
+        root = Path(tempfile.mkdtemp(prefix="wandb-artifact-"))
+        art.download(root=str(root))
+        art.verify(root=str(root))
+        return ArtifactVersion(
+            ref=f"{art.name.split(':')[0]}:{art.version}", name=art.name.split(":")[0],
+            version=int(art.version.lstrip("v")), type=art.type, digest=art.digest,
+            metadata=dict(art.metadata), aliases=list(art.aliases), path=root,
+        )
+
+    def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str]) -> ArtifactVersion:
+        art = build_wandb_artifact(name, type, files, metadata)
+        run.wandb_run.log_artifact(art, aliases=[LATEST, *aliases])
+        art.wait()
+        return ArtifactVersion(
+            ref=f"{name}:{art.version}", name=name, version=int(art.version.lstrip("v")), type=type,
+            digest=art.digest, metadata=metadata, aliases=[LATEST, *aliases],
+        )
+
+    def link(self, ref: str, collection: str, aliases: list[str], run=None) -> ArtifactVersion:
+        for alias in aliases:
+            check_alias(alias)
+        art = self._fetch(ref)
+        target = f"{REGISTRY}/{collection}"
+        if run is not None:
+            run.wandb_run.link_artifact(art, target, aliases=aliases)
+        else:
+            art.link(target, aliases=aliases)
+        return self.peek(f"{target}:{aliases[0]}" if aliases else ref)
+
+    def set_alias(self, ref: str, alias: str) -> tuple[ArtifactVersion, str | None]:
+        check_alias(alias)
+        art = self._fetch(ref)
+        collection_ref = self._full(ref).rsplit(":", 1)[0]
+        try:
+            previous = self.api.artifact(f"{collection_ref}:{alias}").version
+        except wandb.errors.CommError:
+            previous = None
+        if alias not in art.aliases:
+            art.aliases.append(alias)
+            art.save()  # the server takes the alias off the version that had it
+        return self._info(art), previous
+
+    def list(self, collection: str | None = None) -> list[ArtifactVersion]:
+        if collection is None:
+            raise UserError("online, name a collection: `registry.py list COLLECTION` (see the W&B UI for all).")
+        parsed = parse_ref(collection)
+        path = str(parsed).rsplit(":", 1)[0] if parsed.registry else self._full(collection).rsplit(":", 1)[0]
+        versions = []
+        for type_name in ("dataset", "model", "evaluation"):
+            try:
+                versions = list(self.api.artifacts(type_name, path))
+            except wandb.errors.CommError:
+                continue
+            if versions:
+                break
+        return [self._info(a) for a in versions]
+
+
+def make_backend(settings: Settings):
+    return OfflineBackend(settings) if settings.offline else OnlineBackend(settings)

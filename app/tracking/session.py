@@ -1,0 +1,135 @@
+"""A W&B run with the hand-off operations attached, on either backend."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import wandb
+
+from app.errors import UserError
+from app.settings import Settings, load_settings
+from app.tracking.backends import ArtifactVersion, make_backend
+
+# Keys a run config must never carry, whatever a caller passes in.
+_SECRET_KEYS = {"wandb_api_key", "api_key"}
+
+
+def check_reachable(base_url: str, timeout: float = 5.0) -> None:
+    """Online mode with no network should fail in seconds with a fix, not hang in wandb.init."""
+    parsed = urlparse(base_url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        raise UserError(
+            f"cannot reach W&B at {base_url} ({err.__class__.__name__}: {err}). Check the network, "
+            "or run offline with the embedded store: WANDB_MODE=offline."
+        ) from err
+
+
+class Run:
+    """What a pipeline script holds: log metrics and media, use and log artifacts."""
+
+    def __init__(self, wandb_run, backend, settings: Settings):
+        self.wandb_run = wandb_run
+        self.backend = backend
+        self.settings = settings
+        # After init, so a sweep's values win over the script's defaults.
+        self.config = dict(wandb_run.config)
+
+    @property
+    def id(self) -> str:
+        return self.wandb_run.id
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.wandb_run.dir).parent
+
+    def lineage_entry(self) -> dict:
+        return {"id": self.wandb_run.id, "name": self.wandb_run.name, "job_type": self.wandb_run.job_type}
+
+    # -- artifacts -----------------------------------------------------------------------
+
+    def use(self, ref: str, expected_type: str | None = None) -> ArtifactVersion:
+        """Consume an artifact inside this run: verified local files plus metadata."""
+        return self.backend.use(self, ref, expected_type)
+
+    def log_artifact(self, name: str, type: str, files: dict[str, Path], metadata: dict,
+                     aliases: list[str] | tuple = ()) -> ArtifactVersion:
+        return self.backend.log(self, name, type, files, metadata, list(aliases))
+
+    def link(self, ref: str, collection: str, aliases: list[str]) -> ArtifactVersion:
+        return self.backend.link(ref, collection, aliases, run=self)
+
+    # -- metrics and media ---------------------------------------------------------------
+
+    def log(self, values: dict) -> None:
+        self.wandb_run.log(values)
+
+    def update_config(self, values: dict) -> None:
+        self.wandb_run.config.update(values, allow_val_change=True)
+        self.config.update(values)
+
+    def summary(self, values: dict) -> None:
+        self.wandb_run.summary.update(values)
+
+    def define_metric(self, name: str, step_metric: str | None = None, summary: str | None = None) -> None:
+        self.wandb_run.define_metric(name, step_metric=step_metric, summary=summary)
+
+    def image(self, data, caption: str | None = None):
+        """A W&B image from a matplotlib figure or a uint8 array (no rescaling)."""
+        return wandb.Image(data, caption=caption)
+
+    def table(self, columns: list[str], rows: list[list]):
+        return wandb.Table(columns=columns, data=rows)
+
+    def confusion_matrix(self, y_true, y_pred, class_names: list[str], title: str):
+        return wandb.plot.confusion_matrix(
+            y_true=list(map(int, y_true)), preds=list(map(int, y_pred)), class_names=class_names, title=title,
+        )
+
+
+@contextlib.contextmanager
+def start_run(job_type: str, config: dict, *, group: str | None = None, name: str | None = None):
+    """A W&B run: `with start_run("train", cfg) as run: ...`.
+
+    An exception or Ctrl-C inside marks the run failed (exit code 1) and re-raises, so a
+    broken run never looks finished.
+    """
+    settings = load_settings()
+    if not settings.offline:
+        check_reachable(settings.base_url)
+    clean_config = {k: v for k, v in config.items() if k.lower() not in _SECRET_KEYS}
+    wandb_run = wandb.init(
+        project=settings.project,
+        entity=settings.entity,
+        job_type=job_type,
+        config=clean_config,
+        group=group,
+        name=name,
+        mode=settings.mode,
+        settings=wandb.Settings(quiet=True, init_timeout=60, x_disable_stats=True),
+    )
+    run = Run(wandb_run, make_backend(settings), settings)
+    try:
+        yield run
+    except BaseException:
+        wandb_run.finish(exit_code=1)
+        raise
+    wandb_run.finish()
+    if settings.offline:
+        print(f"W&B run (offline): {run.dir}  (upload later with `wandb sync {run.dir}`)", file=sys.stderr)
+
+
+def backend():
+    """The registry operations that need no run (list, link, alias, peek)."""
+    return make_backend(load_settings())
+
+
+def sweep_env() -> dict:
+    """Sweep identity of this process, when it runs as a trial (W&B agent or local controller)."""
+    return {k: os.environ[k] for k in ("WANDB_SWEEP_ID", "PIPELINE_SWEEP_TRIAL") if k in os.environ}

@@ -1,0 +1,277 @@
+"""The embedded artifact store: W&B's artifact and registry semantics on a local folder.
+
+Layout under the store root:
+
+    objects/<digest>/...          the files of one artifact version, named by W&B's digest
+    collections/<scope>/<name>.json   a collection: its versions (vN), aliases and lineage
+    sweeps/<id>.json              local sweep state (see sweep_controller.py)
+    tmp/<pid>-<random>/           staging for a version being written
+    .lock                         one writer at a time (flock; released if the writer dies)
+
+Promises, the same as W&B's:
+- a version appears whole or not at all: files are staged, checked and renamed into
+  objects/ before the collection index (one atomic os.replace) lists them;
+- identical content gets the same version (digest dedup) and `latest` moves to it;
+- an alias names one version of a collection; setting it elsewhere takes it off the old one;
+- files are verified against their digests on use; a mismatch names the file.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path, PurePosixPath
+
+from wandb.sdk.lib.hashutil import md5_file_b64
+
+from app.errors import UserError
+from app.names import LATEST, REGISTRY
+from app.tracking.refs import Ref
+
+RESERVED_ALIAS_PREFIX = "v"  # vN names a version, never an alias
+
+
+class CorruptArtifact(UserError):
+    """A stored file no longer matches the digest recorded when it was logged."""
+
+
+def safe_relpath(name: str) -> str:
+    """A file name inside an artifact: relative, no `..`, so it cannot leave the store."""
+    path = PurePosixPath(name)
+    if not name or path.is_absolute() or ".." in path.parts or name.startswith("\\"):
+        raise UserError(f"artifact file name {name!r} must be a relative path without '..'.")
+    return str(path)
+
+
+def check_alias(alias: str) -> None:
+    if alias == LATEST:
+        raise UserError(f"'{LATEST}' moves by itself to the newest version; it cannot be set by hand.")
+    if alias[:1] == RESERVED_ALIAS_PREFIX and alias[1:].isdigit():
+        raise UserError(f"{alias!r} looks like a version number and cannot be an alias.")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.objects = self.root / "objects"
+        self.collections_dir = self.root / "collections"
+        self.sweeps_dir = self.root / "sweeps"
+        self.tmp = self.root / "tmp"
+
+    # -- locking -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Exclusive lock over every write; the kernel drops it if the holder is killed."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- collections ---------------------------------------------------------------------
+
+    def _collection_path(self, scope: str, name: str) -> Path:
+        return self.collections_dir / scope / f"{name}.json"
+
+    def read_collection(self, scope: str, name: str) -> dict | None:
+        path = self._collection_path(scope, name)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def collections(self, scope: str | None = None) -> list[dict]:
+        """Every collection (optionally of one scope), sorted by scope and name."""
+        if not self.collections_dir.exists():
+            return []
+        scopes = [scope] if scope else sorted(p.name for p in self.collections_dir.iterdir())
+        found = []
+        for s in scopes:
+            for path in sorted((self.collections_dir / s).glob("*.json")):
+                found.append(json.loads(path.read_text(encoding="utf-8")))
+        return found
+
+    # -- resolving refs ------------------------------------------------------------------
+
+    def resolve(self, ref: Ref, default_project: str) -> tuple[dict, dict]:
+        """(collection, version) for a ref, or a UserError that lists what exists."""
+        scope = ref.scope or default_project
+        coll = self.read_collection(scope, ref.name)
+        if coll is None:
+            existing = [f"{c['name']} ({c['type']})" for c in self.collections(scope)]
+            where = "the model registry" if ref.registry else f"project {scope!r}"
+            raise UserError(
+                f"no artifact {ref.name!r} in {where}. Existing: {', '.join(existing) or 'none'}. "
+                + (
+                    "Link a model with `python app/pipelines/registry.py link REF COLLECTION --alias A`."
+                    if ref.registry
+                    else "Run the step that produces it first (data_prep.py, then train.py)."
+                )
+            )
+        index = ref.version if ref.version is not None else coll["aliases"].get(ref.alias)
+        if index is None or index >= len(coll["versions"]):
+            aliases = ", ".join(f"{a} -> v{v}" for a, v in sorted(coll["aliases"].items()))
+            raise UserError(
+                f"{ref} does not exist: {ref.name} has versions v0..v{len(coll['versions']) - 1} "
+                f"and aliases {aliases or 'none'}."
+            )
+        return coll, coll["versions"][index]
+
+    def qualified(self, coll: dict, version: dict) -> str:
+        if coll["scope"] == REGISTRY:
+            return f"{REGISTRY}/{coll['name']}:v{version['version']}"
+        return f"{coll['name']}:v{version['version']}"
+
+    # -- reading -------------------------------------------------------------------------
+
+    def verified_files(self, version: dict) -> Path:
+        """The folder holding a version's files, after checking every file's digest."""
+        folder = self.objects / version["digest"]
+        for name, digest in sorted(version["manifest"].items()):
+            path = folder / safe_relpath(name)
+            if not path.is_file():
+                raise CorruptArtifact(
+                    f"file {name!r} of artifact version {version['digest']} is missing from "
+                    f"{folder}. The store was changed outside this tool; log the artifact again."
+                )
+            if md5_file_b64(str(path)) != digest:
+                raise CorruptArtifact(
+                    f"file {name!r} in {folder} does not match its recorded digest: it was "
+                    "changed or corrupted after logging. Log the artifact again to repair it."
+                )
+        return folder
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _clean_stale_staging(self) -> None:
+        """Remove staging folders left by writers that died (called under the lock)."""
+        if not self.tmp.exists():
+            return
+        for entry in self.tmp.iterdir():
+            pid = entry.name.split("-", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def _store_object(self, digest: str, files: dict[str, Path], manifest: dict[str, str]) -> None:
+        """Copy files into objects/<digest>, whole or not at all."""
+        target = self.objects / digest
+        if target.exists():
+            try:
+                self.verified_files({"digest": digest, "manifest": manifest})
+                return
+            except CorruptArtifact:
+                shutil.rmtree(target)  # repair: replace the damaged copy with this good one
+        stage = self.tmp / f"{os.getpid()}-{uuid.uuid4().hex}"
+        try:
+            for name, src in files.items():
+                dst = stage / safe_relpath(name)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+                with open(dst, "rb") as f:
+                    os.fsync(f.fileno())
+            # The source could have changed between digesting and copying: check the copy.
+            for name, digest_b64 in manifest.items():
+                if md5_file_b64(str(stage / name)) != digest_b64:
+                    raise CorruptArtifact(f"file {name!r} changed while it was being logged.")
+            self.objects.mkdir(parents=True, exist_ok=True)
+            os.rename(stage, target)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+    def add_version(
+        self,
+        *,
+        scope: str,
+        name: str,
+        type: str,
+        digest: str,
+        files: dict[str, Path],
+        manifest: dict[str, str],
+        metadata: dict,
+        aliases: list[str],
+        logged_by: dict,
+        source: str | None = None,
+    ) -> tuple[dict, dict]:
+        """Add a version (or find the one with the same digest); returns (collection, version)."""
+        for alias in aliases:
+            check_alias(alias)
+        for rel in files:
+            safe_relpath(rel)
+        with self.locked():
+            self._clean_stale_staging()
+            coll = self.read_collection(scope, name) or {
+                "name": name, "scope": scope, "type": type, "versions": [], "aliases": {},
+            }
+            if coll["type"] != type:
+                raise UserError(
+                    f"{name!r} is an artifact of type {coll['type']!r}, not {type!r}; pick another name."
+                )
+            existing = next((v for v in coll["versions"] if v["digest"] == digest), None)
+            if files:
+                self._store_object(digest, files, manifest)
+            if existing is None:
+                existing = {
+                    "version": len(coll["versions"]),
+                    "digest": digest,
+                    "manifest": manifest,
+                    "metadata": metadata,
+                    "created_at": _now(),
+                    "logged_by": logged_by,
+                    "used_by": [],
+                    "source": source,
+                }
+                coll["versions"].append(existing)
+            for alias in [LATEST, *aliases]:
+                coll["aliases"][alias] = existing["version"]
+            _write_json_atomic(self._collection_path(scope, name), coll)
+            return coll, existing
+
+    def record_use(self, scope: str, name: str, version: int, run: dict) -> None:
+        """Lineage: note that `run` consumed this version."""
+        with self.locked():
+            coll = self.read_collection(scope, name)
+            entry = coll["versions"][version]
+            if all(u.get("id") != run.get("id") for u in entry["used_by"]):
+                entry["used_by"].append(run)
+                _write_json_atomic(self._collection_path(scope, name), coll)
+
+    def set_alias(self, scope: str, name: str, version: int, alias: str) -> int | None:
+        """Point `alias` at a version; returns the version it was taken from, if any."""
+        check_alias(alias)
+        with self.locked():
+            coll = self.read_collection(scope, name)
+            previous = coll["aliases"].get(alias)
+            coll["aliases"][alias] = version
+            _write_json_atomic(self._collection_path(scope, name), coll)
+            return previous

@@ -1,0 +1,122 @@
+"""One training job inside a run: data artifact in, model artifact out.
+
+Shared by the baseline, --retrain and every sweep trial, so all three log the same keys
+and carry the same recipe. `run` is an app.tracking.Run; nothing here imports wandb.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from app import names
+from app.data.split_files import read_split
+from app.errors import UserError
+from app.models import build_model
+from app.training import engine
+from app.training.checkpoint import save_checkpoint
+
+# Logged every epoch with `epoch` as the step. The best-so-far keys are plain scalars on
+# purpose: define_metric(summary="max") stores a nested {"max": v} summary, which a sweep
+# metric cannot name, so the sweep optimises val/best_accuracy, a key really logged.
+EPOCH_KEYS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/best_accuracy", "val/best_loss")
+SWEEP_METRIC = "val/best_accuracy"
+
+
+def code_version() -> str | None:
+    """The git commit of this checkout, when there is one."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def declare_metrics(run) -> None:
+    run.define_metric("epoch")
+    for key in EPOCH_KEYS:
+        run.define_metric(key, step_metric="epoch")
+
+
+def load_split_tensors(dataset_version, device, channels_last: bool):
+    split = read_split(dataset_version.path)
+    tensors = {s: engine.to_tensors(split.images[s], split.labels[s], device, channels_last) for s in split.images}
+    return split, tensors
+
+
+def train_and_log(
+    run,
+    *,
+    dataset_version,
+    recipe: dict,
+    epochs: int,
+    device: torch.device,
+    extra_metadata: dict,
+    aliases: list[str] = (),
+    init_state: dict | None = None,
+    should_stop: Callable[[dict], bool] | None = None,
+):
+    """Fit the recipe's model on the dataset version, log per-epoch metrics and the model.
+
+    Returns (model artifact version or None when a sweep stopped the trial, history).
+    """
+    hyper = recipe["hyperparameters"]
+    engine.seed_everything(hyper["seed"])
+    model = engine.prepare(build_model(recipe), device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    split, data = load_split_tensors(dataset_version, device, engine.uses_channels_last(model))
+    declare_metrics(run)
+
+    best = {"val/best_accuracy": 0.0, "val/best_loss": float("inf")}
+    stopped = {"early": False}
+
+    def on_epoch(record: dict) -> bool:
+        best["val/best_accuracy"] = max(best["val/best_accuracy"], record["val/accuracy"])
+        best["val/best_loss"] = min(best["val/best_loss"], record["val/loss"])
+        run.log({**record, **best})
+        stopped["early"] = bool(should_stop and should_stop({**record, **best}))
+        return stopped["early"]
+
+    print(f"training {recipe['arch']} on {dataset_version.ref} ({len(data['train'])} images) on {device}",
+          file=sys.stderr)
+    history = engine.fit(model, data["train"], data["val"], lr=hyper["lr"], batch_size=hyper["batch_size"],
+                         epochs=epochs, seed=hyper["seed"], on_epoch=on_epoch)
+    last = history[-1]
+    metrics = {
+        "train_loss": last["train/loss"], "train_accuracy": last["train/accuracy"],
+        "val_loss": last["val/loss"], "val_accuracy": last["val/accuracy"],
+        "best_val_accuracy": best["val/best_accuracy"], "best_val_loss": best["val/best_loss"],
+        "epochs_trained": len(history),
+    }
+    run.summary({"epochs_trained": len(history)})
+    if stopped["early"]:
+        return None, history
+
+    metadata = {
+        **recipe,
+        "epochs": epochs,
+        "seed": hyper["seed"],
+        "metrics": metrics,
+        "code_version": code_version(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "summary": str(model),
+        **extra_metadata,
+    }
+    collection = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])
+    with tempfile.TemporaryDirectory() as tmp:
+        files = save_checkpoint(model, recipe, Path(tmp))
+        logged = run.log_artifact(collection, names.MODEL_TYPE, files, metadata, aliases)
+    return logged, history
+
+
+def dataset_info(dataset_version) -> dict:
+    name = dataset_version.metadata.get("dataset")
+    if not name:
+        raise UserError(f"{dataset_version.ref} has no 'dataset' in its metadata; log it with data_prep.py.")
+    return {"ref": dataset_version.ref, "digest": dataset_version.digest, "name": name}

@@ -1,0 +1,78 @@
+"""sweep.yaml: loading, validation before anything runs, and the agent's command expansion."""
+from __future__ import annotations
+
+import shlex
+import sys
+import warnings
+from pathlib import Path
+
+import yaml
+
+from app.errors import UserError
+
+with warnings.catch_warnings():  # sweeps 0.3 declares a pydantic v1 config key; harmless
+    warnings.simplefilter("ignore")
+    import sweeps
+
+# Flags of train.py a sweep may set, and keys train.py logs that a sweep may optimise.
+TRIAL_FLAGS = {"lr", "batch_size", "seed", "epochs", "dropout_1", "dropout_2", "dropout_3", "dense", "hidden",
+               "dataset", "arch", "data", "device"}
+LOGGED_KEYS = {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/best_accuracy", "val/best_loss"}
+MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}"}
+
+
+def load_sweep_config(path: Path) -> dict:
+    try:
+        config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; pass --sweep-config or run from the repo root.") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path} must hold a mapping with method, metric and parameters.")
+    return config
+
+
+def validate(config: dict, source: str = "sweep.yaml") -> None:
+    """W&B's schema, then what the schema cannot know: flags train.py has and keys it logs."""
+    problems = list(sweeps.schema_violations_from_proposed_config(config))
+    for name in config.get("parameters") or {}:
+        if name not in TRIAL_FLAGS:
+            problems.append(f"parameter {name!r} is not a train.py flag (known: {', '.join(sorted(TRIAL_FLAGS))})")
+    metric = (config.get("metric") or {}).get("name")
+    if metric not in LOGGED_KEYS:
+        problems.append(f"metric.name {metric!r} is not a key train.py logs (logged: {', '.join(sorted(LOGGED_KEYS))})")
+    for part in config.get("command") or []:
+        if part.startswith("${") and part not in MACROS:
+            problems.append(f"command macro {part!r} is not supported (use {', '.join(sorted(MACROS))})")
+        if part in ("--tune", "--retrain"):
+            problems.append(f"command must run one plain trial; remove {part!r}")
+    if problems:
+        raise UserError(f"{source} is invalid:\n  - " + "\n  - ".join(problems))
+
+
+def with_fixed(config: dict, fixed: dict) -> dict:
+    """The sweep as created: sweep.yaml plus the fixed values of this --tune (dataset, arch, epochs)."""
+    params = dict(config["parameters"])
+    params.update({k: {"value": v} for k, v in fixed.items() if v is not None})
+    return {**config, "parameters": params}
+
+
+def expand_command(config: dict, params: dict, python: str = sys.executable) -> list[str]:
+    """The trial's argv, expanded as `wandb agent` expands the sweep's command."""
+    command = config.get("command") or ["${env}", "${interpreter}", "${program}", "${args}"]
+    argv: list[str] = []
+    for part in command:
+        if part == "${env}":
+            continue  # the agent prepends /usr/bin/env; the environment is inherited anyway
+        elif part == "${interpreter}":
+            argv.append(python)
+        elif part == "${program}":
+            argv.append(config["program"])
+        elif part == "${args}":
+            argv.extend(f"--{k}={v}" for k, v in params.items())
+        elif part == "${args_no_hyphens}":
+            argv.extend(f"{k}={v}" for k, v in params.items())
+        else:
+            argv.extend(shlex.split(part))
+    return argv

@@ -1,0 +1,97 @@
+"""Shared fixtures: a hermetic offline environment and a runner for the real scripts."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "app" / "pipelines"
+# Any network call fails loudly: this host cannot resolve.
+UNRESOLVABLE = "http://wandb-unreachable.invalid"
+
+
+def offline_env(workdir: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "PIPELINE_"))}
+    env.update({
+        "WANDB_BASE_URL": UNRESOLVABLE,
+        "WANDB_DIR": str(workdir),
+        "WANDB_CACHE_DIR": str(workdir / ".wandb-cache"),
+        "WANDB_CONFIG_DIR": str(workdir / ".wandb-config"),
+        "WANDB_DATA_DIR": str(workdir / ".wandb-data"),
+        "NETRC": str(workdir / "no-netrc"),
+        "PIPELINE_STORE_DIR": str(workdir / "artifact-store"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Workspace:
+    """A temp working directory where the scripts run offline, as a user would run them."""
+
+    path: Path
+    env: dict
+
+    def run(self, script: str, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [sys.executable, str(SCRIPTS / f"{script}.py"), *args],
+            cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{script} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def registry(self, collection: str | None = None) -> list[dict]:
+        out = self.run("registry", "list", *([collection] if collection else []), "--json").stdout
+        return json.loads(out)["versions"]
+
+    def versions(self, collection: str) -> list[dict]:
+        return [v for v in self.registry() if v["collection"] == collection]
+
+    @property
+    def store(self) -> Path:
+        return self.path / "artifact-store"
+
+    def store_snapshot(self) -> dict:
+        """Every file under the store with its bytes, to prove a refusal changed nothing."""
+        if not self.store.exists():
+            return {}
+        return {str(p.relative_to(self.store)): p.read_bytes() for p in sorted(self.store.rglob("*"))
+                if p.is_file() and p.name != ".lock"}
+
+    def run_dirs(self) -> list[Path]:
+        return sorted((self.path / "wandb").glob("offline-run-*"))
+
+
+def make_workspace(path: Path, **extra: str) -> Workspace:
+    path.mkdir(parents=True, exist_ok=True)
+    return Workspace(path=path, env=offline_env(path, **extra))
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Workspace:
+    return make_workspace(tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Workspace:
+    """data_prep -> train on digits, once per session, for tests that only read the result."""
+    ws = make_workspace(tmp_path_factory.mktemp("trained"))
+    ws.run("data_prep", "--dataset", "digits")
+    ws.run("train", "--dataset", "digits", "--epochs", "3")
+    return ws
+
+
+def leet_records(run_dir: Path) -> list[dict]:
+    """The records of an offline run, read with W&B's own `wandb leet inspect --json`."""
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(run_dir)],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]

@@ -1,0 +1,99 @@
+"""Refs, settings (.env and the mode decision) and the two flag spellings."""
+from __future__ import annotations
+
+import pytest
+
+from app import settings as settings_module
+from app.cli import Parser, parse_bool
+from app.errors import UserError
+from app.tracking.refs import parse_ref
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("digits-split", ("digits-split", "latest", None, None, False)),
+    ("digits-split:v3", ("digits-split", "v3", None, None, False)),
+    ("digits-split:golden", ("digits-split", "golden", None, None, False)),
+    ("me/proj/digits-split:latest", ("digits-split", "latest", "proj", "me", False)),
+    ("wandb-registry-model/digits-cnn:candidate", ("digits-cnn", "candidate", None, None, True)),
+    ("my-org/wandb-registry-model/digits-cnn:v0", ("digits-cnn", "v0", None, None, True)),
+])
+def test_ref_forms(text, expected):
+    ref = parse_ref(text)
+    assert (ref.name, ref.alias, ref.project, ref.entity, ref.registry) == expected
+
+
+def test_ref_version_and_round_trip():
+    assert parse_ref("x:v12").version == 12
+    assert parse_ref("x:candidate").version is None
+    assert str(parse_ref("wandb-registry-model/c:production")) == "wandb-registry-model/c:production"
+
+
+@pytest.mark.parametrize("text", ["", "a:b:c", "a/b/c/d:x", "../x", "name:", "na me", "x:../y"])
+def test_malformed_refs_name_the_accepted_forms(text):
+    with pytest.raises(UserError, match="name:alias"):
+        parse_ref(text)
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for key in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_PROJECT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    monkeypatch.setattr(settings_module, "_settings", None)
+    return tmp_path
+
+
+def test_mode_is_offline_without_a_key_with_a_notice(clean_env, capsys):
+    assert settings_module.decide_mode("https://api.wandb.ai") == "offline"
+    assert "WANDB_API_KEY" in capsys.readouterr().err
+
+
+def test_mode_is_online_with_a_key_and_wandb_mode_wins(clean_env, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert settings_module.decide_mode("https://api.wandb.ai") == "online"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert settings_module.decide_mode("https://api.wandb.ai") == "offline"
+    monkeypatch.setenv("WANDB_MODE", "sideways")
+    with pytest.raises(UserError, match="online"):
+        settings_module.decide_mode("https://api.wandb.ai")
+
+
+def test_netrc_from_wandb_login_counts_as_a_key(clean_env, monkeypatch):
+    netrc = clean_env / "netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert settings_module.decide_mode("https://api.wandb.ai") == "online"
+
+
+def test_env_file_loads_without_overriding_the_shell(clean_env, monkeypatch):
+    env_file = clean_env / ".env"
+    env_file.write_text("WANDB_PROJECT=from-file\nWANDB_ENTITY=\n# comment\n")
+    monkeypatch.setenv("WANDB_ENTITY", "from-shell")
+    settings_module.load_env_file(env_file)
+    import os
+    assert os.environ["WANDB_PROJECT"] == "from-file"
+    assert os.environ["WANDB_ENTITY"] == "from-shell"
+    monkeypatch.delenv("WANDB_PROJECT")
+
+
+def test_env_file_with_a_malformed_line_is_refused(clean_env):
+    env_file = clean_env / ".env"
+    env_file.write_text("WANDB_PROJECT=ok\nthis is not a setting\n")
+    with pytest.raises(UserError, match="malformed line"):
+        settings_module.load_env_file(env_file)
+
+
+def test_env_file_is_found_from_any_working_directory():
+    assert settings_module.ENV_FILE.parent.name == "app"
+    assert settings_module.ENV_FILE.is_absolute()
+
+
+def test_both_flag_spellings_and_agent_booleans():
+    p = Parser()
+    p.add_argument("--max-sweep", type=int)
+    p.add_argument("--warm_start", nargs="?", const=True, default=False, type=parse_bool)
+    assert p.parse_args(["--max_sweep", "3"]).max_sweep == 3
+    assert p.parse_args(["--max-sweep", "4"]).max_sweep == 4
+    assert p.parse_args(["--warm-start"]).warm_start is True
+    assert p.parse_args(["--warm_start=False"]).warm_start is False

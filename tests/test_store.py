@@ -1,0 +1,200 @@
+"""The embedded backend's contract: W&B's artifact and registry rules on a local folder."""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from app.errors import UserError
+from app.settings import Settings
+from app.tracking.backends import OfflineBackend
+from app.tracking.store import CorruptArtifact
+
+
+class FakeWandbRun:
+    """Stands in for the offline W&B run; the store contract does not depend on it."""
+
+    def __init__(self):
+        self.logged = []
+
+    def log_artifact(self, art, aliases):
+        self.logged.append((art.name, art.digest, list(aliases)))
+
+
+class FakeRun:
+    def __init__(self, run_id="run1", job_type="test"):
+        self.wandb_run = FakeWandbRun()
+        self._id, self._job = run_id, job_type
+
+    def lineage_entry(self):
+        return {"id": self._id, "job_type": self._job, "name": None}
+
+
+def make_backend(root: Path) -> OfflineBackend:
+    return OfflineBackend(Settings(mode="offline", project="proj", entity=None, model_retrain=None,
+                                   model_eval=None, store_dir=root, base_url="http://x.invalid"))
+
+
+def log(backend, tmp, content: bytes, name="things", type="dataset", aliases=(), run=None):
+    """Log one file with `content`; the metadata records its length."""
+    src = tmp / f"src-{hashlib.md5(content).hexdigest()}" / "f.bin"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_bytes(content)
+    return backend.log(run or FakeRun(), name, type, {"f.bin": src}, {"n": len(content)}, list(aliases))
+
+
+@pytest.fixture
+def backend(tmp_path):
+    return make_backend(tmp_path / "store")
+
+
+def test_versions_are_numbered_per_collection_and_latest_moves(backend, tmp_path):
+    assert log(backend, tmp_path, b"a").ref == "things:v0"
+    assert log(backend, tmp_path, b"b").ref == "things:v1"
+    assert log(backend, tmp_path, b"c", name="other").ref == "other:v0"
+    assert backend.peek("things").ref == "things:v1"
+    assert backend.peek("things:latest").version == 1
+    assert backend.peek("things:v0").metadata == {"n": 1}
+
+
+def test_identical_content_is_the_same_version_and_latest_moves_back(backend, tmp_path):
+    first = log(backend, tmp_path, b"same")
+    log(backend, tmp_path, b"different")
+    again = log(backend, tmp_path, b"same")
+    assert again.ref == first.ref == "things:v0"
+    assert again.digest == first.digest
+    assert len(backend.list("things")) == 2
+    assert backend.peek("things:latest").version == 0
+
+
+def test_digest_is_wandbs_own_artifact_digest(backend, tmp_path):
+    import wandb
+
+    logged = log(backend, tmp_path, b"payload")
+    art = wandb.Artifact("things", type="dataset")
+    art.add_file(str(next(tmp_path.glob("src-*/f.bin"))), name="f.bin")
+    assert logged.digest == art.digest
+
+
+def test_an_alias_is_unique_within_a_collection(backend, tmp_path):
+    log(backend, tmp_path, b"a", aliases=["best"])
+    log(backend, tmp_path, b"b")
+    moved, previous = backend.set_alias("things:v1", "best")
+    assert previous == "v0"
+    assert "best" in moved.aliases
+    assert "best" not in backend.peek("things:v0").aliases
+    assert backend.peek("things:best").version == 1
+
+
+@pytest.mark.parametrize("alias", ["latest", "v3"])
+def test_reserved_aliases_are_refused(backend, tmp_path, alias):
+    log(backend, tmp_path, b"a")
+    with pytest.raises(UserError):
+        backend.set_alias("things:v0", alias)
+
+
+def test_lineage_records_who_logged_and_who_used(backend, tmp_path):
+    log(backend, tmp_path, b"a", run=FakeRun("producer", "data_prep"))
+    backend.use(FakeRun("consumer", "train"), "things:latest", "dataset")
+    backend.use(FakeRun("consumer", "train"), "things:latest", "dataset")  # once per run
+    info = backend.peek("things:v0")
+    assert info.logged_by["id"] == "producer"
+    assert [u["id"] for u in info.used_by] == ["consumer"]
+
+
+def test_use_returns_verified_files(backend, tmp_path):
+    log(backend, tmp_path, b"content")
+    used = backend.use(FakeRun(), "things", "dataset")
+    assert (used.path / "f.bin").read_bytes() == b"content"
+
+
+def test_a_corrupted_file_is_detected_on_use_and_names_the_file(backend, tmp_path):
+    log(backend, tmp_path, b"good")
+    log(backend, tmp_path, b"other")
+    stored = backend.use(FakeRun(), "things:v0", "dataset").path / "f.bin"
+    stored.write_bytes(b"evil")
+    with pytest.raises(CorruptArtifact, match="f.bin"):
+        backend.use(FakeRun(), "things:v0", "dataset")
+    assert (backend.use(FakeRun(), "things:v1", "dataset").path / "f.bin").read_bytes() == b"other"
+
+
+def test_a_removed_file_is_detected_on_use(backend, tmp_path):
+    log(backend, tmp_path, b"good")
+    (backend.use(FakeRun(), "things:v0", "dataset").path / "f.bin").unlink()
+    with pytest.raises(CorruptArtifact, match="missing"):
+        backend.use(FakeRun(), "things:v0", "dataset")
+
+
+def test_relogging_repairs_a_damaged_object(backend, tmp_path):
+    log(backend, tmp_path, b"good")
+    (backend.use(FakeRun(), "things:v0", "dataset").path / "f.bin").write_bytes(b"bad")
+    log(backend, tmp_path, b"good")
+    assert (backend.use(FakeRun(), "things:v0", "dataset").path / "f.bin").read_bytes() == b"good"
+
+
+def test_registry_link_and_resolution(backend, tmp_path):
+    log(backend, tmp_path, b"w1", name="digits-cnn", type="model")
+    log(backend, tmp_path, b"w2", name="digits-cnn", type="model")
+    linked = backend.link("digits-cnn:v1", "digits-cnn", ["candidate"])
+    assert linked.ref == "wandb-registry-model/digits-cnn:v0"
+    assert linked.source == "digits-cnn:v1"
+    assert backend.peek("wandb-registry-model/digits-cnn:candidate").digest == backend.peek("digits-cnn:v1").digest
+    # linking the same version again is the same registry version
+    assert backend.link("digits-cnn:v1", "digits-cnn", ["production"]).version == 0
+    # use through the registry records lineage on the source version too
+    backend.use(FakeRun("evaluator", "evaluate"), "wandb-registry-model/digits-cnn:production", "model")
+    assert [u["id"] for u in backend.peek("digits-cnn:v1").used_by] == ["evaluator"]
+
+
+def test_unknown_refs_list_what_exists(backend, tmp_path):
+    log(backend, tmp_path, b"a", aliases=["best"])
+    with pytest.raises(UserError, match="Existing: things"):
+        backend.peek("nothing:latest")
+    with pytest.raises(UserError, match="best -> v0"):
+        backend.peek("things:missing")
+    with pytest.raises(UserError, match="v0..v0"):
+        backend.peek("things:v9")
+
+
+def test_wrong_type_is_refused(backend, tmp_path):
+    log(backend, tmp_path, b"a")
+    with pytest.raises(UserError, match="'dataset' artifact"):
+        backend.use(FakeRun(), "things", "model")
+    with pytest.raises(UserError, match="type 'dataset'"):
+        log(backend, tmp_path, b"b", type="model")
+
+
+@pytest.mark.parametrize("name", ["../escape.bin", "/etc/passwd", "a/../../b"])
+def test_file_names_cannot_escape_the_store(backend, tmp_path, name):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x")
+    with pytest.raises(UserError, match="relative path"):
+        backend.store.add_version(scope="proj", name="things", type="dataset", digest="d" * 32,
+                                  files={name: src}, manifest={name: "x"}, metadata={}, aliases=[],
+                                  logged_by={})
+    assert backend.list() == []
+
+
+def _log_in_child(root: str, index: int) -> None:
+    tmp = Path(root).parent / f"child-{index}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    log(make_backend(Path(root)), tmp, f"content-{index}".encode())
+
+
+def test_concurrent_writers_lose_no_version(tmp_path):
+    root = tmp_path / "store"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_log_in_child, args=(str(root), i)) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    backend = make_backend(root)
+    versions = backend.list("things")
+    assert sorted(v.version for v in versions) == [0, 1, 2, 3]
+    assert len({v.digest for v in versions}) == 4
+    for v in versions:
+        assert (backend.use(FakeRun(), v.ref, "dataset").path / "f.bin").is_file()
