@@ -13,7 +13,7 @@ from pathlib import Path
 
 from app import names
 from app.errors import UserError
-from app.tuning.sweep_config import expand_command, load_sweep_config, validate, with_fixed
+from app.tuning.sweep_config import expand_command, load_sweep_config, resolve_program, validate, with_fixed
 from app.tuning.trial import SWEEP_ID_ENV, TRIAL_ENV
 
 
@@ -21,9 +21,10 @@ def tune(args, settings) -> None:
     config = load_sweep_config(Path(args.sweep_config))
     validate(config, args.sweep_config)
     config = with_fixed(config, {"dataset": args.dataset, "arch": args.arch, "data": args.data, "epochs": args.epochs})
+    program = resolve_program(config["program"], Path(args.sweep_config))
     collection = names.model_artifact(args.dataset, args.arch)
     if settings.offline:
-        ranking = tune_locally(config, args, settings)
+        ranking = tune_locally(config, program, args, settings)
     else:
         ranking = tune_online(config, args, settings)
 
@@ -46,7 +47,7 @@ def tune(args, settings) -> None:
     print(f"candidate: {linked.ref} [{', '.join(linked.aliases)}] <- {best['model_ref']}")
 
 
-def tune_locally(config: dict, args, settings) -> list[dict]:
+def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
     from app.tracking.store import Store
     from app.tracking.sweep_controller import MAX_CONSECUTIVE_FAILURES, LocalSweeps
 
@@ -64,7 +65,8 @@ def tune_locally(config: dict, args, settings) -> list[dict]:
             break
         print(f"--- trial {trial['number']}: {trial['params']}", file=sys.stderr, flush=True)
         env = {**os.environ, SWEEP_ID_ENV: sweep_id, TRIAL_ENV: str(trial["number"])}
-        returncode = subprocess.run(expand_command(config, trial["params"]), env=env).returncode
+        argv = expand_command({**config, "program": program}, trial["params"])
+        returncode = subprocess.run(argv, env=env).returncode
         state = controller.close_trial(sweep_id, trial["number"], returncode)
         failures = failures + 1 if state in ("failed", "crashed") else 0
         if failures >= MAX_CONSECUTIVE_FAILURES:

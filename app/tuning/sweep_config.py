@@ -58,6 +58,14 @@ def with_fixed(config: dict, fixed: dict) -> dict:
     return {**config, "parameters": params}
 
 
+def resolve_program(program: str, sweep_file: Path) -> str:
+    """`program` as the agent finds it (from the working directory), else beside sweep.yaml."""
+    if Path(program).exists():
+        return program
+    beside = Path(sweep_file).resolve().parent / program
+    return str(beside) if beside.exists() else program
+
+
 def expand_command(config: dict, params: dict, python: str = sys.executable) -> list[str]:
     """The trial's argv, expanded as `wandb agent` expands the sweep's command."""
     command = config.get("command") or ["${env}", "${interpreter}", "${program}", "${args}"]
