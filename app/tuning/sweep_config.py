@@ -58,12 +58,16 @@ def with_fixed(config: dict, fixed: dict) -> dict:
     return {**config, "parameters": params}
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
 def resolve_program(program: str, sweep_file: Path) -> str:
-    """`program` as the agent finds it (from the working directory), else beside sweep.yaml."""
-    if Path(program).exists():
-        return program
-    beside = Path(sweep_file).resolve().parent / program
-    return str(beside) if beside.exists() else program
+    """`program` as the agent finds it (from the working directory), else beside sweep.yaml,
+    else in this project's root, so --tune works from any directory."""
+    for base in (Path.cwd(), Path(sweep_file).resolve().parent, PROJECT_ROOT):
+        if (base / program).exists():
+            return str(base / program)
+    raise UserError(f"sweep program {program!r} not found; run from the repo root or fix `program` in {sweep_file}.")
 
 
 def expand_command(config: dict, params: dict, python: str = sys.executable) -> list[str]:

@@ -1,0 +1,161 @@
+"""Evaluate a registry model on validation and test: metrics, confusion matrices, error tables.
+
+    python app/pipelines/evaluate.py --dataset digits            # the registry's to_evaluate
+    python app/pipelines/evaluate.py --model digits-cnn:v3 --promote
+
+The data is the dataset version the model was trained on (from its recipe), unless --data.
+With --promote, `production` moves to this model only if its test accuracy is at least
+production's on the same split (or there is no production model yet).
+"""
+from __future__ import annotations
+
+import sys
+
+from app import names
+from app.cli import Parser, parse_bool
+from app.errors import exits_cleanly
+
+SPLITS = ("val", "test")
+
+
+def parse_args(argv=None):
+    p = Parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", choices=names.DATASETS, default="mnist", help="picks the registry collection")
+    p.add_argument("--arch", choices=names.ARCHITECTURES, default="cnn", help="picks the registry collection")
+    p.add_argument("--model", metavar="REF", help="model ref (default: WANDB_MODEL_EVAL, "
+                   "else wandb-registry-model/<dataset>-<arch>:to_evaluate)")
+    p.add_argument("--data", metavar="REF", help="dataset ref instead of the model's own dataset version")
+    p.add_argument("--promote", nargs="?", const=True, default=False, type=parse_bool,
+                   help="move 'production' here if at least as good as production on the same test split")
+    p.add_argument("--no-generate-images", dest="generate_images", action="store_false",
+                   help="leave the image column out of the error-analysis tables")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="inference device")
+    return p.parse_args(argv)
+
+
+@exits_cleanly
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from app.settings import load_settings
+
+    settings = load_settings()
+    model_ref = args.model or settings.model_eval or names.registry_ref(
+        names.model_artifact(args.dataset, args.arch), names.TO_EVALUATE)
+
+    import tempfile
+    from pathlib import Path
+
+    from app.data.split_files import read_split
+    from app.evaluation import gate, report
+    from app.evaluation.inference import probabilities
+    from app.evaluation.metrics import classification_report
+    from app.training.checkpoint import load_checkpoint
+    from app.training.engine import pick_device
+    from app.tracking import backend, start_run
+
+    with start_run("evaluate", {"model": model_ref, "data": args.data, "promote": args.promote}) as run:
+        device = pick_device(args.device)
+        model_version = run.use(model_ref, names.MODEL_TYPE)
+        model, recipe = load_checkpoint(model_version.path, device)
+        data_ref = args.data or recipe["dataset"]["ref"]
+        if args.data:
+            print(f"note: evaluating on {args.data} instead of the model's own {recipe['dataset']['ref']}",
+                  file=sys.stderr)
+        dataset = run.use(data_ref, names.DATASET_TYPE)
+        split = read_split(dataset.path)
+        run.update_config({"model_version": model_version.ref, "dataset_ref": dataset.ref, "arch": recipe["arch"]})
+
+        results, probs = {}, {}
+        for name in SPLITS:
+            probs[name] = probabilities(model, split.images[name], device)
+            results[name] = classification_report(probs[name], split.labels[name], len(split.class_names))
+            print(f"{name}: accuracy {results[name]['accuracy']:.4f}  loss {results[name]['loss']:.4f}  "
+                  f"macro F1 {results[name]['macro_f1']:.4f}", file=sys.stderr)
+            make_image = run.image if args.generate_images else None
+            run.log({
+                f"{name}/accuracy": results[name]["accuracy"],
+                f"{name}/loss": results[name]["loss"],
+                f"{name}/macro_f1": results[name]["macro_f1"],
+                f"{name}/per_class": run.table(
+                    ["class", "precision", "recall", "f1"],
+                    [[c, *(results[name]["per_class"][k][i] for k in ("precision", "recall", "f1"))]
+                     for i, c in enumerate(split.class_names)]),
+                f"{name}/confusion_matrix": run.confusion_matrix(
+                    split.labels[name], probs[name].argmax(1), split.class_names, f"{name} confusion matrix"),
+                f"{name}/confusion_matrix_image": run.image(
+                    report.confusion_figure(results[name]["confusion_matrix"], split.class_names, name)),
+                f"{name}/errors": run.table(
+                    report.error_columns(split.class_names, args.generate_images),
+                    report.error_rows(probs[name], split.labels[name], split.class_names,
+                                      split.images[name], make_image)),
+            })
+        gap = results["val"]["accuracy"] - results["test"]["accuracy"]
+        summary = {f"{s}_{k}": results[s][k] for s in SPLITS for k in ("accuracy", "loss", "macro_f1")}
+        summary["val_test_gap"] = gap
+        run.summary(summary)
+
+        collection = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])
+        production = production_on_split(run, backend(), collection, model_version, dataset, split, device)
+        if production and production.get("comparable") and not production.get("same_model"):
+            print(f"side by side on {dataset.ref} test: this {results['test']['accuracy']:.4f}  "
+                  f"production {production['test_accuracy']:.4f} ({production['ref']})")
+        decision = gate.decide(results["test"]["accuracy"], production)
+        run.summary({"promotion_eligible": decision.promote, "promotion_reason": decision.reason})
+
+        with tempfile.TemporaryDirectory() as tmp:
+            files = {f"{s}_predictions.csv": report.write_predictions(Path(tmp) / f"{s}_predictions.csv", probs[s],
+                                                                      split.labels[s], split.class_names)
+                     for s in SPLITS}
+            evaluation = run.log_artifact(
+                names.evaluation_artifact(recipe["dataset"]["name"], recipe["arch"]), names.EVALUATION_TYPE, files,
+                {"model": model_version.ref, "model_digest": model_version.digest, "dataset": dataset.ref,
+                 "dataset_digest": dataset.digest, "metrics": summary, "per_class": {s: results[s]["per_class"] for s in SPLITS},
+                 "production": production, "promotion": {"eligible": decision.promote, "reason": decision.reason}})
+
+        promoted = None
+        if args.promote and decision.promote:
+            promoted = promote(run, backend(), model_version, collection)
+        run.summary({"promoted": bool(promoted)})
+
+    print(f"evaluated {model_version.ref} on {dataset.ref}: val accuracy {results['val']['accuracy']:.4f}, "
+          f"test accuracy {results['test']['accuracy']:.4f}, val-test gap {gap:+.4f}")
+    print(f"evaluation artifact: {evaluation.ref}")
+    if args.promote:
+        print(f"promotion: {'promoted to ' + promoted if promoted else 'refused'} ({decision.reason})")
+    else:
+        print(f"promotion: not asked (--promote); the gate would {'promote' if decision.promote else 'refuse'}: "
+              f"{decision.reason}")
+
+
+def production_on_split(run, store, collection, model_version, dataset, split, device) -> dict | None:
+    """The production model's test accuracy on this very split, when that is a fair comparison."""
+    from app.errors import UserError
+    from app.evaluation.inference import probabilities
+    from app.training.checkpoint import load_checkpoint
+
+    ref = names.registry_ref(collection, names.PRODUCTION)
+    try:
+        info = store.peek(ref, names.MODEL_TYPE)
+    except UserError:
+        return None
+    if info.digest == model_version.digest:
+        return {"ref": info.ref, "same_model": True, "comparable": True}
+    if info.metadata.get("dataset", {}).get("digest") != dataset.digest:
+        return {"ref": info.ref, "comparable": False}
+    used = run.use(ref, names.MODEL_TYPE)
+    model, _ = load_checkpoint(used.path, device)
+    probs = probabilities(model, split.images["test"], device)
+    accuracy = float((probs.argmax(1) == split.labels["test"]).mean())
+    return {"ref": used.ref, "comparable": True, "test_accuracy": accuracy}
+
+
+def promote(run, store, model_version, collection) -> str:
+    """Move `production` to the evaluated model (linking it into the registry if needed)."""
+    if model_version.ref.startswith(names.REGISTRY + "/"):
+        moved, _ = store.set_alias(model_version.ref, names.PRODUCTION)
+        return moved.ref
+    return run.link(model_version.ref, collection, [names.PRODUCTION]).ref
+
+
+if __name__ == "__main__":
+    main()

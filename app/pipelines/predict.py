@@ -1,0 +1,59 @@
+"""Classify images with a model from the registry (default: production).
+
+    python app/pipelines/predict.py --dataset digits seven.png scan.jpg
+    python app/pipelines/predict.py --model digits-cnn:v3 --json batch.npy
+
+PNG or JPEG of any size (converted to the model's grayscale input; a light background is
+inverted, since the models learned light strokes on dark), or an .npy array of uint8 images.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from app import names
+from app.cli import Parser
+from app.errors import exits_cleanly
+
+
+def parse_args(argv=None):
+    p = Parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("inputs", nargs="+", help="image files (.png, .jpg) or .npy arrays of images")
+    p.add_argument("--dataset", choices=names.DATASETS, default="mnist", help="picks the registry collection")
+    p.add_argument("--arch", choices=names.ARCHITECTURES, default="cnn", help="picks the registry collection")
+    p.add_argument("--model", metavar="REF", help="model ref (default: wandb-registry-model/<dataset>-<arch>:production)")
+    p.add_argument("--json", action="store_true", help="one JSON document, for machines")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="inference device")
+    return p.parse_args(argv)
+
+
+@exits_cleanly
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from app.evaluation.images import load_inputs
+    from app.evaluation.inference import probabilities
+    from app.training.checkpoint import load_checkpoint
+    from app.training.engine import pick_device
+    from app.tracking import start_run
+
+    model_ref = args.model or names.registry_ref(names.model_artifact(args.dataset, args.arch), names.PRODUCTION)
+    with start_run("predict", {"model": model_ref, "inputs": len(args.inputs)}) as run:
+        device = pick_device(args.device)
+        model_version = run.use(model_ref, names.MODEL_TYPE)
+        model, recipe = load_checkpoint(model_version.path, device)
+        sources, images = load_inputs(args.inputs, recipe["input_shape"][1:])
+        probs = probabilities(model, images, device)
+
+    classes = recipe["class_names"]
+    results = [{"input": source, "class": classes[int(p.argmax())], "index": int(p.argmax()),
+                "confidence": round(float(p.max()), 5)} for source, p in zip(sources, probs)]
+    if args.json:
+        print(json.dumps({"model": model_version.ref, "predictions": results}, indent=1))
+        return
+    for r in results:
+        print(f"{r['input']}: {r['class']} ({r['confidence']:.3f})")
+    print(f"model: {model_version.ref}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""evaluate.py and predict.py end to end, plus the metrics and the gate as units."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from app.evaluation.gate import decide
+from app.evaluation.metrics import classification_report
+from app.evaluation.report import error_columns, error_rows
+from conftest import leet_records
+
+
+def test_metrics_agree_with_scikit_learn():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=300).astype(np.float32)
+    labels = rng.integers(0, 4, 300)
+    preds = probs.argmax(1)
+    report = classification_report(probs, labels, 4)
+    p, r, f, _ = precision_recall_fscore_support(labels, preds, labels=range(4), zero_division=0)
+    assert report["accuracy"] == pytest.approx(accuracy_score(labels, preds))
+    assert report["per_class"]["precision"] == pytest.approx(p.tolist())
+    assert report["per_class"]["recall"] == pytest.approx(r.tolist())
+    assert report["per_class"]["f1"] == pytest.approx(f.tolist())
+    assert report["macro_f1"] == pytest.approx(f1_score(labels, preds, average="macro"))
+    assert report["confusion_matrix"] == confusion_matrix(labels, preds, labels=range(4)).tolist()
+    assert report["loss"] == pytest.approx(-np.log(probs[np.arange(300), labels]).mean(), rel=1e-5)
+
+
+def test_error_rows_have_one_row_per_example_and_every_column():
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]], np.float32)
+    rows = error_rows(probs, np.array([0, 0, 1]), ["a", "b"])
+    assert error_columns(["a", "b"], with_images=False) == ["id", "label", "prediction", "confidence", "correct", "p_a", "p_b"]
+    assert [r[0] for r in rows] == [0, 1, 2]
+    assert [r[4] for r in rows] == [True, False, False]
+    assert rows[1][1:4] == ["a", "b", pytest.approx(0.7)]
+
+
+def test_gate_promotes_better_or_first_and_refuses_worse_or_incomparable():
+    assert decide(0.5, None).promote
+    assert decide(0.9, {"ref": "p", "test_accuracy": 0.9, "comparable": True}).promote
+    worse = decide(0.8, {"ref": "p", "test_accuracy": 0.9, "comparable": True})
+    assert not worse.promote and "0.8000 < production's 0.9000" in worse.reason
+    assert not decide(0.99, {"ref": "p", "comparable": False}).promote
+    assert not decide(0.99, {"ref": "p", "comparable": True, "same_model": True}).promote
+
+
+def test_evaluate_promote_refuse_and_predict(trained, tmp_path):
+    ws = trained
+    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "to_evaluate")
+    out = ws.run("evaluate", "--dataset", "digits", "--promote").stdout
+    assert "promoted to wandb-registry-model/digits-cnn:v0" in out and "no production model yet" in out
+
+    # row counts of both tables equal the split sizes, in the evaluation artifact and the W&B run
+    [evaluation] = ws.versions("digits-cnn-evaluation")
+    sizes = ws.versions("digits-split")[0]["metadata"]["split_sizes"]
+    store_dir = ws.store / "objects" / evaluation["digest"]
+    for split in ("val", "test"):
+        with open(store_dir / f"{split}_predictions.csv") as f:
+            rows = list(csv.reader(f))
+        assert len(rows) - 1 == sizes[split]
+        assert rows[0][:6] == ["id", "label", "prediction", "confidence", "correct", "p_0"]
+    eval_dir = next(d for d in ws.run_dirs() if any(
+        r["type"] == "run" and r["run"]["job_type"] == "evaluate" for r in leet_records(d)))
+    records = leet_records(eval_dir)
+    summary = {}
+    for r in records:
+        if r["type"] == "summary":
+            summary.update(r["summary"]["update"])
+    assert 0 < summary["val/accuracy"] <= 1 and 0 < summary["test/accuracy"] <= 1
+    assert "val_test_gap" in summary
+    tables = {f["path"] for r in records if r["type"] == "files" for f in r["files"]["files"]}
+    for split in ("val", "test"):
+        assert any(f"{split}/errors" in t for t in tables) and any(f"{split}/confusion_matrix_image" in t for t in tables)
+        table_file = next(t for t in tables if f"{split}/errors" in t and t.endswith(".table.json"))
+        data = json.loads((eval_dir / "files" / table_file).read_text())
+        assert len(data["data"]) == sizes[split] and "image" in data["columns"]
+        assert any(f"{split}/confusion_matrix" in t and "image" not in t for t in tables)
+
+    # lineage: the evaluation run used both the model version and the dataset version
+    eval_run = evaluation["logged_by"]["id"]
+    assert eval_run in [u["id"] for u in ws.versions("digits-cnn")[0]["used_by"]]
+    assert eval_run in [u["id"] for u in ws.versions("digits-split")[0]["used_by"]]
+
+    # a deliberately worse model is refused, production stays
+    ws.run("train", "--dataset", "digits", "--epochs", "1", "--lr", "0.00001")
+    ws.run("registry", "link", "digits-cnn:v1", "digits-cnn", "--alias", "to_evaluate")
+    out = ws.run("evaluate", "--dataset", "digits", "--promote", "--no-generate-images").stdout
+    assert "promotion: refused" in out and "< production's" in out
+    production = [v for v in ws.versions("wandb-registry-model/digits-cnn") if "production" in v["aliases"]]
+    assert [v["version"] for v in production] == ["v0"]
+
+    # predict on PNG renderings of test digits
+    split_dir = ws.store / "objects" / ws.versions("digits-split")[0]["digest"]
+    images, labels = np.load(split_dir / "test_images.npy"), np.load(split_dir / "test_labels.npy")
+    files = []
+    for i in range(60):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray(images[i]).resize((56, 56)).save(path)
+        files.append(str(path))
+    result = json.loads(ws.run("predict", "--dataset", "digits", "--json", *files).stdout)
+    predicted = [int(p["class"]) for p in result["predictions"]]
+    assert result["model"] == "wandb-registry-model/digits-cnn:v0"
+    assert np.mean(np.array(predicted) == labels[:60]) >= 0.9
+
+    not_image = tmp_path / "fake.png"
+    not_image.write_text("not an image")
+    proc = ws.run("predict", "--dataset", "digits", str(not_image), check=False)
+    assert proc.returncode == 2 and "not an image" in proc.stderr

@@ -1,0 +1,122 @@
+"""--tune offline: the local controller with W&B's sweeps engine, and sweep.yaml checks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from app.errors import UserError
+from app.pipelines.train import parse_args
+from app.tuning.sweep_config import expand_command, load_sweep_config, validate, with_fixed
+from conftest import REPO, SCRIPTS, leet_records
+
+SWEEP = REPO / "sweep.yaml"
+
+
+def small_sweep(tmp_path, cap=None, **extra):
+    config = load_sweep_config(SWEEP)
+    config["parameters"]["epochs"] = {"values": [1, 2]}
+    if cap:
+        config["run_cap"] = cap
+    config.update(extra)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def sweep_state(ws) -> dict:
+    [path] = (ws.store / "sweeps").glob("*.json")
+    return json.loads(path.read_text())
+
+
+def test_repo_sweep_yaml_is_valid_and_its_command_parses_in_train():
+    config = load_sweep_config(SWEEP)
+    validate(config)
+    assert "--tune" not in config["command"] and config["method"] == "bayes"
+    params = {"lr": 0.001, "batch_size": 64, "dropout_1": 0.1, "dropout_2": 0.2, "dropout_3": 0.3, "dense": 128,
+              "epochs": 2, "dataset": "digits", "arch": "cnn"}
+    argv = expand_command(with_fixed(config, {}), params)
+    assert argv[1] == "app/pipelines/train.py" and "--lr=0.001" in argv
+    args = parse_args(argv[2:])
+    assert (args.lr, args.batch_size, args.dense, args.epochs, args.dataset) == (0.001, 64, 128, 2, "digits")
+    assert not args.tune and parse_args(["--warm-start=False"]).warm_start is False
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["parameters"].update(momentum={"values": [0.9]}), "'momentum' is not a train.py flag"),
+    (lambda c: c["metric"].update(name="val_loss"), "metric.name 'val_loss'"),
+    (lambda c: c["parameters"].update(lr={"distribution": "gaussian_bogus", "min": 0, "max": 1}), "lr"),
+    (lambda c: c.update(method="genetic"), "genetic"),
+    (lambda c: c["command"].append("--tune"), "--tune"),
+])
+def test_invalid_sweep_yaml_is_refused_naming_the_key(change, message):
+    config = load_sweep_config(SWEEP)
+    change(config)
+    with pytest.raises(UserError, match=message):
+        validate(config)
+
+
+def test_invalid_sweep_yaml_stops_tune_before_anything_runs(workspace, tmp_path):
+    bad = small_sweep(tmp_path, metric={"name": "val_loss", "goal": "minimize"})
+    proc = workspace.run("train", "--dataset", "digits", "--tune", "--sweep-config", str(bad), check=False)
+    assert proc.returncode == 2 and "val_loss" in proc.stderr
+    assert workspace.store_snapshot() == {}
+
+
+def test_offline_sweep_runs_trials_and_links_the_best_as_candidate(workspace, tmp_path):
+    workspace.run("data_prep", "--dataset", "digits")
+    out = workspace.run("train", "--dataset", "digits", "--tune", "--max_sweep", "4",
+                        "--sweep-config", str(small_sweep(tmp_path))).stdout
+    state = sweep_state(workspace)
+    trials = state["trials"]
+    assert len(trials) == 4
+    assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 4
+    assert all(t["state"] in ("finished", "stopped") for t in trials)
+    metric = state["config"]["metric"]["name"]
+    assert all(len(t["history"]) >= 1 and metric in t["summary"] for t in trials)
+    finished = [t for t in trials if t["state"] == "finished"]
+    models = {v["version"]: v for v in workspace.versions("digits-cnn")}
+    assert len(models) == len(finished)
+    for v in models.values():
+        assert v["metadata"]["sweep"]["sweep_id"] == state["id"]
+    best = max(finished, key=lambda t: t["summary"][metric])
+    candidate = next(v for v in workspace.versions("wandb-registry-model/digits-cnn") if "candidate" in v["aliases"])
+    assert candidate["source"] == best["model_ref"]
+    assert "ranking by val/best_accuracy" in out
+
+    # the metric name is a key of the trial runs' own W&B summaries
+    trial_dirs = [d for d in workspace.run_dirs()
+                  if any(r["type"] == "run" and r["run"]["job_type"] == "sweep_trial" for r in leet_records(d))]
+    assert len(trial_dirs) == 4
+    for d in trial_dirs:
+        records = leet_records(d)
+        summary = {}
+        for r in records:
+            if r["type"] == "summary":
+                summary.update(r["summary"]["update"])
+        assert isinstance(summary[metric], float)
+        run = next(r["run"] for r in records if r["type"] == "run")
+        assert run["run_group"] == f"sweep-{state['id']}"
+
+
+def test_two_agents_share_one_sweep_up_to_its_cap(workspace, tmp_path):
+    workspace.run("data_prep", "--dataset", "digits")
+    config = small_sweep(tmp_path, cap=4, early_terminate=None)
+    text = yaml.safe_load(config.read_text())
+    text.pop("early_terminate")
+    config.write_text(yaml.safe_dump(text))
+    first = workspace.run("train", "--dataset", "digits", "--tune", "--max_sweep", "1", "--no-link",
+                          "--sweep-config", str(config))
+    sweep_id = sweep_state(workspace)["id"]
+    agents = [subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--dataset", "digits", "--tune",
+                                "--max_sweep", "10", "--sweep-id", sweep_id, "--no-link", "--sweep-config", str(config)],
+                               cwd=workspace.path, env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+              for _ in range(2)]
+    assert [a.wait(timeout=600) for a in agents] == [0, 0]
+    trials = sweep_state(workspace)["trials"]
+    assert len(trials) == 4 and [t["number"] for t in trials] == [0, 1, 2, 3]
+    assert all(t["state"] == "finished" for t in trials)
+    assert "best:" in first.stdout
