@@ -206,6 +206,11 @@ class Store:
                     raise CorruptArtifact(f"file {name!r} changed while it was being logged.")
             self.objects.mkdir(parents=True, exist_ok=True)
             os.rename(stage, target)
+        except OSError as err:  # a full disk, a read-only folder: nothing is listed, say so
+            raise UserError(
+                f"could not write the artifact's files into {self.root} ({err.strerror or err}); nothing was "
+                "logged. Free space, or point PIPELINE_STORE_DIR at another folder, and run again."
+            ) from err
         finally:
             shutil.rmtree(stage, ignore_errors=True)
 

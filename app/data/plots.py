@@ -1,0 +1,24 @@
+"""Matplotlib figures for data_prep: the label distribution of each split."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen needed; figures go to W&B as images
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def label_distribution(class_counts: dict[str, list[int]], class_names: list[str]):
+    """Grouped bars: one group per class, one bar per split."""
+    fig, ax = plt.subplots(figsize=(max(6, len(class_names) * 0.8), 4))
+    x = np.arange(len(class_names))
+    width = 0.8 / len(class_counts)
+    for i, (split, counts) in enumerate(class_counts.items()):
+        ax.bar(x + i * width, counts, width, label=f"{split} ({sum(counts)})")
+    ax.set_xticks(x + width * (len(class_counts) - 1) / 2)
+    ax.set_xticklabels(class_names, rotation=45 if max(map(len, class_names)) > 3 else 0, ha="right")
+    ax.set_ylabel("images")
+    ax.set_title("Label distribution per split")
+    ax.legend()
+    fig.tight_layout()
+    return fig
