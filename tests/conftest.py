@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -86,6 +87,14 @@ def trained(tmp_path_factory) -> Workspace:
     ws = make_workspace(tmp_path_factory.mktemp("trained"))
     ws.run("data_prep", "--dataset", "digits")
     ws.run("train", "--dataset", "digits", "--epochs", "3")
+    return ws
+
+
+@pytest.fixture
+def trained_copy(trained, tmp_path) -> Workspace:
+    """A private copy of `trained` (its store), for tests that change what is stored."""
+    ws = make_workspace(tmp_path / "trained-copy")
+    shutil.copytree(trained.store, ws.store)
     return ws
 
 

@@ -49,8 +49,8 @@ def test_gate_promotes_better_or_first_and_refuses_worse_or_incomparable():
     assert not decide(0.99, {"ref": "p", "comparable": True, "same_model": True}).promote
 
 
-def test_evaluate_promote_refuse_and_predict(trained, tmp_path):
-    ws = trained
+def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
+    ws = trained_copy
     ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "to_evaluate")
     out = ws.run("evaluate", "--dataset", "digits", "--promote").stdout
     assert "promoted to wandb-registry-model/digits-cnn:v0" in out and "no production model yet" in out

@@ -16,7 +16,7 @@ import pytest
 
 from app.errors import UserError
 from conftest import SCRIPTS
-from test_store import FakeRun, log, make_backend
+from test_store import FakeRun, log, log_concurrently, make_backend
 
 
 def assert_consistent(root: Path) -> int:
@@ -59,20 +59,10 @@ def test_writers_killed_at_random_points_never_leave_a_half_version(tmp_path):
     assert leftovers == []  # staging of dead writers is cleaned by the next write
 
 
-def _log_one(root: str, index: int) -> None:
-    log(make_backend(Path(root)), Path(root).parent / f"w{index}", f"payload-{index % 6}".encode())
-
-
 def test_eight_concurrent_writers_lose_nothing(tmp_path):
     root = tmp_path / "store"
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_log_one, args=(str(root), i)) for i in range(8)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0] * 8
     # eight writers, six distinct contents: exactly six versions by digest dedup, no gaps
+    assert log_concurrently(root, [f"payload-{i % 6}".encode() for i in range(8)]) == [0] * 8
     assert assert_consistent(root) == 6
 
 
@@ -98,7 +88,8 @@ def test_disk_full_is_a_clear_error_and_the_store_stays_intact(tmp_path, monkeyp
     assert log(backend, tmp_path, b"second").version == 1
 
 
-def test_damaged_version_names_its_file_and_others_still_work(trained):
+def test_damaged_version_names_its_file_and_others_still_work(trained_copy):
+    trained = trained_copy
     [dataset] = trained.versions("digits-split")
     damaged = trained.store / "objects" / dataset["digest"] / "val_labels.npy"
     original = damaged.read_bytes()
@@ -112,7 +103,8 @@ def test_damaged_version_names_its_file_and_others_still_work(trained):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_training_killed_mid_epoch_logs_no_model_and_moves_no_alias(trained, sig):
+def test_training_killed_mid_epoch_logs_no_model_and_moves_no_alias(trained_copy, sig):
+    trained = trained_copy
     before = trained.store_snapshot()
     proc = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--dataset", "digits", "--epochs", "50"],
                             cwd=trained.path, env=trained.env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -150,7 +142,7 @@ def test_malformed_env_file_is_refused(tmp_path):
         load_env_file(bad)
 
 
-def test_dataset_where_model_expected_and_unknown_arch(trained, tmp_path):
+def test_a_dataset_where_a_model_is_expected_is_refused(trained):
     proc = trained.run("evaluate", "--model", "digits-split:latest", check=False)
     assert proc.returncode == 2 and "'dataset' artifact" in proc.stderr
     proc = trained.run("train", "--retrain", "--model", "digits-split:v0", check=False)

@@ -177,21 +177,24 @@ def test_file_names_cannot_escape_the_store(backend, tmp_path, name):
     assert backend.list() == []
 
 
-def _log_in_child(root: str, index: int) -> None:
-    tmp = Path(root).parent / f"child-{index}"
-    tmp.mkdir(parents=True, exist_ok=True)
-    log(make_backend(Path(root)), tmp, f"content-{index}".encode())
+def _log_in_child(root: str, index: int, content: bytes) -> None:
+    log(make_backend(Path(root)), Path(root).parent / f"child-{index}", content)
 
 
-def test_concurrent_writers_lose_no_version(tmp_path):
-    root = tmp_path / "store"
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_log_in_child, args=(str(root), i)) for i in range(4)]
+def log_concurrently(root: Path, contents: list[bytes]) -> list[int]:
+    """One process per content, all logging to one collection at once; their exit codes."""
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_log_in_child, args=(str(root), i, c)) for i, c in enumerate(contents)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(120)
-    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    return [p.exitcode for p in procs]
+
+
+def test_concurrent_writers_lose_no_version(tmp_path):
+    root = tmp_path / "store"
+    assert log_concurrently(root, [f"content-{i}".encode() for i in range(4)]) == [0, 0, 0, 0]
     backend = make_backend(root)
     versions = backend.list("things")
     assert sorted(v.version for v in versions) == [0, 1, 2, 3]
