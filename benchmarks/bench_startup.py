@@ -2,7 +2,7 @@
 
     python benchmarks/bench_startup.py [--repeats 3]
 
-The trial is timed until train.py prints "training ..." (right before its first step), in
+The trial is timed until the engine prints "fit: ..." (right before its first step), in
 a temp dir with an offline store holding the digits split, as a local sweep trial runs.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ def time_to_first_step(env, cwd) -> float:
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     for line in proc.stderr:
-        if line.startswith("training "):
+        if line.startswith("fit: "):
             elapsed = time.perf_counter() - start
             break
     else:

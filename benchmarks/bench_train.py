@@ -36,10 +36,13 @@ def synthetic_mnist(n: int, seed: int):
     """Ten classes of noisy strokes in class-specific places: learnable, MNIST-shaped uint8."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, n)
-    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    images = rng.integers(0, 140, (n, 28, 28)).astype(np.uint8)
     for i, label in enumerate(labels):
+        # a faint, jittered stroke: hard enough that 100 steps do not reach 100%
         r, c = divmod(int(label), 5)
-        images[i, 3 + r * 12:11 + r * 12, 2 + c * 5:6 + c * 5] = rng.integers(150, 255)
+        dr, dc = rng.integers(-3, 4, 2)
+        top, left = max(0, 4 + r * 12 + dr), max(0, 2 + c * 5 + dc)
+        images[i, top:top + 6, left:left + 3] = rng.integers(120, 200)
     return images, labels
 
 

@@ -62,7 +62,7 @@ def main(argv=None) -> None:
 
     settings = load_settings()
     if args.tune:
-        from app.tuning import tune
+        from app.tuning.run import tune
 
         return tune(args, settings)
     return retrain(args, settings) if args.retrain else baseline(args)

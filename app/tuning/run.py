@@ -1,0 +1,86 @@
+"""`train.py --tune`: a Bayesian sweep over sweep.yaml, online or with the local controller.
+
+Every trial is its own `train.py` process started from the sweep's `command`, so a trial
+here and one started by `wandb agent` on another machine run the very same code. At the
+end the best trial's model is linked into the registry as `candidate`.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from app import names
+from app.errors import UserError
+from app.tuning.sweep_config import expand_command, load_sweep_config, resolve_program, validate, with_fixed
+from app.tuning.trial import SWEEP_ID_ENV, TRIAL_ENV
+
+
+def tune(args, settings) -> None:
+    config = load_sweep_config(Path(args.sweep_config))
+    validate(config, args.sweep_config)
+    config = with_fixed(config, {"dataset": args.dataset, "arch": args.arch, "data": args.data, "epochs": args.epochs})
+    program = resolve_program(config["program"], Path(args.sweep_config))
+    collection = names.model_artifact(args.dataset, args.arch)
+    if settings.offline:
+        ranking = tune_locally(config, program, args, settings)
+    else:
+        ranking = tune_online(config, args, settings)
+
+    metric = config["metric"]["name"]
+    print(f"\nranking by {metric} ({config['metric']['goal']}):")
+    for place, trial in enumerate(ranking, 1):
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial["params"].items()
+                           if k not in ("dataset", "arch", "data"))
+        print(f"  {place}. {trial['name']:10} {trial['summary'][metric]:.4f}  [{trial.get('state')}]  "
+              f"{trial.get('model_ref') or '-'}  {params}")
+    best = next((t for t in ranking if t.get("model_ref")), None)
+    if best is None:
+        raise UserError("no trial logged a model (all failed or were stopped); check the trial output above.")
+    if args.no_link:
+        print(f"best: {best['model_ref']} (not linked: --no-link)")
+        return
+    from app.tracking import backend
+
+    linked = backend().link(best["model_ref"], collection, [names.CANDIDATE])
+    print(f"candidate: {linked.ref} [{', '.join(linked.aliases)}] <- {best['model_ref']}")
+
+
+def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
+    from app.tracking.store import Store
+    from app.tracking.sweep_controller import MAX_CONSECUTIVE_FAILURES, LocalSweeps
+
+    controller = LocalSweeps(Store(settings.store_dir))
+    sweep_id = args.sweep_id or controller.create(config)
+    if args.sweep_id:
+        config = controller.read(sweep_id)["config"]
+    print(f"local sweep {sweep_id}: join from another shell with "
+          f"`python app/pipelines/train.py --tune --dataset {args.dataset} --arch {args.arch} --sweep-id {sweep_id}`",
+          file=sys.stderr)
+    failures = 0
+    for _ in range(args.max_sweep):
+        trial = controller.next_trial(sweep_id, cap=None)
+        if trial is None:
+            break
+        print(f"--- trial {trial['number']}: {trial['params']}", file=sys.stderr, flush=True)
+        env = {**os.environ, SWEEP_ID_ENV: sweep_id, TRIAL_ENV: str(trial["number"])}
+        argv = expand_command({**config, "program": program}, trial["params"])
+        returncode = subprocess.run(argv, env=env).returncode
+        state = controller.close_trial(sweep_id, trial["number"], returncode)
+        failures = failures + 1 if state in ("failed", "crashed") else 0
+        if failures >= MAX_CONSECUTIVE_FAILURES:
+            raise UserError(f"{failures} trials in a row failed; fix the error above and resume with --sweep-id {sweep_id}.")
+    return controller.ranking(sweep_id)
+
+
+def tune_online(config: dict, args, settings) -> list[dict]:
+    from app.tracking import sweep_online
+
+    sweep_id = args.sweep_id or sweep_online.create_sweep(config, settings)
+    path = sweep_online.sweep_path(sweep_id, settings)
+    print(f"sweep {sweep_id}: more agents on any machine with `wandb agent {path}`", file=sys.stderr)
+    returncode = sweep_online.run_agent(path, args.max_sweep)
+    if returncode:
+        raise UserError(f"`wandb agent {path}` exited with {returncode}; see its output above.")
+    return sweep_online.ranking(path, config["metric"])
