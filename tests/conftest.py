@@ -83,10 +83,10 @@ def workspace(tmp_path) -> Workspace:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Workspace:
-    """data_prep -> train on digits, once per session, for tests that only read the result."""
+    """data_prep -> train (15 epochs, defaults) on digits, once per session; tests only read it."""
     ws = make_workspace(tmp_path_factory.mktemp("trained"))
     ws.run("data_prep", "--dataset", "digits")
-    ws.run("train", "--dataset", "digits", "--epochs", "3")
+    ws.run("train", "--dataset", "digits", "--epochs", "15")
     return ws
 
 

@@ -14,7 +14,8 @@ def test_baseline_logs_a_model_with_its_recipe_and_lineage(trained):
     assert meta["arch"] == "cnn" and meta["input_shape"] == [1, 28, 28] and len(meta["class_names"]) == 10
     assert set(meta["hyperparameters"]) >= {"lr", "batch_size", "seed", "dropout_1", "dropout_2", "dropout_3", "dense"}
     assert meta["parameters"] == 454_922 and "Conv2d" in meta["summary"]
-    assert meta["metrics"]["epochs_trained"] == 3 and 0 < meta["metrics"]["best_val_accuracy"] <= 1
+    assert meta["metrics"]["epochs_trained"] == 15
+    assert meta["metrics"]["val_accuracy"] >= 0.95  # the default hyperparameters learn digits
     train_run = model["logged_by"]["id"]
     assert train_run in [u["id"] for u in dataset["used_by"]]
 
@@ -26,7 +27,7 @@ def test_training_run_record_holds_config_metrics_and_model(trained):
     config = next(r["run"]["config"]["update"] for r in records if r["type"] == "run")
     history = [r["history"]["item"] for r in records if r["type"] == "history"]
     epochs = [h for h in history if "val/accuracy" in h]
-    assert [h["epoch"] for h in epochs] == [1, 2, 3]
+    assert [h["epoch"] for h in epochs] == list(range(1, 16))
     assert all("train/loss" in h and "val/best_accuracy" in h for h in epochs)
     config_text = json.dumps(config)
     assert "digits-split" in config_text
@@ -72,3 +73,13 @@ def test_missing_or_wrong_type_input_lists_what_exists(workspace):
     workspace.run("data_prep", "--dataset", "digits")
     proc = workspace.run("train", "--dataset", "digits", "--data", "digits-split:v5", check=False)
     assert proc.returncode == 2 and "latest -> v0" in proc.stderr
+
+
+def test_same_seed_and_data_give_identical_weights_so_the_same_version(workspace):
+    workspace.run("data_prep", "--dataset", "digits")
+    first = workspace.run("train", "--dataset", "digits", "--epochs", "1", "--arch", "mlp").stdout
+    second = workspace.run("train", "--dataset", "digits", "--epochs", "1", "--arch", "mlp").stdout
+    assert "digits-mlp:v0" in first and "digits-mlp:v0" in second  # same bytes, same W&B digest
+    third = workspace.run("train", "--dataset", "digits", "--epochs", "1", "--arch", "mlp", "--seed", "1").stdout
+    assert "digits-mlp:v1" in third
+    assert len(workspace.versions("digits-mlp")) == 2

@@ -50,6 +50,7 @@ def test_repo_sweep_yaml_is_valid_and_its_command_parses_in_train():
     (lambda c: c["metric"].update(name="val_loss"), "metric.name 'val_loss'"),
     (lambda c: c["parameters"].update(lr={"distribution": "gaussian_bogus", "min": 0, "max": 1}), "lr"),
     (lambda c: c.update(method="genetic"), "genetic"),
+    (lambda c: c.update(methd="bayes"), "'methd' was unexpected"),
     (lambda c: c["command"].append("--tune"), "--tune"),
 ])
 def test_invalid_sweep_yaml_is_refused_naming_the_key(change, message):
@@ -57,6 +58,12 @@ def test_invalid_sweep_yaml_is_refused_naming_the_key(change, message):
     change(config)
     with pytest.raises(UserError, match=message):
         validate(config)
+
+
+def test_cnn_parameters_are_refused_for_the_mlp():
+    with pytest.raises(UserError, match="'dropout_1' does not apply to --arch mlp"):
+        validate(load_sweep_config(SWEEP), arch="mlp")
+    validate(load_sweep_config(SWEEP), arch="cnn")
 
 
 def test_invalid_sweep_yaml_stops_tune_before_anything_runs(workspace, tmp_path):

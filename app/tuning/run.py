@@ -19,7 +19,7 @@ from app.tuning.trial import SWEEP_ID_ENV, TRIAL_ENV
 
 def tune(args, settings) -> None:
     config = load_sweep_config(Path(args.sweep_config))
-    validate(config, args.sweep_config)
+    validate(config, args.sweep_config, arch=args.arch)
     config = with_fixed(config, {"dataset": args.dataset, "arch": args.arch, "data": args.data, "epochs": args.epochs})
     program = resolve_program(config["program"], Path(args.sweep_config))
     collection = names.model_artifact(args.dataset, args.arch)

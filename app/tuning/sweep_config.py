@@ -33,12 +33,20 @@ def load_sweep_config(path: Path) -> dict:
     return config
 
 
-def validate(config: dict, source: str = "sweep.yaml") -> None:
-    """W&B's schema, then what the schema cannot know: flags train.py has and keys it logs."""
+def validate(config: dict, source: str = "sweep.yaml", arch: str | None = None) -> None:
+    """W&B's schema, then what the schema cannot know: flags train.py has (for this --arch)
+    and keys it logs."""
+    from app.models import ARCHITECTURES, model_defaults
+
     problems = list(sweeps.schema_violations_from_proposed_config(config))
+    other_arch_keys = {k for a in ARCHITECTURES if a != arch for k in model_defaults(a)} - set(model_defaults(arch)) \
+        if arch else set()
     for name in config.get("parameters") or {}:
         if name not in TRIAL_FLAGS:
             problems.append(f"parameter {name!r} is not a train.py flag (known: {', '.join(sorted(TRIAL_FLAGS))})")
+        elif name in other_arch_keys:
+            problems.append(f"parameter {name!r} does not apply to --arch {arch} (its own: "
+                            f"{', '.join(model_defaults(arch))}); use a sweep file for {arch}")
     metric = (config.get("metric") or {}).get("name")
     if metric not in LOGGED_KEYS:
         problems.append(f"metric.name {metric!r} is not a key train.py logs (logged: {', '.join(sorted(LOGGED_KEYS))})")
