@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from app.data.sources import RawDataset, load_dataset, load_digits_28
+from app.data.sources import load_dataset, load_digits_28
 from app.data.split import Split, check_sizes, cross_split_duplicates, stratified_split
 from app.data.split_files import read_split, write_split
 from app.errors import UserError

@@ -47,6 +47,7 @@ def main(argv=None) -> None:
 
     from app.data.split_files import read_split
     from app.evaluation import gate, report
+    from app.evaluation.promotion import production_on_split, promote
     from app.evaluation.inference import probabilities
     from app.evaluation.metrics import classification_report
     from app.training.checkpoint import load_checkpoint
@@ -125,36 +126,6 @@ def main(argv=None) -> None:
     else:
         print(f"promotion: not asked (--promote); the gate would {'promote' if decision.promote else 'refuse'}: "
               f"{decision.reason}")
-
-
-def production_on_split(run, store, collection, model_version, dataset, split, device) -> dict | None:
-    """The production model's test accuracy on this very split, when that is a fair comparison."""
-    from app.errors import UserError
-    from app.evaluation.inference import probabilities
-    from app.training.checkpoint import load_checkpoint
-
-    ref = names.registry_ref(collection, names.PRODUCTION)
-    try:
-        info = store.peek(ref, names.MODEL_TYPE)
-    except UserError:
-        return None
-    if info.digest == model_version.digest:
-        return {"ref": info.ref, "same_model": True, "comparable": True}
-    if info.metadata.get("dataset", {}).get("digest") != dataset.digest:
-        return {"ref": info.ref, "comparable": False}
-    used = run.use(ref, names.MODEL_TYPE)
-    model, _ = load_checkpoint(used.path, device)
-    probs = probabilities(model, split.images["test"], device)
-    accuracy = float((probs.argmax(1) == split.labels["test"]).mean())
-    return {"ref": used.ref, "comparable": True, "test_accuracy": accuracy}
-
-
-def promote(run, store, model_version, collection) -> str:
-    """Move `production` to the evaluated model (linking it into the registry if needed)."""
-    if model_version.ref.startswith(names.REGISTRY + "/"):
-        moved, _ = store.set_alias(model_version.ref, names.PRODUCTION)
-        return moved.ref
-    return run.link(model_version.ref, collection, [names.PRODUCTION]).ref
 
 
 if __name__ == "__main__":

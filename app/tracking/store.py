@@ -54,11 +54,11 @@ def check_alias(alias: str) -> None:
         raise UserError(f"{alias!r} looks like a version number and cannot be an alias.")
 
 
-def _now() -> str:
+def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -68,7 +68,7 @@ def _write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -180,7 +180,7 @@ class Store:
             return
         for entry in self.tmp.iterdir():
             pid = entry.name.split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(entry, ignore_errors=True)
 
     def _store_object(self, digest: str, files: dict[str, Path], manifest: dict[str, str]) -> None:
@@ -251,7 +251,7 @@ class Store:
                     "digest": digest,
                     "manifest": manifest,
                     "metadata": metadata,
-                    "created_at": _now(),
+                    "created_at": now_iso(),
                     "logged_by": logged_by,
                     "used_by": [],
                     "source": source,
@@ -259,7 +259,7 @@ class Store:
                 coll["versions"].append(existing)
             for alias in [LATEST, *aliases]:
                 coll["aliases"][alias] = existing["version"]
-            _write_json_atomic(self._collection_path(scope, name), coll)
+            write_json_atomic(self._collection_path(scope, name), coll)
             return coll, existing
 
     def record_use(self, scope: str, name: str, version: int, run: dict) -> None:
@@ -269,7 +269,7 @@ class Store:
             entry = coll["versions"][version]
             if all(u.get("id") != run.get("id") for u in entry["used_by"]):
                 entry["used_by"].append(run)
-                _write_json_atomic(self._collection_path(scope, name), coll)
+                write_json_atomic(self._collection_path(scope, name), coll)
 
     def set_alias(self, scope: str, name: str, version: int, alias: str) -> int | None:
         """Point `alias` at a version; returns the version it was taken from, if any."""
@@ -278,5 +278,5 @@ class Store:
             coll = self.read_collection(scope, name)
             previous = coll["aliases"].get(alias)
             coll["aliases"][alias] = version
-            _write_json_atomic(self._collection_path(scope, name), coll)
+            write_json_atomic(self._collection_path(scope, name), coll)
             return previous

@@ -14,7 +14,7 @@ import secrets
 import warnings
 
 from app.errors import UserError
-from app.tracking.store import Store, _now, _pid_alive, _write_json_atomic
+from app.tracking.store import Store, now_iso, pid_alive, write_json_atomic
 
 with warnings.catch_warnings():  # sweeps 0.3 declares a pydantic v1 config key; harmless
     warnings.simplefilter("ignore")
@@ -40,12 +40,12 @@ class LocalSweeps:
             raise UserError(f"no local sweep {sweep_id!r}. Known sweeps: {', '.join(known) or 'none'}.") from None
 
     def _write(self, state: dict) -> None:
-        _write_json_atomic(self._path(state["id"]), state)
+        write_json_atomic(self._path(state["id"]), state)
 
     def create(self, config: dict) -> str:
         with self.store.locked():
             sweep_id = secrets.token_hex(4)
-            self._write({"id": sweep_id, "config": config, "created_at": _now(), "trials": []})
+            self._write({"id": sweep_id, "config": config, "created_at": now_iso(), "trials": []})
         return sweep_id
 
     @staticmethod
@@ -58,7 +58,7 @@ class LocalSweeps:
 
     def _mark_dead(self, state: dict) -> None:
         for trial in state["trials"]:
-            if trial["state"] == "running" and not _pid_alive(trial["agent_pid"]) and not _pid_alive(trial.get("pid") or -1):
+            if trial["state"] == "running" and not pid_alive(trial["agent_pid"]) and not pid_alive(trial.get("pid") or -1):
                 trial["state"] = "crashed"
 
     def next_trial(self, sweep_id: str, cap: int | None) -> dict | None:
@@ -80,7 +80,7 @@ class LocalSweeps:
             trial = {
                 "number": number, "name": f"trial-{number}", "state": "running", "agent_pid": os.getpid(),
                 "pid": None, "params": {k: v["value"] for k, v in suggestion.config.items()},
-                "history": [], "summary": {}, "model_ref": None, "started_at": _now(),
+                "history": [], "summary": {}, "model_ref": None, "started_at": now_iso(),
             }
             state["trials"].append(trial)
             self._write(state)
@@ -117,7 +117,7 @@ class LocalSweeps:
             if trial["state"] == "running":
                 trial["state"] = "finished"
             trial["model_ref"] = model_ref
-            trial["finished_at"] = _now()
+            trial["finished_at"] = now_iso()
 
         self._update(sweep_id, number, change)
 
