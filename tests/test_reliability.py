@@ -142,8 +142,33 @@ def test_malformed_env_file_is_refused(tmp_path):
         load_env_file(bad)
 
 
-def test_a_dataset_where_a_model_is_expected_is_refused(trained):
-    proc = trained.run("evaluate", "--model", "digits-split:latest", check=False)
+def test_a_dataset_where_a_model_is_expected_is_refused(trained_copy):
+    before = trained_copy.store_snapshot()
+    proc = trained_copy.run("evaluate", "--model", "digits-split:latest", check=False)
     assert proc.returncode == 2 and "'dataset' artifact" in proc.stderr
-    proc = trained.run("train", "--retrain", "--model", "digits-split:v0", check=False)
+    proc = trained_copy.run("train", "--retrain", "--model", "digits-split:v0", check=False)
     assert proc.returncode == 2 and "'model' artifact is needed" in proc.stderr
+    assert trained_copy.store_snapshot() == before
+
+
+def test_a_model_recipe_of_an_unknown_architecture_is_refused(trained_copy, tmp_path):
+    """A model artifact whose recipe names an architecture this project does not have."""
+    import json
+
+    from app.settings import Settings
+    from app.tracking.backends import OfflineBackend
+
+    folder = tmp_path / "foreign"
+    folder.mkdir()
+    (folder / "recipe.json").write_text(json.dumps({"arch": "resnet50", "input_shape": [1, 28, 28], "num_classes": 10,
+                                                    "model": {}, "hyperparameters": {}, "dataset": {}}))
+    (folder / "model.pt").write_bytes(b"not used")
+    backend = OfflineBackend(Settings(mode="offline", project="wandb-image-pipeline", entity=None, model_retrain=None,
+                                      model_eval=None, store_dir=trained_copy.store, base_url=""))
+    backend.log(FakeRun(), "foreign-model", "model", {"recipe.json": folder / "recipe.json",
+                                                       "model.pt": folder / "model.pt"}, {}, [])
+    versions_before = {(v["collection"], v["version"], tuple(v["aliases"])) for v in trained_copy.registry()}
+    proc = trained_copy.run("evaluate", "--model", "foreign-model:v0", check=False)
+    assert proc.returncode == 2 and "unknown architecture 'resnet50'" in proc.stderr
+    # no version or alias changed (lineage does record the failed run's use, as W&B would)
+    assert {(v["collection"], v["version"], tuple(v["aliases"])) for v in trained_copy.registry()} == versions_before
