@@ -2,7 +2,7 @@
 
 production_on_split: the production model's test accuracy on the evaluated split, when a
 fair comparison (same dataset version); promote: move `production` to the evaluated model.
-`run` is an app.tracking.Run and `store` an app.tracking backend; nothing here imports wandb.
+`run` is an app.tracking.Run (its backend does the registry work); nothing here imports wandb.
 """
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from app.evaluation.inference import probabilities
 from app.training.checkpoint import load_checkpoint
 
 
-def production_on_split(run, store, collection, model_version, dataset, split, device) -> dict | None:
+def production_on_split(run, collection, model_version, dataset, split, device) -> dict | None:
     """The production model's test accuracy on this very split, when that is a fair comparison."""
     ref = names.registry_ref(collection, names.PRODUCTION)
     try:
-        info = store.peek(ref, names.MODEL_TYPE)
+        info = run.backend.peek(ref, names.MODEL_TYPE)
     except UserError:
         return None
     if info.digest == model_version.digest:
@@ -30,9 +30,9 @@ def production_on_split(run, store, collection, model_version, dataset, split, d
     return {"ref": used.ref, "comparable": True, "test_accuracy": accuracy}
 
 
-def promote(run, store, model_version, collection) -> str:
+def promote(run, model_version, collection) -> str:
     """Move `production` to the evaluated model (linking it into the registry if needed)."""
     if model_version.ref.startswith(names.REGISTRY + "/"):
-        moved, _ = store.set_alias(model_version.ref, names.PRODUCTION)
+        moved, _ = run.backend.set_alias(model_version.ref, names.PRODUCTION)
         return moved.ref
     return run.link(model_version.ref, collection, [names.PRODUCTION]).ref

@@ -52,7 +52,7 @@ def main(argv=None) -> None:
     from app.evaluation.metrics import classification_report
     from app.training.checkpoint import load_checkpoint
     from app.training.engine import pick_device
-    from app.tracking import backend, start_run
+    from app.tracking import start_run
 
     with start_run("evaluate", {"model": model_ref, "data": args.data, "promote": args.promote}) as run:
         device = pick_device(args.device)
@@ -66,13 +66,13 @@ def main(argv=None) -> None:
         split = read_split(dataset.path)
         run.update_config({"model_version": model_version.ref, "dataset_ref": dataset.ref, "arch": recipe["arch"]})
 
+        make_image = run.image if args.generate_images else None
         results, probs = {}, {}
         for name in SPLITS:
             probs[name] = probabilities(model, split.images[name], device)
             results[name] = classification_report(probs[name], split.labels[name], len(split.class_names))
             print(f"{name}: accuracy {results[name]['accuracy']:.4f}  loss {results[name]['loss']:.4f}  "
                   f"macro F1 {results[name]['macro_f1']:.4f}", file=sys.stderr)
-            make_image = run.image if args.generate_images else None
             run.log({
                 f"{name}/accuracy": results[name]["accuracy"],
                 f"{name}/loss": results[name]["loss"],
@@ -96,7 +96,7 @@ def main(argv=None) -> None:
         run.summary(summary)
 
         collection = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])
-        production = production_on_split(run, backend(), collection, model_version, dataset, split, device)
+        production = production_on_split(run, collection, model_version, dataset, split, device)
         if production and production.get("comparable") and not production.get("same_model"):
             print(f"side by side on {dataset.ref} test: this {results['test']['accuracy']:.4f}  "
                   f"production {production['test_accuracy']:.4f} ({production['ref']})")
@@ -115,7 +115,7 @@ def main(argv=None) -> None:
 
         promoted = None
         if args.promote and decision.promote:
-            promoted = promote(run, backend(), model_version, collection)
+            promoted = promote(run, model_version, collection)
         run.summary({"promoted": bool(promoted)})
 
     print(f"evaluated {model_version.ref} on {dataset.ref}: val accuracy {results['val']['accuracy']:.4f}, "

@@ -14,9 +14,6 @@ from app import names
 from app.cli import Parser, parse_bool, positive_int
 from app.errors import exits_cleanly
 
-HYPERPARAMETER_FLAGS = ("lr", "batch_size", "seed", "dropout_1", "dropout_2", "dropout_3", "dense", "hidden")
-
-
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=names.DATASETS, default="mnist", help="dataset the model is for")
@@ -52,7 +49,7 @@ def parse_args(argv=None):
 
 
 def given_hyperparameters(args) -> dict:
-    return {k: getattr(args, k) for k in HYPERPARAMETER_FLAGS}
+    return {k: getattr(args, k) for k in names.HYPERPARAMETERS}
 
 
 @exits_cleanly

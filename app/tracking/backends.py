@@ -176,7 +176,9 @@ class OnlineBackend:
         entity = parsed.entity or self.settings.entity
         return "/".join(p for p in (entity, project) if p) + f"/{parsed.name}:{parsed.alias}"
 
-    def _info(self, art, path: Path | None = None) -> ArtifactVersion:
+    def _info(self, art, path: Path | None = None, lineage: bool = True) -> ArtifactVersion:
+        """lineage=False skips the two API calls for who logged and used the version."""
+        logger = art.logged_by() if lineage else None
         return ArtifactVersion(
             ref=f"{art.name.split(':')[0]}:{art.version}",
             name=art.name.split(":")[0],
@@ -187,8 +189,8 @@ class OnlineBackend:
             metadata=dict(art.metadata),
             aliases=[a for a in art.aliases],
             path=path,
-            logged_by={"id": getattr(art.logged_by(), "id", None)} if art.logged_by() else None,
-            used_by=[{"id": r.id, "job_type": r.job_type} for r in art.used_by()],
+            logged_by={"id": logger.id} if logger else None,
+            used_by=[{"id": r.id, "job_type": r.job_type} for r in art.used_by()] if lineage else [],
         )
 
     def _fetch(self, ref: str):
@@ -213,11 +215,7 @@ class OnlineBackend:
         root = Path(tempfile.mkdtemp(prefix="wandb-artifact-"))
         art.download(root=str(root))
         art.verify(root=str(root))
-        return ArtifactVersion(
-            ref=f"{art.name.split(':')[0]}:{art.version}", name=art.name.split(":")[0],
-            version=int(art.version.lstrip("v")), type=art.type, digest=art.digest,
-            metadata=dict(art.metadata), aliases=list(art.aliases), path=root,
-        )
+        return self._info(art, root, lineage=False)
 
     def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str]) -> ArtifactVersion:
         art = build_wandb_artifact(name, type, files, metadata)

@@ -20,11 +20,6 @@ from app.models import build_model
 from app.training import engine
 from app.training.checkpoint import save_checkpoint
 
-# Logged every epoch with `epoch` as the step. The best-so-far keys are plain scalars on
-# purpose: define_metric(summary="max") stores a nested {"max": v} summary, which a sweep
-# metric cannot name, so the sweep optimises val/best_accuracy, a key really logged.
-EPOCH_KEYS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/best_accuracy", "val/best_loss")
-SWEEP_METRIC = "val/best_accuracy"
 
 
 def code_version() -> str | None:
@@ -39,7 +34,7 @@ def code_version() -> str | None:
 
 def declare_metrics(run) -> None:
     run.define_metric("epoch")
-    for key in EPOCH_KEYS:
+    for key in names.EPOCH_METRICS:
         run.define_metric(key, step_metric="epoch")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from app import names
 from app.errors import UserError
 
 with warnings.catch_warnings():  # sweeps 0.3 declares a pydantic v1 config key; harmless
@@ -15,9 +16,8 @@ with warnings.catch_warnings():  # sweeps 0.3 declares a pydantic v1 config key;
     import sweeps
 
 # Flags of train.py a sweep may set, and keys train.py logs that a sweep may optimise.
-TRIAL_FLAGS = {"lr", "batch_size", "seed", "epochs", "dropout_1", "dropout_2", "dropout_3", "dense", "hidden",
-               "dataset", "arch", "data", "device"}
-LOGGED_KEYS = {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/best_accuracy", "val/best_loss"}
+TRIAL_FLAGS = {*names.HYPERPARAMETERS, "epochs", "dataset", "arch", "data", "device"}
+LOGGED_KEYS = set(names.EPOCH_METRICS)
 MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}"}
 
 
@@ -39,8 +39,8 @@ def validate(config: dict, source: str = "sweep.yaml", arch: str | None = None) 
     from app.models import ARCHITECTURES, model_defaults
 
     problems = list(sweeps.schema_violations_from_proposed_config(config))
-    other_arch_keys = {k for a in ARCHITECTURES if a != arch for k in model_defaults(a)} - set(model_defaults(arch)) \
-        if arch else set()
+    model_keys = {k for a in ARCHITECTURES for k in model_defaults(a)}
+    other_arch_keys = model_keys - set(model_defaults(arch)) if arch else set()
     for name in config.get("parameters") or {}:
         if name not in TRIAL_FLAGS:
             problems.append(f"parameter {name!r} is not a train.py flag (known: {', '.join(sorted(TRIAL_FLAGS))})")
