@@ -51,9 +51,8 @@ def fit_once(arch="cnn", epochs=3, seed=0):
     engine.seed_everything(seed)
     model = engine.prepare(build_model(recipe_for(arch)), torch.device("cpu"))
     x, y = separable()
-    cl = engine.uses_channels_last(model)
-    train = engine.to_tensors(x[:500], y[:500], torch.device("cpu"), cl)
-    val = engine.to_tensors(x[500:], y[500:], torch.device("cpu"), cl)
+    train = engine.to_tensors(x[:500], y[:500], torch.device("cpu"))
+    val = engine.to_tensors(x[500:], y[500:], torch.device("cpu"))
     history = engine.fit(model, train, val, lr=1e-3, batch_size=32, epochs=epochs, seed=seed, progress=False)
     return model, history
 
@@ -78,7 +77,7 @@ def test_same_seed_gives_identical_weights_on_cpu():
 def test_callback_can_stop_training_early():
     model = engine.prepare(build_model(recipe_for("mlp")), torch.device("cpu"))
     x, y = separable(100)
-    data = engine.to_tensors(x, y, torch.device("cpu"), False)
+    data = engine.to_tensors(x, y, torch.device("cpu"))
     history = engine.fit(model, data, data, lr=1e-3, batch_size=32, epochs=5, seed=0,
                          on_epoch=lambda r: r["epoch"] == 2, progress=False)
     assert len(history) == 2
@@ -87,7 +86,7 @@ def test_callback_can_stop_training_early():
 def test_nan_loss_stops_with_a_clear_message():
     model = engine.prepare(build_model(recipe_for("mlp")), torch.device("cpu"))
     x, y = separable(100)
-    data = engine.to_tensors(x, y, torch.device("cpu"), False)
+    data = engine.to_tensors(x, y, torch.device("cpu"))
     with torch.no_grad():
         model[1].weight.fill_(float("nan"))
     with pytest.raises(engine.NonFiniteLoss, match="learning rate"):

@@ -38,9 +38,9 @@ def declare_metrics(run) -> None:
         run.define_metric(key, step_metric="epoch")
 
 
-def load_split_tensors(dataset_version, device, channels_last: bool):
+def load_split_tensors(dataset_version, device):
     split = read_split(dataset_version.path)
-    tensors = {s: engine.to_tensors(split.images[s], split.labels[s], device, channels_last) for s in split.images}
+    tensors = {s: engine.to_tensors(split.images[s], split.labels[s], device) for s in split.images}
     return split, tensors
 
 
@@ -65,7 +65,7 @@ def train_and_log(
     model = engine.prepare(build_model(recipe), device)
     if init_state is not None:
         model.load_state_dict(init_state)
-    split, data = load_split_tensors(dataset_version, device, engine.uses_channels_last(model))
+    split, data = load_split_tensors(dataset_version, device)
     declare_metrics(run)
 
     best = {"val/best_accuracy": 0.0, "val/best_loss": float("inf")}
