@@ -1,23 +1,27 @@
 """`train.py --tune`: a Bayesian sweep over sweep.yaml, online or with the local controller.
 
 Every trial is its own `train.py` process started from the sweep's `command`, so a trial
-here and one started by `wandb agent` on another machine run the very same code. At the
-end the best trial's model is linked into the registry as `candidate`.
+here and one started by `wandb agent` on another machine run the very same code (locally
+forked from a process that has done the imports once: trial_runner.py). At the end the
+best trial's model is linked into the registry as `candidate`.
 """
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from app import names
 from app.errors import UserError
-from app.tuning.sweep_config import expand_command, load_sweep_config, resolve_program, validate, with_fixed
 from app.tuning.trial import SWEEP_ID_ENV, TRIAL_ENV
+from app.tuning.trial_runner import run_trial, start_warm_process
 
 
 def tune(args, settings) -> None:
+    if settings.offline:
+        start_warm_process()  # its imports run while this process loads the sweep engine
+    from app.tuning.sweep_config import load_sweep_config, resolve_program, validate, with_fixed
+
     config = load_sweep_config(Path(args.sweep_config))
     validate(config, args.sweep_config, arch=args.arch)
     config = with_fixed(config, {"dataset": args.dataset, "arch": args.arch, "data": args.data, "epochs": args.epochs})
@@ -50,6 +54,7 @@ def tune(args, settings) -> None:
 def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
     from app.tracking.store import Store
     from app.tracking.sweep_controller import MAX_CONSECUTIVE_FAILURES, LocalSweeps
+    from app.tuning.sweep_config import expand_command
 
     controller = LocalSweeps(Store(settings.store_dir))
     sweep_id = args.sweep_id or controller.create(config)
@@ -66,7 +71,7 @@ def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
         print(f"--- trial {trial['number']}: {trial['params']}", file=sys.stderr, flush=True)
         env = {**os.environ, SWEEP_ID_ENV: sweep_id, TRIAL_ENV: str(trial["number"])}
         argv = expand_command({**config, "program": program}, trial["params"])
-        returncode = subprocess.run(argv, env=env).returncode
+        returncode = run_trial(argv, env)
         state = controller.close_trial(sweep_id, trial["number"], returncode)
         failures = failures + 1 if state in ("failed", "crashed") else 0
         if failures >= MAX_CONSECUTIVE_FAILURES:

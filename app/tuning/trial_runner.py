@@ -1,0 +1,63 @@
+"""Start a local sweep trial: its own process, forked from a warm one where that is possible.
+
+A trial process spends most of its start-up importing: torch (about 2 s) and the
+torch._dynamo that torch.optim imports on first use (about 1.5-2 s, it pulls in inductor),
+then wandb. multiprocessing's forkserver imports them once, in a server process started
+when the agent starts; every trial is forked from it and starts at its own code. Each
+trial is still a separate process that runs the sweep's program as `python <program> <args>`
+would (runpy, as `__main__`) and ends with its own exit code, so a crashing trial leaves
+the agent running, and a trial that `wandb agent` starts elsewhere runs the same code.
+
+Commands that are not `<this python> <script.py> ...`, and platforms without forkserver,
+run as a plain subprocess.
+"""
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import runpy
+import subprocess
+import sys
+
+# What a train.py trial imports before its first step; the server imports them once.
+WARM_MODULES = ["torch", "torch.optim", "torch._dynamo", "numpy", "wandb", "app.tracking", "app.training.workflow"]
+
+
+def start_warm_process() -> None:
+    """Start the server now, so that its imports overlap the agent's own set-up."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        from multiprocessing import forkserver
+
+        multiprocessing.get_context("forkserver").set_forkserver_preload(WARM_MODULES)
+        forkserver.ensure_running()
+
+
+def run_trial(argv: list[str], env: dict[str, str]) -> int:
+    """Run one trial to its end; returns its exit code (negative: killed by that signal)."""
+    if not _can_run_warm(argv):
+        return subprocess.run(argv, env=env).returncode
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WARM_MODULES)
+    process = context.Process(target=_run_program, args=(argv[1], argv[2:], env), name="sweep-trial")
+    process.start()
+    process.join()
+    return process.exitcode
+
+
+def _can_run_warm(argv: list[str]) -> bool:
+    return (len(argv) >= 2 and argv[0] == sys.executable and argv[1].endswith(".py")
+            and "forkserver" in multiprocessing.get_all_start_methods())
+
+
+def _run_program(program: str, args: list[str], env: dict[str, str]) -> None:
+    """In the forked trial process: what `python program args` does, with `env` as its environment."""
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = [program, *args]
+    try:
+        runpy.run_path(program, run_name="__main__")
+    finally:
+        # multiprocessing ends the process with os._exit, which skips atexit handlers;
+        # an interpreter exit runs them (wandb's among them), so run them here.
+        atexit._run_exitfuncs()

@@ -1,0 +1,63 @@
+"""Local sweep trials: each its own process, as `python <program> <args>` would run it."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from app.tuning.trial_runner import WARM_MODULES, run_trial
+
+PROBE = """
+import atexit, json, os, sys
+out = os.environ["PROBE_OUT"]
+record = {"pid": os.getpid(), "argv": sys.argv, "name": __name__, "marker": os.environ.get("PROBE_MARKER"),
+          "stray": os.environ.get("PROBE_STRAY"), "warm": sorted(m for m in {warm!r} if m in sys.modules)}
+with open(out, "w") as f:
+    json.dump(record, f)
+atexit.register(lambda: open(out + ".atexit", "w").close())
+action = sys.argv[1] if len(sys.argv) > 1 else ""
+if action == "--exit=3":
+    sys.exit(3)
+if action == "--raise":
+    raise RuntimeError("a crashing trial")
+if action == "--kill":
+    os.kill(os.getpid(), 9)
+"""
+
+
+@pytest.fixture
+def probe(tmp_path):
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE.replace("{warm!r}", repr(WARM_MODULES)))
+    out = tmp_path / "out.json"
+    env = {k: v for k, v in os.environ.items() if k != "PROBE_STRAY"}
+    env.update(PROBE_OUT=str(out), PROBE_MARKER="trial-7")
+    return script, out, env
+
+
+def test_a_trial_runs_warm_in_its_own_process_with_its_own_argv_and_environment(probe, monkeypatch):
+    script, out, env = probe
+    monkeypatch.setenv("PROBE_STRAY", "not for the trial")  # in this process, not in the trial's env
+    assert run_trial([sys.executable, str(script), "--lr=0.01"], env) == 0
+    record = json.loads(out.read_text())
+    assert record["pid"] != os.getpid()
+    assert record["argv"] == [str(script), "--lr=0.01"]
+    assert record["name"] == "__main__"
+    assert record["marker"] == "trial-7" and record["stray"] is None
+    assert record["warm"] == sorted(WARM_MODULES)  # imported before the trial's code ran
+    assert (out.parent / "out.json.atexit").exists()  # atexit handlers run, as at an interpreter exit
+
+
+@pytest.mark.parametrize("flag, code", [("--exit=3", 3), ("--raise", 1), ("--kill", -9)])
+def test_a_trial_reports_its_exit_code_and_the_agent_survives(probe, flag, code):
+    script, out, env = probe
+    assert run_trial([sys.executable, str(script), flag], env) == code
+    assert out.exists()
+
+
+def test_other_commands_run_as_a_plain_subprocess(probe):
+    script, out, env = probe
+    assert run_trial([sys.executable, "-u", str(script)], env) == 0
+    assert json.loads(out.read_text())["warm"] == []  # a cold process
