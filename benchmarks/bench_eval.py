@@ -99,7 +99,7 @@ def main() -> None:
         png_dir = Path(tmp) / "png"
         png_dir.mkdir()
         files = []
-        for i in range(1000):
+        for i in range(min(1000, len(images))):
             path = png_dir / f"{i}.png"
             Image.fromarray(images[i]).resize((56, 56)).save(path)
             files.append(str(path))
@@ -112,7 +112,7 @@ def main() -> None:
     print(f"error-analysis pass, per example: naive {n * 1e3:.2f} ms, project {m * 1e3:.3f} ms")
     print(f"  {args.examples} examples: project {m * args.examples:.1f} s, naive (extrapolated) {n * args.examples:.1f} s, "
           f"ratio {n / m:.1f}x")
-    print(f"predict.py path (1000 PNG files, decode + resize + inference): {predict_rate:.0f} images/s")
+    print(f"predict.py path ({len(files)} PNG files, decode + resize + inference): {predict_rate:.0f} images/s")
 
 
 if __name__ == "__main__":

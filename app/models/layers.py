@@ -55,7 +55,7 @@ def _as_channels_last(weight: torch.Tensor) -> torch.Tensor:
     """The same memory with channels_last strides. With one input channel the channel stride
     addresses nothing, so values are unchanged; oneDNN then chooses its NHWC kernel and returns
     a channels_last output."""
-    out_channels, _, kh, kw = weight.shape
+    _, _, kh, kw = weight.shape
     return weight.as_strided(weight.shape, (kh * kw, 1, kw, 1))
 
 
@@ -74,7 +74,7 @@ class _InputConvFunction(torch.autograd.Function):
         # the (kh*kw, B*H*W) window matrix with grad as (B*H*W, out_channels).
         (x,) = ctx.saved_tensors
         (pad_h, pad_w), (kh, kw) = ctx.padding, ctx.kernel
-        batch, out_channels, height, width = grad.shape
+        _, out_channels, height, width = grad.shape
         padded = F.pad(x, (pad_w, pad_w, pad_h, pad_h)).squeeze(1)  # (B, H + 2ph, W + 2pw)
         windows = padded.unfold(1, height, 1).unfold(2, width, 1)  # view: (B, kh, kw, H, W)
         columns = windows.permute(1, 2, 0, 3, 4).reshape(kh * kw, -1)

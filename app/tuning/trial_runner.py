@@ -20,8 +20,9 @@ import runpy
 import subprocess
 import sys
 
-# What a train.py trial imports before its first step; the server imports them once.
-WARM_MODULES = ["torch", "torch.optim", "torch._dynamo", "numpy", "wandb", "app.tracking", "app.training.workflow"]
+# What a train.py trial imports before its first step (torch, numpy and wandb with the app's
+# modules; torch._dynamo is what torch.optim imports on first use); the server imports them once.
+WARM_MODULES = ["app.training.workflow", "app.tracking", "torch._dynamo"]
 
 
 def start_warm_process() -> None:

@@ -1,0 +1,34 @@
+"""The benchmarks run and print every figure the README quotes (on tiny inputs; no timing is asserted)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(name: str, *args: str, tmp_path) -> str:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path),
+           "WANDB_BASE_URL": "http://unreachable.invalid"}
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_bench_train_prints_rates_ratios_peak_share_and_accuracies(tmp_path):
+    out = run_benchmark("bench_train.py", "--samples", "256", "--rounds", "1", tmp_path=tmp_path)
+    for arch in ("cnn", "mlp"):
+        assert re.search(rf"^{arch}: reference \d+ samples/s, engine \d+ samples/s, ratio [\d.]+x", out, re.M), out
+    assert re.search(r"engine: \d+ GFLOP/s = \d+% of the median peak", out), out
+    assert len(re.findall(r"accuracy after the same 4 steps, mean of the rounds: reference 0\.\d+, engine 0\.\d+", out)) == 2
+    assert re.search(r"W&B logging once per epoch: [\d.]+% of a CNN epoch", out), out
+
+
+def test_bench_eval_prints_the_ratio_and_predict_throughput(tmp_path):
+    out = run_benchmark("bench_eval.py", "--examples", "200", "--naive-examples", "5", tmp_path=tmp_path)
+    assert re.search(r"200 examples: project [\d.]+ s, naive \(extrapolated\) [\d.]+ s, ratio [\d.]+x", out), out
+    assert re.search(r"predict.py path .*: \d+ images/s", out), out
