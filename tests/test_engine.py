@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from app.errors import UserError
 from app.models import build_model, model_defaults
 from app.training import engine
 from app.training.checkpoint import load_checkpoint, save_checkpoint
+from app.training.optimizer import FusedAdam, make_optimizer
 from app.training.recipe import check_locked, hyperparameters, make_recipe
 
 
@@ -123,3 +126,50 @@ def test_unknown_architecture_and_locked_hyperparameters():
     with pytest.raises(UserError, match="hidden"):
         hyperparameters("cnn", {"hidden": 3})
     assert model_defaults("mlp") == {"hidden": 512}
+
+
+@pytest.mark.parametrize("arch", ["cnn", "mlp"])
+def test_fused_adam_updates_exactly_as_torch_optim_adam(arch):
+    torch.manual_seed(0)
+    ours = build_model(recipe_for(arch)).eval()  # eval: no dropout, so both see the same gradients
+    theirs = build_model(recipe_for(arch)).eval()
+    theirs.load_state_dict(ours.state_dict())
+    optimizers = [make_optimizer(ours, 1e-3), torch.optim.Adam(theirs.parameters(), lr=1e-3, fused=True)]
+    assert isinstance(optimizers[0], FusedAdam)
+    x, y = separable(64)
+    data = engine.to_tensors(x, y, torch.device("cpu"))
+    for _ in range(5):
+        for model, optimizer in zip((ours, theirs), optimizers):
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(data.images), data.labels).backward()
+            optimizer.step()
+    mine, reference = ours.state_dict(), theirs.state_dict()
+    assert all(torch.equal(mine[k], reference[k]) for k in mine)
+    assert not torch.equal(mine["1.weight" if arch == "mlp" else "0.weight"],
+                           build_model(recipe_for(arch)).state_dict()["1.weight" if arch == "mlp" else "0.weight"])
+
+
+def test_fused_adam_leaves_a_parameter_without_gradient_alone():
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    optimizer = FusedAdam([a, b], lr=0.1)
+    a.grad = torch.ones(3)
+    optimizer.step()
+    assert torch.all(a < 1) and torch.equal(b, torch.ones(3))
+
+
+def test_training_does_not_import_torch_dynamo(tmp_path):
+    """torch.optim imports torch._dynamo (1.5-2 s of every trial's start); the engine must not need it."""
+    code = (
+        "import sys, numpy as np, torch\n"
+        "from app.models import build_model\n"
+        "from app.training import engine\n"
+        "from app.training.recipe import hyperparameters, make_recipe\n"
+        "recipe = make_recipe('cnn', hyperparameters('cnn', {}), [1, 28, 28], [str(i) for i in range(10)], {})\n"
+        "x = np.random.default_rng(0).integers(0, 255, (64, 28, 28)).astype(np.uint8)\n"
+        "data = engine.to_tensors(x, np.arange(64) % 10, torch.device('cpu'))\n"
+        "engine.fit(build_model(recipe), data, data, lr=1e-3, batch_size=32, epochs=1, seed=0, progress=False)\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

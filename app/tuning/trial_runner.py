@@ -1,9 +1,8 @@
 """Start a local sweep trial: its own process, forked from a warm one where that is possible.
 
-A trial process spends most of its start-up importing: torch (about 2 s) and the
-torch._dynamo that torch.optim imports on first use (about 1.5-2 s, it pulls in inductor),
-then wandb. multiprocessing's forkserver imports them once, in a server process started
-when the agent starts; every trial is forked from it and starts at its own code. Each
+A trial process spends most of its start-up importing torch (about 2 s) and wandb (0.5 s).
+multiprocessing's forkserver imports them once, in a server process started when the
+agent starts; every trial is forked from it and starts at its own code. Each
 trial is still a separate process that runs the sweep's program as `python <program> <args>`
 would (runpy, as `__main__`) and ends with its own exit code, so a crashing trial leaves
 the agent running, and a trial that `wandb agent` starts elsewhere runs the same code.
@@ -20,9 +19,9 @@ import runpy
 import subprocess
 import sys
 
-# What a train.py trial imports before its first step (torch, numpy and wandb with the app's
-# modules; torch._dynamo is what torch.optim imports on first use); the server imports them once.
-WARM_MODULES = ["app.training.workflow", "app.tracking", "torch._dynamo"]
+# What a train.py trial imports before its first step (with them torch, numpy and wandb);
+# the server imports them once.
+WARM_MODULES = ["app.training.workflow", "app.tracking"]
 
 
 def start_warm_process() -> None:
