@@ -22,7 +22,8 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 
-def _on_cpu(x: torch.Tensor) -> bool:
+def _cpu_batch(x: torch.Tensor) -> bool:
+    """A 4-d (N, C, H, W) tensor on the CPU: where the fast paths apply."""
     return x.device.type == "cpu" and x.dim() == 4
 
 
@@ -31,7 +32,7 @@ class InputConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padding = self._fast_padding()
-        if padding is None or not _on_cpu(x) or x.requires_grad or not self.weight.is_contiguous():
+        if padding is None or not _cpu_batch(x) or x.requires_grad or not self.weight.is_contiguous():
             return super().forward(x)
         if torch.is_grad_enabled() and self.weight.requires_grad:
             return _InputConvFunction.apply(x, self.weight, self.bias, padding)
@@ -89,7 +90,7 @@ class MaxPool2d(nn.MaxPool2d):
     following convolution wants it, and the input gradient has the input's layout."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _on_cpu(x) or self.return_indices:
+        if not _cpu_batch(x) or self.return_indices:
             return super().forward(x)
         args = (_pair(self.kernel_size), _pair(self.stride), _pair(self.padding), _pair(self.dilation),
                 self.ceil_mode)

@@ -14,6 +14,7 @@ from app import names
 from app.cli import Parser, parse_bool, positive_int
 from app.errors import exits_cleanly
 
+
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=names.DATASETS, default="mnist", help="dataset the model is for")

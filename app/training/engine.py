@@ -112,7 +112,7 @@ def fit(
             images, labels = train.images[index], train.labels[index]
             logits = model(images)
             loss = F.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()  # to None: backward writes fresh gradients
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(index)

@@ -28,7 +28,8 @@ class FusedAdam:
         # per-parameter step counts, float32 on the device, as torch.optim keeps them for this kernel
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
+    def zero_grad(self) -> None:
+        """Gradients to None, as torch.optim's zero_grad() does by default."""
         for p in self.params:
             p.grad = None
 

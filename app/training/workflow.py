@@ -21,7 +21,6 @@ from app.training import engine
 from app.training.checkpoint import save_checkpoint
 
 
-
 def code_version() -> str | None:
     """The git commit of this checkout, when there is one."""
     try:

@@ -26,28 +26,32 @@ WARM_MODULES = ["app.training.workflow", "app.tracking"]
 
 def start_warm_process() -> None:
     """Start the server now, so that its imports overlap the agent's own set-up."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    if _warm_context() is not None:
         from multiprocessing import forkserver
 
-        multiprocessing.get_context("forkserver").set_forkserver_preload(WARM_MODULES)
         forkserver.ensure_running()
 
 
 def run_trial(argv: list[str], env: dict[str, str]) -> int:
     """Run one trial to its end; returns its exit code (negative: killed by that signal)."""
-    if not _can_run_warm(argv):
+    context = _warm_context()
+    python_script = len(argv) >= 2 and argv[0] == sys.executable and argv[1].endswith(".py")
+    if context is None or not python_script:
         return subprocess.run(argv, env=env).returncode
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(WARM_MODULES)
     process = context.Process(target=_run_program, args=(argv[1], argv[2:], env), name="sweep-trial")
     process.start()
     process.join()
     return process.exitcode
 
 
-def _can_run_warm(argv: list[str]) -> bool:
-    return (len(argv) >= 2 and argv[0] == sys.executable and argv[1].endswith(".py")
-            and "forkserver" in multiprocessing.get_all_start_methods())
+def _warm_context():
+    """multiprocessing's forkserver context with WARM_MODULES preloaded; None where the
+    platform has no forkserver."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WARM_MODULES)
+    return context
 
 
 def _run_program(program: str, args: list[str], env: dict[str, str]) -> None:
