@@ -5,6 +5,11 @@ import functools
 import sys
 
 
+# Refs of what this process has logged or linked (app.tracking appends), so that an
+# interrupted script can say truthfully what it leaves behind.
+LOGGED: list[str] = []
+
+
 class UserError(Exception):
     """Bad input or a missing prerequisite: the message says what is wrong and the fix."""
 
@@ -20,7 +25,11 @@ def exits_cleanly(main):
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
-            print("interrupted: nothing was logged as a new version.", file=sys.stderr)
+            if LOGGED:
+                print(f"interrupted: the run is marked failed; already logged before the interrupt, and kept: "
+                      f"{', '.join(LOGGED)}.", file=sys.stderr)
+            else:
+                print("interrupted: the run is marked failed; nothing was logged as a new version.", file=sys.stderr)
             sys.exit(130)
 
     return wrapper

@@ -40,9 +40,15 @@ def test_error_rows_have_one_row_per_example_and_every_column():
     assert rows[1][1:4] == ["a", "b", pytest.approx(0.7)]
 
 
-def test_gate_promotes_better_or_first_and_refuses_worse_or_incomparable():
+def test_gate_promotes_better_or_first_and_refuses_worse_ties_leakage_or_incomparable():
     assert decide(0.5, None).promote
-    assert decide(0.9, {"ref": "p", "test_accuracy": 0.9, "comparable": True}).promote
+    production = {"ref": "p", "test_accuracy": 0.9, "comparable": True}
+    assert decide(0.91, production).promote
+    tie = decide(0.9, production)
+    assert not tie.promote and "--promote-ties" in tie.reason
+    assert decide(0.9, production, ties=True).promote
+    leaked = decide(0.99, None, own_data=False)
+    assert not leaked.promote and "dataset version other than" in leaked.reason
     worse = decide(0.8, {"ref": "p", "test_accuracy": 0.9, "comparable": True})
     assert not worse.promote and "0.8000 < production's 0.9000" in worse.reason
     assert not decide(0.99, {"ref": "p", "comparable": False}).promote
@@ -111,3 +117,11 @@ def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
     not_image.write_text("not an image")
     proc = ws.run("predict", "--dataset", "digits", str(not_image), check=False)
     assert proc.returncode == 2 and "not an image" in proc.stderr
+
+
+def test_npy_inputs_in_the_unit_range_are_scaled_not_clipped():
+    from app.evaluation.images import as_uint8
+
+    assert as_uint8(np.array([[0.0, 0.5, 1.0]], np.float32)).tolist() == [[0, 128, 255]]
+    assert as_uint8(np.array([[0, 12, 255]], np.uint8)).tolist() == [[0, 12, 255]]
+    assert as_uint8(np.array([[-3.0, 12.4, 300.0]])).tolist() == [[0, 12, 255]]  # 0..255 floats: clipped only

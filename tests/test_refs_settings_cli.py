@@ -84,9 +84,56 @@ def test_env_file_with_a_malformed_line_is_refused(clean_env):
         settings_module.load_env_file(env_file)
 
 
-def test_env_file_is_found_from_any_working_directory():
-    assert settings_module.ENV_FILE.parent.name == "app"
-    assert settings_module.ENV_FILE.is_absolute()
+def test_env_file_is_read_from_app_whatever_the_working_directory(tmp_path):
+    """A copy of the package with its own app/.env, a script run from an unrelated directory:
+    the project named in that .env is the one the store writes under."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO, offline_env
+
+    copy = tmp_path / "checkout"
+    shutil.copytree(REPO / "app", copy / "app", ignore=shutil.ignore_patterns("__pycache__", ".env"))
+    (copy / "app" / ".env").write_text("WANDB_PROJECT=from-env-file\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = offline_env(elsewhere, PYTHONPATH=str(copy))
+    proc = subprocess.run([sys.executable, str(copy / "app" / "pipelines" / "data_prep.py"), "--dataset", "digits"],
+                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (elsewhere / "artifact-store" / "collections" / "from-env-file" / "digits-split.json").is_file()
+
+
+def test_an_interrupt_says_what_was_already_logged(capsys, monkeypatch):
+    from app import errors
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(errors, "LOGGED", [])
+    with pytest.raises(SystemExit) as exit_info:
+        errors.exits_cleanly(interrupted)()
+    assert exit_info.value.code == 130 and "nothing was logged" in capsys.readouterr().err
+    monkeypatch.setattr(errors, "LOGGED", ["digits-cnn:v3"])
+    with pytest.raises(SystemExit):
+        errors.exits_cleanly(interrupted)()
+    message = capsys.readouterr().err
+    assert "digits-cnn:v3" in message and "nothing was logged" not in message
+
+
+def test_a_logged_figure_is_closed():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from app.tracking.session import Run
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    image = Run.image(None, fig)
+    assert not plt.fignum_exists(fig.number) and image is not None
 
 
 def test_both_flag_spellings_and_agent_booleans():

@@ -201,3 +201,57 @@ def test_concurrent_writers_lose_no_version(tmp_path):
     assert len({v.digest for v in versions}) == 4
     for v in versions:
         assert (backend.use(FakeRun(), v.ref, "dataset").path / "f.bin").is_file()
+
+
+def test_an_alias_guard_refuses_a_move_decided_against_an_older_state(backend, tmp_path):
+    """Promotion is compare-and-set: production moves only from where the gate saw it."""
+    log(backend, tmp_path, b"a", name="m", type="model")
+    log(backend, tmp_path, b"b", name="m", type="model")
+    backend.link("m:v0", "m", ["production"])
+    with pytest.raises(UserError, match="'production' of m moved to v0 while this step ran"):
+        backend.link("m:v1", "m", ["production"], guard={"production": None})
+    with pytest.raises(UserError, match="moved to v0"):
+        backend.set_alias("wandb-registry-model/m:v0", "production", guard={"production": 1})
+    assert backend.peek("wandb-registry-model/m:production").source == "m:v0"
+    assert len(backend.list("wandb-registry-model/m")) == 1  # the refused link added no version
+    moved = backend.link("m:v1", "m", ["production"], guard={"production": 0})
+    assert moved.source == "m:v1" and moved.aliases == ["latest", "production"]
+
+
+def test_a_failed_index_write_is_a_clear_error_and_lists_nothing(backend, tmp_path, monkeypatch):
+    log(backend, tmp_path, b"a")
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("app.tracking.store.os.replace", no_space)
+    with pytest.raises(UserError, match="could not write .*No space left on device.*the store is unchanged"):
+        log(backend, tmp_path, b"b")
+    monkeypatch.undo()
+    assert [v.ref for v in backend.list()] == ["things:v0"]
+    assert not list((tmp_path / "store" / "collections").rglob(".*"))  # no temporary index left behind
+
+
+def test_a_link_across_projects_keeps_the_source_project(tmp_path):
+    root = tmp_path / "store"
+    other = OfflineBackend(Settings(mode="offline", project="elsewhere", entity=None, model_retrain=None,
+                                    model_eval=None, store_dir=root, base_url="http://x.invalid"))
+    log(other, tmp_path, b"weights", name="m", type="model")
+    here = make_backend(root)
+    linked = here.link("elsewhere/m:v0", "m", ["candidate"])
+    assert linked.source == "elsewhere/m:v0"
+    used = here.use(FakeRun("reader"), "wandb-registry-model/m:candidate", "model")
+    assert used.path.is_dir()
+    assert [u["id"] for u in other.peek("m:v0").used_by] == ["reader"]  # lineage reaches the source
+
+
+def test_find_returns_the_aliased_version_of_each_collection_newest_first(backend, tmp_path):
+    log(backend, tmp_path, b"a", name="a-split")
+    log(backend, tmp_path, b"b", name="b-split")
+    log(backend, tmp_path, b"m", name="b-cnn", type="model")
+    found = backend.find("dataset", "latest", registry=False)
+    assert {v.ref for v in found} == {"a-split:v0", "b-split:v0"}
+    assert found[0].created_at >= found[1].created_at
+    assert backend.find("model", "candidate", registry=True) == []
+    backend.link("b-cnn:v0", "b-cnn", ["candidate"])
+    assert [v.ref for v in backend.find("model", "candidate", registry=True)] == ["wandb-registry-model/b-cnn:v0"]

@@ -64,6 +64,10 @@ def test_retrain_without_a_candidate_lists_what_exists(workspace):
     workspace.run("data_prep", "--dataset", "digits")
     proc = workspace.run("train", "--dataset", "digits", "--retrain", check=False)
     assert proc.returncode == 2
+    assert "no registry collection has a version with the alias 'candidate'" in proc.stderr
+    assert "train.py --tune" in proc.stderr and "registry.py link" in proc.stderr
+    proc = workspace.run("train", "--dataset", "digits", "--arch", "cnn", "--retrain", check=False)
+    assert proc.returncode == 2
     assert "no artifact 'digits-cnn' in the model registry" in proc.stderr and "registry.py link" in proc.stderr
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -127,3 +128,36 @@ def test_two_agents_share_one_sweep_up_to_its_cap(workspace, tmp_path):
     assert len(trials) == 4 and [t["number"] for t in trials] == [0, 1, 2, 3]
     assert all(t["state"] == "finished" for t in trials)
     assert "best:" in first.stdout
+
+
+def _exited_process() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_trial_whose_processes_are_gone_is_crashed_and_counts_toward_the_cap(tmp_path):
+    """Unit: the controller's liveness rules (the end-to-end kills are in test_lifecycle.py)."""
+    from app.tracking.store import Store, process_identity
+    from app.tracking.sweep_controller import LocalSweeps
+
+    config = load_sweep_config(SWEEP)
+    config["run_cap"] = 3
+    controller = LocalSweeps(Store(tmp_path / "store"))
+    sweep_id = controller.create(config)
+    claimed = [controller.next_trial(sweep_id, cap=None) for _ in range(3)]
+    dead = process_identity(_exited_process())
+    state = controller.read(sweep_id)
+    # 0: agent died before recording the trial's process (pid unknown: the old -1 probe said alive)
+    state["trials"][0]["agent"] = dead
+    # 1: the trial's own process died; 2: its pid now belongs to another process (start time differs)
+    state["trials"][1]["process"] = dead
+    state["trials"][2]["process"] = {"pid": os.getpid(), "started": "0"}
+    controller._write(state)
+    assert controller.next_trial(sweep_id, cap=None) is None  # all three count toward run_cap
+    assert [t["state"] for t in controller.read(sweep_id)["trials"]] == ["crashed"] * 3
+    assert [t["number"] for t in claimed] == [0, 1, 2]
+    # a trial that reports is alive whatever was concluded, and records its own process
+    controller.report_epoch(sweep_id, 0, {"epoch": 1, "val/accuracy": 0.5, "val/best_accuracy": 0.5})
+    trial = controller.read(sweep_id)["trials"][0]
+    assert trial["state"] == "running" and trial["process"]["pid"] == os.getpid()

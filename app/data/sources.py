@@ -49,7 +49,8 @@ def load_torchvision(name: str, data_dir: Path, download: bool) -> RawDataset:
     except (RuntimeError, OSError) as err:
         raise UserError(
             f"could not load {name} from {data_dir} ({err}). Without network, pass --data-dir with "
-            f"a folder holding {cls.__name__}/raw/*-ubyte (the unpacked IDX files), or use the bundled set: --dataset digits."
+            f"a folder holding {cls.__name__}/raw/*-ubyte (the unpacked IDX files), or use the bundled set: "
+            f"--dataset digits." + ("" if download else " (--no-download was given: drop it to download.)")
         ) from err
     return RawDataset(
         name=name,

@@ -10,13 +10,20 @@ class Decision:
     reason: str
 
 
-def decide(test_accuracy: float, production: dict | None) -> Decision:
+def decide(test_accuracy: float, production: dict | None, *, own_data: bool = True, ties: bool = False) -> Decision:
     """`production` is None (no production model yet) or {"ref", "test_accuracy", "comparable", "same_model"}.
 
-    Promote when there is none, or when the model is at least as accurate on the same test
-    split. A production model trained on another dataset version cannot be compared on this
-    split (its training data may hold these test images), so the gate refuses rather than guess.
+    Promote only on the model's own dataset version (`own_data`: another version's test
+    images may be in its training set, so the score could be leakage), when there is no
+    production model yet, or when the model is strictly more accurate on the same test split
+    (a tie promotes only with `ties`: swapping equals would move production for nothing).
+    A production model trained on another dataset version cannot be compared on this split
+    either (its training data may hold these test images), so the gate refuses rather than guess.
     """
+    if not own_data:
+        return Decision(False, "evaluated on a dataset version other than the one the model was trained on, "
+                               "whose test images may be in its training data; promote only on the model's own "
+                               "dataset version (drop --data)")
     if production is None:
         return Decision(True, "no production model yet")
     if production.get("same_model"):
@@ -25,6 +32,11 @@ def decide(test_accuracy: float, production: dict | None) -> Decision:
         return Decision(False, f"production ({production['ref']}) was trained on another dataset version, so the "
                                "test accuracies are not comparable; promote by hand with registry.py alias if intended")
     theirs = production["test_accuracy"]
-    if test_accuracy >= theirs:
-        return Decision(True, f"test accuracy {test_accuracy:.4f} >= production's {theirs:.4f}")
+    if test_accuracy > theirs:
+        return Decision(True, f"test accuracy {test_accuracy:.4f} > production's {theirs:.4f}")
+    if test_accuracy == theirs and ties:
+        return Decision(True, f"test accuracy {test_accuracy:.4f} ties production's (--promote-ties)")
+    if test_accuracy == theirs:
+        return Decision(False, f"test accuracy {test_accuracy:.4f} only ties production's ({production['ref']}); "
+                               "pass --promote-ties to promote on a tie")
     return Decision(False, f"test accuracy {test_accuracy:.4f} < production's {theirs:.4f} ({production['ref']})")

@@ -18,6 +18,14 @@ def to_model_input(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return 255 - gray if gray.mean() > 127 else gray
 
 
+def as_uint8(array: np.ndarray) -> np.ndarray:
+    """uint8 as it is; floats in [0, 1] (what ToTensor and most pipelines produce) scaled to
+    0..255, other numbers clipped to it."""
+    if np.issubdtype(array.dtype, np.floating) and array.size and 0.0 <= array.min() and array.max() <= 1.0:
+        array = array * 255.0
+    return np.clip(np.round(array) if np.issubdtype(array.dtype, np.floating) else array, 0, 255).astype(np.uint8)
+
+
 def load_inputs(paths: list[str], size) -> tuple[list[str], np.ndarray]:
     """(a name per image, uint8 images (N, H, W)) from image files and .npy arrays."""
     from PIL import Image, UnidentifiedImageError
@@ -36,7 +44,7 @@ def load_inputs(paths: list[str], size) -> tuple[list[str], np.ndarray]:
             array = array[None] if array.ndim == 2 else array
             if array.ndim != 3:
                 raise UserError(f"{path} holds shape {array.shape}; expected (N, H, W) or (H, W) grayscale images.")
-            array = np.clip(array, 0, 255).astype(np.uint8)
+            array = as_uint8(array)
             for i, image in enumerate(array):
                 names.append(f"{path}[{i}]")
                 images.append(to_model_input(image, size))

@@ -19,20 +19,24 @@ def production_on_split(run, collection, model_version, dataset, split, device) 
         info = run.backend.peek(ref, names.MODEL_TYPE)
     except UserError:
         return None
+    # "version" is where production stood when the gate decided; promote() moves it only from there.
     if info.digest == model_version.digest:
-        return {"ref": info.ref, "same_model": True, "comparable": True}
+        return {"ref": info.ref, "version": info.version, "same_model": True, "comparable": True}
     if info.metadata.get("dataset", {}).get("digest") != dataset.digest:
-        return {"ref": info.ref, "comparable": False}
-    used = run.use(ref, names.MODEL_TYPE)
+        return {"ref": info.ref, "version": info.version, "comparable": False}
+    used = run.use(f"{names.REGISTRY}/{collection}:v{info.version}", names.MODEL_TYPE)
     model, _ = load_checkpoint(used.path, device)
     probs = probabilities(model, split.images["test"], device)
     accuracy = float((probs.argmax(1) == split.labels["test"]).mean())
-    return {"ref": used.ref, "comparable": True, "test_accuracy": accuracy}
+    return {"ref": used.ref, "version": info.version, "comparable": True, "test_accuracy": accuracy}
 
 
-def promote(run, model_version, collection) -> str:
-    """Move `production` to the evaluated model (linking it into the registry if needed)."""
+def promote(run, model_version, collection, production: dict | None) -> str:
+    """Move `production` to the evaluated model (linking it into the registry if needed), only if
+    production still is where the gate saw it (`production`, None for none): a promotion decided
+    against one state never lands on another (compare-and-set under the store's lock)."""
+    guard = {names.PRODUCTION: production["version"] if production else None}
     if model_version.ref.startswith(names.REGISTRY + "/"):
-        moved, _ = run.backend.set_alias(model_version.ref, names.PRODUCTION)
+        moved, _ = run.backend.set_alias(model_version.ref, names.PRODUCTION, guard=guard)
         return moved.ref
-    return run.link(model_version.ref, collection, [names.PRODUCTION]).ref
+    return run.link(model_version.ref, collection, [names.PRODUCTION], guard=guard).ref

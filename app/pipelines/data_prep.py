@@ -7,6 +7,7 @@ Same inputs give byte-identical files, so the same W&B digest and no new version
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +29,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=42, help="seed of the sampling and the split")
     p.add_argument("--data-dir", type=Path, default=Path("data"),
                    help="folder with (or for) the torchvision raw files of mnist / fashion_mnist")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                   help="download mnist / fashion_mnist into --data-dir when the files are missing "
+                        "(independent of the W&B mode: offline W&B is not 'no network')")
     return p.parse_args(argv)
 
 
@@ -43,14 +47,12 @@ def main(argv=None) -> None:
     from app.data.sources import load_dataset
     from app.data.split import SPLITS, cross_split_duplicates, stratified_split
     from app.data.split_files import write_split
-    from app.settings import load_settings
     from app.tracking import start_run
 
-    settings = load_settings()
     config = {"dataset": args.dataset, "fraction": fraction, "train_val_test_size": list(sizes), "seed": args.seed}
     with start_run("data_prep", config) as run:
         print(f"loading {args.dataset} ...", file=sys.stderr)
-        raw = load_dataset(args.dataset, args.data_dir, download=not settings.offline)
+        raw = load_dataset(args.dataset, args.data_dir, download=args.download)
         split = stratified_split(raw, fraction, sizes, args.seed)
         duplicates = cross_split_duplicates(split)
         if duplicates:

@@ -4,8 +4,8 @@
     python app/pipelines/evaluate.py --model digits-cnn:v3 --promote
 
 The data is the dataset version the model was trained on (from its recipe), unless --data.
-With --promote, `production` moves to this model only if its test accuracy is at least
-production's on the same split (or there is no production model yet).
+With --promote, `production` moves to this model only if it was evaluated on its own dataset
+version and its test accuracy beats production's on the same split (or there is none yet).
 """
 from __future__ import annotations
 
@@ -20,13 +20,17 @@ SPLITS = ("val", "test")
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", choices=names.DATASETS, default="mnist", help="picks the registry collection")
-    p.add_argument("--arch", choices=names.ARCHITECTURES, default="cnn", help="picks the registry collection")
+    p.add_argument("--dataset", choices=names.DATASETS, default=None,
+                   help="picks the registry collection (default: the one with 'to_evaluate')")
+    p.add_argument("--arch", choices=names.ARCHITECTURES, default=None,
+                   help="picks the registry collection (default: the one with 'to_evaluate')")
     p.add_argument("--model", metavar="REF", help="model ref (default: WANDB_MODEL_EVAL, "
                    "else wandb-registry-model/<dataset>-<arch>:to_evaluate)")
     p.add_argument("--data", metavar="REF", help="dataset ref instead of the model's own dataset version")
     p.add_argument("--promote", nargs="?", const=True, default=False, type=parse_bool,
-                   help="move 'production' here if at least as good as production on the same test split")
+                   help="move 'production' here if better than production on the same test split")
+    p.add_argument("--promote-ties", nargs="?", const=True, default=False, type=parse_bool,
+                   help="with --promote: a tie with production promotes too")
     p.add_argument("--no-generate-images", dest="generate_images", action="store_false",
                    help="leave the image column out of the error-analysis tables")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="inference device")
@@ -39,8 +43,10 @@ def main(argv=None) -> None:
     from app.settings import load_settings
 
     settings = load_settings()
-    model_ref = args.model or settings.model_eval or names.registry_ref(
-        names.model_artifact(args.dataset, args.arch), names.TO_EVALUATE)
+    from app.tracking import backend, discovery
+
+    model_ref = (args.model or settings.model_eval
+                 or discovery.registry_model(backend(), names.TO_EVALUATE, args.dataset, args.arch))
 
     import tempfile
     from pathlib import Path
@@ -100,7 +106,8 @@ def main(argv=None) -> None:
         if production and production.get("comparable") and not production.get("same_model"):
             print(f"side by side on {dataset.ref} test: this {results['test']['accuracy']:.4f}  "
                   f"production {production['test_accuracy']:.4f} ({production['ref']})")
-        decision = gate.decide(results["test"]["accuracy"], production)
+        own_data = dataset.digest == recipe["dataset"]["digest"]
+        decision = gate.decide(results["test"]["accuracy"], production, own_data=own_data, ties=args.promote_ties)
         run.summary({"promotion_eligible": decision.promote, "promotion_reason": decision.reason})
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -115,7 +122,7 @@ def main(argv=None) -> None:
 
         promoted = None
         if args.promote and decision.promote:
-            promoted = promote(run, model_version, collection)
+            promoted = promote(run, model_version, collection, production)
         run.summary({"promoted": bool(promoted)})
 
     print(f"evaluated {model_version.ref} on {dataset.ref}: val accuracy {results['val']['accuracy']:.4f}, "

@@ -19,8 +19,10 @@ from app.errors import exits_cleanly
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="+", help="image files (.png, .jpg) or .npy arrays of images")
-    p.add_argument("--dataset", choices=names.DATASETS, default="mnist", help="picks the registry collection")
-    p.add_argument("--arch", choices=names.ARCHITECTURES, default="cnn", help="picks the registry collection")
+    p.add_argument("--dataset", choices=names.DATASETS, default=None,
+                   help="picks the registry collection (default: the one with 'production')")
+    p.add_argument("--arch", choices=names.ARCHITECTURES, default=None,
+                   help="picks the registry collection (default: the one with 'production')")
     p.add_argument("--model", metavar="REF", help="model ref (default: wandb-registry-model/<dataset>-<arch>:production)")
     p.add_argument("--json", action="store_true", help="one JSON document, for machines")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="inference device")
@@ -34,9 +36,9 @@ def main(argv=None) -> None:
     from app.evaluation.inference import probabilities
     from app.training.checkpoint import load_checkpoint
     from app.training.engine import pick_device
-    from app.tracking import start_run
+    from app.tracking import backend, discovery, start_run
 
-    model_ref = args.model or names.registry_ref(names.model_artifact(args.dataset, args.arch), names.PRODUCTION)
+    model_ref = args.model or discovery.registry_model(backend(), names.PRODUCTION, args.dataset, args.arch)
     with start_run("predict", {"model": model_ref, "inputs": len(args.inputs)}) as run:
         device = pick_device(args.device)
         model_version = run.use(model_ref, names.MODEL_TYPE)

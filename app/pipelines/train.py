@@ -14,13 +14,18 @@ from app import names
 from app.cli import Parser, parse_bool, positive_int
 from app.errors import exits_cleanly
 
+DEFAULT_ARCH = "cnn"  # the original project's architecture
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", choices=names.DATASETS, default="mnist", help="dataset the model is for")
-    p.add_argument("--arch", choices=names.ARCHITECTURES, default="cnn", help="architecture (app/models/)")
+    p.add_argument("--dataset", choices=names.DATASETS, default=None,
+                   help="dataset the model is for (default: that of the newest dataset artifact; --retrain: "
+                        "the registry collection with 'candidate')")
+    p.add_argument("--arch", choices=names.ARCHITECTURES, default=None,
+                   help=f"architecture, app/models/ (default: {DEFAULT_ARCH}; --retrain: the candidate's)")
     p.add_argument("--data", metavar="REF", help="dataset artifact ref (default: <dataset>-split:latest)")
-    p.add_argument("--epochs", type=positive_int, default=None, help="epochs to train (default 5)")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="epochs to train (default 5; --retrain: the candidate's own count)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device")
     hyper = p.add_argument_group("hyperparameters (default: app/training/recipe.py, app/models/)")
     hyper.add_argument("--lr", type=float, help="Adam learning rate (default 0.001)")
@@ -59,11 +64,24 @@ def main(argv=None) -> None:
     from app.settings import load_settings
 
     settings = load_settings()
+    if args.retrain:
+        return retrain(args, settings)
+    args.arch = args.arch or DEFAULT_ARCH
+    args.dataset = args.dataset or dataset_of(args.data)
     if args.tune:
         from app.tuning.run import tune
 
         return tune(args, settings)
-    return retrain(args, settings) if args.retrain else baseline(args)
+    return baseline(args)
+
+
+def dataset_of(data_ref: str | None) -> str:
+    """The dataset name: that of --data when given, else of the newest dataset artifact."""
+    from app.tracking import backend, discovery
+
+    if data_ref:
+        return backend().peek(data_ref, names.DATASET_TYPE).metadata.get("dataset")
+    return discovery.dataset_name(backend(), None)
 
 
 def baseline(args) -> None:
@@ -103,13 +121,15 @@ def retrain(args, settings) -> None:
     from app.training.recipe import DEFAULT_EPOCHS, check_locked
     from app.training.workflow import train_and_log
     from app.errors import UserError
-    from app.tracking import backend, start_run
+    from app.tracking import backend, discovery, start_run
 
-    collection = names.model_artifact(args.dataset, args.arch)
-    model_ref = args.model or settings.model_retrain or names.registry_ref(collection, names.CANDIDATE)
-    epochs = args.epochs or DEFAULT_EPOCHS
+    model_ref = (args.model or settings.model_retrain
+                 or discovery.registry_model(backend(), names.CANDIDATE, args.dataset, args.arch))
+    candidate_metadata = backend().peek(model_ref, names.MODEL_TYPE).metadata
+    # The candidate's own epoch count unless --epochs asks for more (or fewer) on purpose.
+    epochs = args.epochs or candidate_metadata.get("epochs") or DEFAULT_EPOCHS
     # Refuse a changed hyperparameter before any run starts, so a refusal changes nothing.
-    check_locked(backend().peek(model_ref, names.MODEL_TYPE).metadata, given_hyperparameters(args))
+    check_locked(candidate_metadata, given_hyperparameters(args))
     with start_run("retrain", {"model": model_ref, "epochs": epochs, "warm_start": args.warm_start}) as run:
         candidate = run.use(model_ref, names.MODEL_TYPE)
         recipe = read_recipe(candidate.path)
@@ -132,11 +152,13 @@ def retrain(args, settings) -> None:
 
 
 def report(logged, history) -> None:
-    last = history[-1]
-    best = max(h["val/accuracy"] for h in history)
+    from app.training.engine import best_epoch
+
+    kept = best_epoch(history)
+    saved = history[kept - 1]
     print(f"model artifact: {logged.ref if logged else '(none: the sweep stopped this trial)'}  "
-          f"epochs {len(history)}, val accuracy {last['val/accuracy']:.4f} (best {best:.4f}), "
-          f"val loss {last['val/loss']:.4f}")
+          f"epochs {len(history)}, weights of epoch {kept} (best validation): val accuracy "
+          f"{saved['val/accuracy']:.4f}, val loss {saved['val/loss']:.4f}")
 
 
 if __name__ == "__main__":

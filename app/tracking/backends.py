@@ -35,6 +35,7 @@ class ArtifactVersion:
     used_by: list[dict] = field(default_factory=list)
     source: str | None = None  # for a registry entry: the artifact version it links to
     collection: str = ""
+    created_at: str | None = None
 
     def as_json(self) -> dict:
         return {
@@ -86,6 +87,7 @@ class OfflineBackend:
             logged_by=version["logged_by"],
             used_by=version["used_by"],
             source=version.get("source"),
+            created_at=version.get("created_at"),
         )
 
     def _resolve(self, ref: str | Ref) -> tuple[dict, dict]:
@@ -120,25 +122,37 @@ class OfflineBackend:
         run.wandb_run.log_artifact(art, aliases=[LATEST, *aliases])
         return self._info(coll, version)
 
-    def link(self, ref: str, collection: str, aliases: list[str], run=None) -> ArtifactVersion:
+    def link(self, ref: str, collection: str, aliases: list[str], run=None,
+             guard: dict[str, int | None] | None = None) -> ArtifactVersion:
         src_coll, src_version = self._resolve(ref)
         if src_coll["scope"] == REGISTRY:
             src_coll, src_version = self._resolve(src_version["source"])
-        source = f"{src_coll['name']}:v{src_version['version']}"
+        # The source keeps its project when it is not this one, so it resolves from any project.
+        project = "" if src_coll["scope"] == self.settings.project else f"{src_coll['scope']}/"
+        source = f"{project}{src_coll['name']}:v{src_version['version']}"
         self.store.verified_files(src_version)  # never link a damaged version
         coll, version = self.store.add_version(
             scope=REGISTRY, name=collection, type=src_coll["type"], digest=src_version["digest"],
             files={}, manifest=src_version["manifest"], metadata=src_version["metadata"],
             aliases=aliases, logged_by=run.lineage_entry() if run else {"id": None, "job_type": "registry"},
-            source=source,
+            source=source, guard=guard,
         )
         return self._info(coll, version)
 
-    def set_alias(self, ref: str, alias: str) -> tuple[ArtifactVersion, str | None]:
+    def set_alias(self, ref: str, alias: str,
+                  guard: dict[str, int | None] | None = None) -> tuple[ArtifactVersion, str | None]:
         coll, version = self._resolve(ref)
-        previous = self.store.set_alias(coll["scope"], coll["name"], version["version"], alias)
+        previous = self.store.set_alias(coll["scope"], coll["name"], version["version"], alias, guard)
         coll, version = self._resolve(ref)
         return self._info(coll, version), (f"v{previous}" if previous is not None else None)
+
+    def find(self, type: str, alias: str, registry: bool) -> list[ArtifactVersion]:
+        """The version carrying `alias` in each collection of `type`, in the model registry or in
+        this project; newest first."""
+        scope = REGISTRY if registry else self.settings.project
+        found = [self._info(c, c["versions"][c["aliases"][alias]]) for c in self.store.collections(scope)
+                 if c["type"] == type and alias in c["aliases"]]
+        return sorted(found, key=lambda v: v.created_at or "", reverse=True)
 
     def list(self, collection: str | None = None) -> list[ArtifactVersion]:
         rows = []
@@ -226,21 +240,38 @@ class OnlineBackend:
             digest=art.digest, metadata=metadata, aliases=[LATEST, *aliases],
         )
 
-    def link(self, ref: str, collection: str, aliases: list[str], run=None) -> ArtifactVersion:
+    def _check_guard(self, collection_path: str, guard: dict[str, int | None] | None) -> None:
+        """Store.check_guard against the server. W&B moves aliases without compare-and-set, so
+        this re-reads right before the move: it narrows the window, it cannot close it."""
+        from app.tracking.store import check_guard
+
+        current = {}
+        for alias in guard or {}:
+            try:
+                current[alias] = int(self.api.artifact(f"{collection_path}:{alias}").version.lstrip("v"))
+            except wandb.errors.CommError:
+                pass
+        check_guard({"name": collection_path, "aliases": current}, guard)
+
+    def link(self, ref: str, collection: str, aliases: list[str], run=None,
+             guard: dict[str, int | None] | None = None) -> ArtifactVersion:
         for alias in aliases:
             check_alias(alias)
         art = self._fetch(ref)
         target = f"{REGISTRY}/{collection}"
+        self._check_guard(target, guard)
         if run is not None:
             run.wandb_run.link_artifact(art, target, aliases=aliases)
         else:
             art.link(target, aliases=aliases)
         return self.peek(f"{target}:{aliases[0]}" if aliases else ref)
 
-    def set_alias(self, ref: str, alias: str) -> tuple[ArtifactVersion, str | None]:
+    def set_alias(self, ref: str, alias: str,
+                  guard: dict[str, int | None] | None = None) -> tuple[ArtifactVersion, str | None]:
         check_alias(alias)
         art = self._fetch(ref)
         collection_ref = self._full(ref).rsplit(":", 1)[0]
+        self._check_guard(collection_ref, guard)
         try:
             previous = self.api.artifact(f"{collection_ref}:{alias}").version
         except wandb.errors.CommError:
@@ -249,6 +280,26 @@ class OnlineBackend:
             art.aliases.append(alias)
             art.save()  # the server takes the alias off the version that had it
         return self._info(art), previous
+
+    def find(self, type: str, alias: str, registry: bool) -> list[ArtifactVersion]:
+        """As OfflineBackend.find. Registry collections are named after the project's model
+        collections (`<dataset>-<arch>`), so those names are the ones looked up there."""
+        project_path = "/".join(p for p in (self.settings.entity, self.settings.project) if p)
+        try:
+            names = [c.name for c in self.api.artifact_collections(project_path, type)]
+        except wandb.errors.CommError as err:
+            raise UserError(f"could not list the {type} artifacts of {project_path} in W&B ({err}).") from err
+        found = []
+        for name in names:
+            ref = f"{REGISTRY}/{name}:{alias}" if registry else f"{project_path}/{name}:{alias}"
+            try:
+                art = self.api.artifact(ref)
+            except wandb.errors.CommError:
+                continue
+            info = self._info(art, lineage=False)
+            info.created_at = art.created_at
+            found.append(info)
+        return sorted(found, key=lambda v: v.created_at or "", reverse=True)
 
     def list(self, collection: str | None = None) -> list[ArtifactVersion]:
         if collection is None:

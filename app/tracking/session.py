@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import wandb
 
-from app.errors import UserError
+from app.errors import LOGGED, UserError
 from app.settings import Settings, load_settings
 from app.tracking.backends import ArtifactVersion, make_backend
 
@@ -60,10 +60,15 @@ class Run:
 
     def log_artifact(self, name: str, type: str, files: dict[str, Path], metadata: dict,
                      aliases: list[str] | tuple = ()) -> ArtifactVersion:
-        return self.backend.log(self, name, type, files, metadata, list(aliases))
+        logged = self.backend.log(self, name, type, files, metadata, list(aliases))
+        LOGGED.append(logged.ref)
+        return logged
 
-    def link(self, ref: str, collection: str, aliases: list[str]) -> ArtifactVersion:
-        return self.backend.link(ref, collection, aliases, run=self)
+    def link(self, ref: str, collection: str, aliases: list[str],
+             guard: dict[str, int | None] | None = None) -> ArtifactVersion:
+        linked = self.backend.link(ref, collection, aliases, run=self, guard=guard)
+        LOGGED.append(linked.ref)
+        return linked
 
     # -- metrics and media ---------------------------------------------------------------
 
@@ -81,8 +86,14 @@ class Run:
         self.wandb_run.define_metric(name, step_metric=step_metric, summary=summary)
 
     def image(self, data, caption: str | None = None):
-        """A W&B image from a matplotlib figure or a uint8 array (no rescaling)."""
-        return wandb.Image(data, caption=caption)
+        """A W&B image from a matplotlib figure or a uint8 array (no rescaling). A figure is
+        rendered now and closed, so a script that logs many does not keep them all open."""
+        image = wandb.Image(data, caption=caption)
+        if hasattr(data, "savefig"):
+            import matplotlib.pyplot as plt
+
+            plt.close(data)
+        return image
 
     def table(self, columns: list[str], rows: list[list]):
         return wandb.Table(columns=columns, data=rows)

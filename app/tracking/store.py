@@ -54,21 +54,45 @@ def check_alias(alias: str) -> None:
         raise UserError(f"{alias!r} looks like a version number and cannot be an alias.")
 
 
+def check_guard(coll: dict, guard: dict[str, int | None] | None) -> None:
+    """Compare-and-set for aliases: each alias in `guard` must still point at the version it
+    did when the caller decided (None: at none). Called under the lock, before any write."""
+    for alias, expected in (guard or {}).items():
+        current = coll["aliases"].get(alias)
+        if current != expected:
+            where = f"v{current}" if current is not None else "no version"
+            raise UserError(
+                f"'{alias}' of {coll['name']} moved to {where} while this step ran (another promotion?); "
+                "nothing was changed. Run the step again to decide against the new state."
+            )
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a whole index or nothing; a failure (full disk, read-only folder) is a UserError."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise UserError(
+            f"could not write {path} ({err.strerror or err}); the store is unchanged. Free space, or point "
+            "PIPELINE_STORE_DIR at a writable folder, and run again."
+        ) from err
 
 
 def pid_alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill(0 or -1, 0) would probe a whole process group and "succeed"
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -76,6 +100,28 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of a process (Linux /proc), to tell a live process from a
+    later one that reuses its pid; None where /proc is not available."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def process_identity(pid: int) -> dict:
+    return {"pid": pid, "started": process_start_time(pid)}
+
+
+def identity_alive(identity: dict | None) -> bool:
+    """The process recorded by process_identity still runs (not merely its pid)."""
+    if not identity or not pid_alive(identity["pid"]):
+        return False
+    started = identity.get("started")
+    return started is None or process_start_time(identity["pid"]) in (None, started)
 
 
 class Store:
@@ -227,8 +273,10 @@ class Store:
         aliases: list[str],
         logged_by: dict,
         source: str | None = None,
+        guard: dict[str, int | None] | None = None,
     ) -> tuple[dict, dict]:
-        """Add a version (or find the one with the same digest); returns (collection, version)."""
+        """Add a version (or find the one with the same digest); returns (collection, version).
+        `guard`: aliases that must still point where the caller saw them (check_guard)."""
         for alias in aliases:
             check_alias(alias)
         for rel in files:
@@ -242,6 +290,7 @@ class Store:
                 raise UserError(
                     f"{name!r} is an artifact of type {coll['type']!r}, not {type!r}; pick another name."
                 )
+            check_guard(coll, guard)
             existing = next((v for v in coll["versions"] if v["digest"] == digest), None)
             if files:
                 self._store_object(digest, files, manifest)
@@ -271,11 +320,13 @@ class Store:
                 entry["used_by"].append(run)
                 write_json_atomic(self._collection_path(scope, name), coll)
 
-    def set_alias(self, scope: str, name: str, version: int, alias: str) -> int | None:
+    def set_alias(self, scope: str, name: str, version: int, alias: str,
+                  guard: dict[str, int | None] | None = None) -> int | None:
         """Point `alias` at a version; returns the version it was taken from, if any."""
         check_alias(alias)
         with self.locked():
             coll = self.read_collection(scope, name)
+            check_guard(coll, guard)
             previous = coll["aliases"].get(alias)
             coll["aliases"][alias] = version
             write_json_atomic(self._collection_path(scope, name), coll)

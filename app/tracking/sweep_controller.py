@@ -14,14 +14,14 @@ import secrets
 import warnings
 
 from app.errors import UserError
-from app.tracking.store import Store, now_iso, pid_alive, write_json_atomic
+from app.tracking.store import Store, identity_alive, now_iso, process_identity, write_json_atomic
 
 with warnings.catch_warnings():  # sweeps 0.3 declares a pydantic v1 config key; harmless
     warnings.simplefilter("ignore")
     import sweeps
 
-# Trial states; "stopped" is hyperband's early termination, "crashed" a trial whose process died.
-DONE_STATES = ("finished", "stopped")
+# Trial states: running, finished, stopped (hyperband's early termination), failed (non-zero
+# exit) and crashed (its process died without a word, e.g. killed with its agent).
 MAX_CONSECUTIVE_FAILURES = 3  # an agent gives up instead of looping on a broken trial
 
 
@@ -56,20 +56,31 @@ class LocalSweeps:
             history=trial["history"], summary_metrics=trial["summary"],
         )
 
+    @staticmethod
+    def _alive(trial: dict) -> bool:
+        """A running trial is alive while its process runs; before the agent has recorded that
+        process (a moment after the claim), while the agent that claimed it runs."""
+        if trial.get("process"):
+            return identity_alive(trial["process"])
+        return identity_alive(trial.get("agent"))
+
     def _mark_dead(self, state: dict) -> None:
+        """Trials whose processes died without closing them (an agent killed with its trial)."""
         for trial in state["trials"]:
-            if trial["state"] == "running" and not pid_alive(trial["agent_pid"]) and not pid_alive(trial.get("pid") or -1):
+            if trial["state"] == "running" and not self._alive(trial):
                 trial["state"] = "crashed"
+                trial["finished_at"] = now_iso()
 
     def next_trial(self, sweep_id: str, cap: int | None) -> dict | None:
         """Claim the next trial's parameters, or None when the sweep has reached its cap."""
         with self.store.locked():
             state = self.read(sweep_id)
             self._mark_dead(state)
-            counted = [t for t in state["trials"] if t["state"] in (*DONE_STATES, "running")]
+            # As on W&B's server, every trial the sweep started counts toward run_cap,
+            # failed and crashed ones included, so a broken trial cannot make a sweep endless.
             run_cap = state["config"].get("run_cap")
             limits = [c for c in (cap, run_cap) if c]
-            if limits and len(counted) >= min(limits):
+            if limits and len(state["trials"]) >= min(limits):
                 self._write(state)
                 return None
             suggestion = sweeps.next_run(state["config"], [self._as_sweep_run(t) for t in state["trials"]])
@@ -78,8 +89,8 @@ class LocalSweeps:
                 return None
             number = len(state["trials"])
             trial = {
-                "number": number, "name": f"trial-{number}", "state": "running", "agent_pid": os.getpid(),
-                "pid": None, "params": {k: v["value"] for k, v in suggestion.config.items()},
+                "number": number, "name": f"trial-{number}", "state": "running",
+                "agent": process_identity(os.getpid()), "process": None, "params": {k: v["value"] for k, v in suggestion.config.items()},
                 "history": [], "summary": {}, "model_ref": None, "started_at": now_iso(),
             }
             state["trials"].append(trial)
@@ -94,11 +105,22 @@ class LocalSweeps:
             self._write(state)
             return result
 
+    def set_process(self, sweep_id: str, number: int, pid: int) -> None:
+        """Record the trial's own process, as soon as the agent has started it."""
+
+        def change(state, trial):
+            trial["process"] = process_identity(pid)
+
+        self._update(sweep_id, number, change)
+
     def report_epoch(self, sweep_id: str, number: int, record: dict) -> bool:
         """Append an epoch's metrics; True when hyperband says this trial should stop."""
 
         def change(state, trial):
-            trial["pid"] = os.getpid()
+            # The reporting process is the trial: alive, whatever was concluded without it.
+            trial["process"] = trial.get("process") or process_identity(os.getpid())
+            if trial["state"] == "crashed":
+                trial["state"] = "running"
             trial["history"].append(record)
             trial["summary"] = dict(record)
             if "early_terminate" not in state["config"]:
@@ -133,8 +155,11 @@ class LocalSweeps:
         return self._update(sweep_id, number, change)
 
     def ranking(self, sweep_id: str) -> list[dict]:
-        """Trials with a metric, best first."""
-        state = self.read(sweep_id)
+        """Trials with a metric, best first (dead trials marked crashed first)."""
+        with self.store.locked():
+            state = self.read(sweep_id)
+            self._mark_dead(state)
+            self._write(state)
         metric = state["config"]["metric"]
         scored = [t for t in state["trials"] if metric["name"] in t["summary"]]
         return sorted(scored, key=lambda t: t["summary"][metric["name"]], reverse=metric["goal"] == "maximize")

@@ -88,10 +88,13 @@ def fit(
     seed: int,
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
+    keep_best: bool = True,
 ) -> list[dict]:
     """Train with Adam and cross-entropy; returns one metrics dict per epoch.
 
     Metric keys are the ones logged to W&B: train/loss, train/accuracy, val/loss, val/accuracy.
+    With keep_best, the model ends with the weights of `best_epoch(history)`, the epoch whose
+    validation accuracy a sweep ranks it by, not merely the last epoch's.
     """
     device = train.images.device
     optimizer = make_optimizer(model, lr)
@@ -101,6 +104,7 @@ def fit(
         print(f"fit: {n} samples, {math.ceil(n / batch_size)} steps per epoch, {epochs} epochs",
               file=sys.stderr, flush=True)
     history = []
+    best_state, best_accuracy = None, -1.0
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         model.train()
@@ -134,6 +138,9 @@ def fit(
             "samples_per_second": n / seconds,
         }
         history.append(record)
+        if keep_best and record["val/accuracy"] > best_accuracy:  # strictly: the first best epoch wins
+            best_accuracy = record["val/accuracy"]
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if progress:
             print(
                 f"epoch {epoch}/{epochs}  train loss {train_loss:.4f} acc {record['train/accuracy']:.4f}  "
@@ -144,7 +151,15 @@ def fit(
             )
         if on_epoch is not None and on_epoch(record):
             break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return history
+
+
+def best_epoch(history: list[dict]) -> int:
+    """The epoch (1-based) with the highest validation accuracy, the first one on ties."""
+    accuracies = [h["val/accuracy"] for h in history]
+    return accuracies.index(max(accuracies)) + 1
 
 
 def seed_everything(seed: int) -> None:

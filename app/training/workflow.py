@@ -59,6 +59,7 @@ def train_and_log(
 
     Returns (model artifact version or None when a sweep stopped the trial, history).
     """
+    recipe = {**recipe, "epochs": epochs}  # the recipe carries its epoch count, so --retrain repeats it
     hyper = recipe["hyperparameters"]
     engine.seed_everything(hyper["seed"])
     model = engine.prepare(build_model(recipe), device)
@@ -81,20 +82,22 @@ def train_and_log(
           file=sys.stderr)
     history = engine.fit(model, data["train"], data["val"], lr=hyper["lr"], batch_size=hyper["batch_size"],
                          epochs=epochs, seed=hyper["seed"], on_epoch=on_epoch)
-    last = history[-1]
+    # The model holds the weights of its best validation epoch (engine.fit keeps them), so its
+    # metrics are that epoch's: the score a sweep ranks it by is the score its weights have.
+    kept = engine.best_epoch(history)
+    saved = history[kept - 1]
     metrics = {
-        "train_loss": last["train/loss"], "train_accuracy": last["train/accuracy"],
-        "val_loss": last["val/loss"], "val_accuracy": last["val/accuracy"],
+        "train_loss": saved["train/loss"], "train_accuracy": saved["train/accuracy"],
+        "val_loss": saved["val/loss"], "val_accuracy": saved["val/accuracy"],
         "best_val_accuracy": best["val/best_accuracy"], "best_val_loss": best["val/best_loss"],
-        "epochs_trained": len(history),
+        "best_epoch": kept, "epochs_trained": len(history),
     }
-    run.summary({"epochs_trained": len(history)})
+    run.summary({"epochs_trained": len(history), "best_epoch": kept})
     if stopped["early"]:
         return None, history
 
     metadata = {
         **recipe,
-        "epochs": epochs,
         "seed": hyper["seed"],
         "metrics": metrics,
         "code_version": code_version(),

@@ -71,7 +71,7 @@ def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
         print(f"--- trial {trial['number']}: {trial['params']}", file=sys.stderr, flush=True)
         env = {**os.environ, SWEEP_ID_ENV: sweep_id, TRIAL_ENV: str(trial["number"])}
         argv = expand_command({**config, "program": program}, trial["params"])
-        returncode = run_trial(argv, env)
+        returncode = run_trial(argv, env, on_start=lambda pid, n=trial["number"]: controller.set_process(sweep_id, n, pid))
         state = controller.close_trial(sweep_id, trial["number"], returncode)
         failures = failures + 1 if state in ("failed", "crashed") else 0
         if failures >= MAX_CONSECUTIVE_FAILURES:

@@ -18,6 +18,7 @@ import os
 import runpy
 import subprocess
 import sys
+from typing import Callable
 
 # What a train.py trial imports before its first step (with them torch, numpy and wandb);
 # the server imports them once.
@@ -32,14 +33,20 @@ def start_warm_process() -> None:
         forkserver.ensure_running()
 
 
-def run_trial(argv: list[str], env: dict[str, str]) -> int:
-    """Run one trial to its end; returns its exit code (negative: killed by that signal)."""
+def run_trial(argv: list[str], env: dict[str, str], on_start: Callable[[int], None] | None = None) -> int:
+    """Run one trial to its end; returns its exit code (negative: killed by that signal).
+    `on_start(pid)` is called as soon as the trial's process exists (the controller records it)."""
     context = _warm_context()
     python_script = len(argv) >= 2 and argv[0] == sys.executable and argv[1].endswith(".py")
     if context is None or not python_script:
-        return subprocess.run(argv, env=env).returncode
+        process = subprocess.Popen(argv, env=env)
+        if on_start:
+            on_start(process.pid)
+        return process.wait()
     process = context.Process(target=_run_program, args=(argv[1], argv[2:], env), name="sweep-trial")
     process.start()
+    if on_start:
+        on_start(process.pid)
     process.join()
     return process.exitcode
 

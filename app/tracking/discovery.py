@@ -1,0 +1,69 @@
+"""What a script works on when --dataset is not given: found from what exists, as the
+original project's scripts did (they had one dataset and one registry collection).
+
+- train.py: the newest dataset artifact of the project;
+- --retrain, evaluate.py, predict.py: the one registry collection whose versions carry the
+  alias the step needs (candidate, to_evaluate, production).
+When several fit, the error lists them and names the flag that picks one.
+"""
+from __future__ import annotations
+
+import sys
+
+from app import names
+from app.errors import UserError
+
+# Which step sets each alias, for the message when none carries it yet.
+ALIAS_SET_BY = {
+    names.CANDIDATE: "`train.py --tune` sets it on the best trial",
+    names.TO_EVALUATE: "`train.py --retrain` sets it",
+    names.PRODUCTION: "`evaluate.py --promote` sets it",
+}
+
+
+def dataset_name(backend, dataset: str | None) -> str:
+    """--dataset when given, else the dataset of the project's newest dataset artifact."""
+    if dataset:
+        return dataset
+    found = backend.find(names.DATASET_TYPE, names.LATEST, registry=False)
+    if not found:
+        raise UserError("no dataset artifact yet: run `python app/pipelines/data_prep.py --dataset digits` "
+                        "(or another --dataset) first, or pass --data REF.")
+    newest = found[0]
+    name = newest.metadata.get("dataset") or newest.name
+    if len(found) > 1:
+        others = ", ".join(v.ref for v in found[1:])
+        print(f"using the newest dataset artifact, {newest.ref}; pass --dataset to pick another ({others}).",
+              file=sys.stderr)
+    return name
+
+
+def _fits(collection: str, dataset: str | None, arch: str | None) -> bool:
+    stem, _, suffix = collection.rpartition("-")
+    return (dataset is None or stem == dataset) and (arch is None or suffix == arch)
+
+
+def registry_model(backend, alias: str, dataset: str | None, arch: str | None) -> str:
+    """`wandb-registry-model/<dataset>-<arch>:<alias>`: the flags name the collection, or the one
+    registry collection that carries `alias` (filtered by whichever of them was given)."""
+    if dataset and arch:
+        return names.registry_ref(names.model_artifact(dataset, arch), alias)
+    carrying = backend.find(names.MODEL_TYPE, alias, registry=True)
+    fits = [v for v in carrying if _fits(v.name, dataset, arch)]
+    if len(fits) == 1:
+        ref = names.registry_ref(fits[0].name, alias)
+        print(f"model: {ref} (the registry collection with {alias!r})", file=sys.stderr)
+        return ref
+    given = " and ".join(f"--{k} {v}" for k, v in (("dataset", dataset), ("arch", arch)) if v)
+    if not fits:
+        elsewhere = f" (with {given}; others: {', '.join(sorted(v.name for v in carrying))})" if carrying else ""
+        raise UserError(
+            f"no registry collection has a version with the alias {alias!r}{elsewhere}: "
+            f"{ALIAS_SET_BY.get(alias, 'set it with registry.py alias')}, or link one with "
+            f"`python app/pipelines/registry.py link REF COLLECTION --alias {alias}`. "
+            "See `python app/pipelines/registry.py list`."
+        )
+    raise UserError(
+        f"several registry collections have a version with the alias {alias!r}: "
+        f"{', '.join(sorted(v.name for v in fits))}. Pick one with --dataset (and --arch), or pass --model REF."
+    )

@@ -1,0 +1,153 @@
+"""The lifecycle does what it says: the original flow without --dataset, candidates whose
+weights have their ranking score, retrain's epoch count, the leakage gate, and sweeps that
+survive an agent killed at any point."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from app.tuning.sweep_config import load_sweep_config
+from conftest import REPO, SCRIPTS
+
+SWEEP = REPO / "sweep.yaml"
+
+
+def sweep_file(tmp_path, **changes) -> str:
+    """The repo's sweep.yaml with short trials (1 or 2 epochs) and no early stopping."""
+    config = load_sweep_config(SWEEP)
+    config["parameters"]["epochs"] = {"values": [1, 2]}
+    config.pop("early_terminate")
+    config.update(changes)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def sweep_state(ws) -> dict:
+    [path] = (ws.store / "sweeps").glob("*.json")
+    return json.loads(path.read_text())
+
+
+def registry_entry(ws, collection: str, alias: str) -> dict:
+    return next(v for v in ws.versions(f"wandb-registry-model/{collection}") if alias in v["aliases"])
+
+
+def test_the_original_flow_runs_without_dataset_flags(workspace, tmp_path):
+    ws = workspace
+    ws.run("data_prep", "--dataset", "digits")
+    assert "digits-cnn:v0" in ws.run("train").stdout
+
+    # --tune: the candidate's weights have the score it was ranked by
+    ws.run("train", "--tune", "--max_sweep", "3", "--sweep-config", sweep_file(tmp_path))
+    state = sweep_state(ws)
+    assert all(t["params"]["dataset"] == "digits" for t in state["trials"])
+    candidate = registry_entry(ws, "digits-cnn", "candidate")
+    ranked = next(t for t in state["trials"] if t["model_ref"] == candidate["source"])
+    ws.run("evaluate", "--model", "wandb-registry-model/digits-cnn:candidate", "--no-generate-images")
+    evaluation = ws.versions("digits-cnn-evaluation")[-1]["metadata"]
+    assert evaluation["metrics"]["val_accuracy"] == pytest.approx(ranked["summary"]["val/best_accuracy"], abs=1e-6)
+    candidate_meta = candidate["metadata"]
+    assert candidate_meta["metrics"]["best_epoch"] <= candidate_meta["metrics"]["epochs_trained"]
+    assert candidate_meta["metrics"]["val_accuracy"] == ranked["summary"]["val/best_accuracy"]
+
+    # --retrain with no --epochs trains the candidate's own epoch count
+    ws.run("train", "--retrain")
+    retrained = registry_entry(ws, "digits-cnn", "to_evaluate")["metadata"]
+    assert retrained["epochs"] == candidate_meta["epochs"] == ranked["params"]["epochs"]
+    assert retrained["metrics"]["epochs_trained"] == candidate_meta["epochs"]
+    recipe_file = ws.store / "objects" / registry_entry(ws, "digits-cnn", "to_evaluate")["digest"] / "recipe.json"
+    assert json.loads(recipe_file.read_text())["epochs"] == candidate_meta["epochs"]
+
+    out = ws.run("evaluate", "--promote").stdout
+    assert "promoted to wandb-registry-model/digits-cnn:" in out
+    production = registry_entry(ws, "digits-cnn", "production")
+
+    split_dir = ws.store / "objects" / ws.versions("digits-split")[0]["digest"]
+    image = np.load(split_dir / "test_images.npy")[0]
+    Image.fromarray(image).save(tmp_path / "digit.png")
+    assert ws.run("predict", str(tmp_path / "digit.png")).returncode == 0
+
+    # the leakage gate: scored on another dataset version, --promote refuses and production stays
+    ws.run("data_prep", "--dataset", "digits", "--seed", "7")
+    out = ws.run("evaluate", "--model", "wandb-registry-model/digits-cnn:candidate", "--data", "digits-split:v1",
+                 "--promote", "--no-generate-images").stdout
+    assert "promotion: refused" in out and "dataset version other than" in out
+    assert registry_entry(ws, "digits-cnn", "production")["version"] == production["version"]
+
+    # with two dataset artifacts, train takes the newest and says which
+    proc = ws.run("train", "--epochs", "1", "--arch", "mlp")
+    assert "digits-split:v1" in proc.stderr and "digits-mlp:v0" in proc.stdout
+
+
+def test_several_collections_with_the_alias_ask_for_dataset(trained_copy):
+    ws = trained_copy
+    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "to_evaluate")
+    ws.run("train", "--epochs", "1", "--arch", "mlp")
+    ws.run("registry", "link", "digits-mlp:v0", "digits-mlp", "--alias", "to_evaluate")
+    proc = ws.run("evaluate", check=False)
+    assert proc.returncode == 2 and "digits-cnn, digits-mlp" in proc.stderr and "--dataset" in proc.stderr
+    assert "digits-mlp:v0" in ws.run("evaluate", "--arch", "mlp", "--no-generate-images").stdout
+
+
+def _agent(ws, *args):
+    """An agent in its own process group, so that killing the group takes its trial along,
+    as Ctrl-C in a terminal or a lost machine would."""
+    return subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--tune", *args],
+                            cwd=ws.path, env=ws.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+@pytest.mark.parametrize("point, marker, delay", [
+    ("before the first epoch", "--- trial 1:", 0.0),
+    ("mid-epoch", "epoch 1/", 0.05),
+    ("while logging the model", "epoch 2/2", 0.0),
+])
+def test_an_agent_killed_during_a_trial_leaves_it_crashed_and_the_sweep_resumes(trained_copy, tmp_path, point,
+                                                                                   marker, delay):
+    ws = trained_copy
+    config = load_sweep_config(SWEEP)
+    config["parameters"]["epochs"] = {"value": 2}
+    config["parameters"]["batch_size"] = {"value": 32}  # a longer epoch: room to land inside it
+    config.pop("early_terminate")
+    config["run_cap"] = 3
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    agent = _agent(ws, "--sweep-config", str(path), "--no-link")
+    seen = []
+    for line in agent.stderr:
+        seen.append(line)
+        if line.startswith(marker):
+            break
+    else:
+        pytest.fail(f"the agent ended before {marker!r}:\n{''.join(seen)}")
+    time.sleep(delay)
+    os.killpg(agent.pid, signal.SIGKILL)
+    agent.wait(30)
+    killed = max(t["number"] for t in sweep_state(ws)["trials"])
+
+    sweep_id = sweep_state(ws)["id"]
+    resumed = _agent(ws, "--sweep-config", str(path), "--sweep-id", sweep_id, "--no-link")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    trials = sweep_state(ws)["trials"]
+    assert len(trials) == 3  # run_cap: the crashed trial counts, as on W&B's server
+    assert "running" not in [t["state"] for t in trials]
+    victim = trials[killed]
+    if point == "while logging the model" and victim["state"] == "finished":
+        assert victim["model_ref"]  # the kill came after the trial had finished: a whole model, listed
+    else:
+        assert victim["state"] == "crashed", victim
+    assert [t["state"] for t in trials[killed + 1:]] == ["finished"] * (2 - killed)
+    # every finished trial's model is listed whole (a kill between logging the model and the
+    # trial's report may list one more, for the crashed trial, as W&B would keep it too)
+    listed = {f"digits-cnn:{v['version']}" for v in ws.versions("digits-cnn")}
+    assert all(t["model_ref"] in listed for t in trials if t["state"] == "finished")
