@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-reliability bench clean-demo
+.PHONY: setup demo test test-reliability test-online bench clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: $(STAMP)
 # The reliability and security suite, slow fault injection included.
 test-reliability: $(STAMP)
 	$(PY) -m pytest -q tests/test_reliability.py tests/test_security.py -m "slow or not slow"
+
+# The whole flow against real W&B; needs WANDB_API_KEY (and WANDB_ENTITY) in the environment, skipped otherwise.
+test-online: $(STAMP)
+	$(PY) -m pytest -q -m online tests/test_online.py -rs
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py

@@ -1,16 +1,15 @@
 """Settings: `app/.env` plus the environment, and the one decision of online vs offline.
 
-No wandb and no torch here: every script calls `load_settings()` right after parsing its
-flags, and `--help` must stay fast.
+No wandb and no torch imported here: every script calls `load_settings()` right after parsing
+its flags, and `--help` must stay fast. Where the mode is not explicit, the SDK's own rules for
+the host and the key are asked (app/tracking/credentials.py), lazily.
 """
 from __future__ import annotations
 
-import netrc
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from app.errors import UserError
 
@@ -66,15 +65,13 @@ def load_env_file(path: Path = ENV_FILE) -> None:
             os.environ[key] = value
 
 
-def _netrc_has_key(base_url: str) -> bool:
-    """True when `wandb login` stored a key for this host in ~/.netrc."""
-    host = urlparse(base_url).hostname or "api.wandb.ai"
-    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
-    try:
-        auth = netrc.netrc(path).authenticators(host)
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-    return bool(auth and auth[2])
+def key_configured(base_url: str) -> bool:
+    """WANDB_API_KEY (environment or app/.env), or the key `wandb login` stored for this host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    from app.tracking.credentials import netrc_api_key  # the SDK's own reading of netrc
+
+    return bool(netrc_api_key(base_url))
 
 
 def decide_mode(base_url: str) -> str:
@@ -86,10 +83,22 @@ def decide_mode(base_url: str) -> str:
         if explicit in ("online", "run"):
             return "online"
         raise UserError(f"WANDB_MODE={explicit!r} is not a mode; use 'online' or 'offline'.")
-    if os.environ.get("WANDB_API_KEY") or _netrc_has_key(base_url):
+    if key_configured(base_url):
         return "online"
     print(OFFLINE_NOTICE, file=sys.stderr)
     return "offline"
+
+
+def resolve_base_url() -> str:
+    """The W&B host: WANDB_BASE_URL, else what `wandb login --host` saved (read by the SDK).
+    An explicitly offline run needs no host, and does not load the SDK's settings for one."""
+    if os.environ.get("WANDB_BASE_URL"):
+        return os.environ["WANDB_BASE_URL"]
+    if os.environ.get("WANDB_MODE", "").strip().lower() in ("offline", "dryrun", "disabled"):
+        return ""
+    from app.tracking.credentials import sdk_base_url
+
+    return sdk_base_url()
 
 
 _settings: Settings | None = None
@@ -100,7 +109,7 @@ def load_settings() -> Settings:
     global _settings
     if _settings is None:
         load_env_file()
-        base_url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+        base_url = resolve_base_url()
         mode = decide_mode(base_url)
         # Pin the decision so every wandb.init in this process (and its children) agrees.
         os.environ["WANDB_MODE"] = mode

@@ -29,3 +29,44 @@ def test_online_backend_versions_dedup_and_aliases(tmp_path, monkeypatch):
         used = run.use(f"{name}:latest", "dataset")
     assert first.ref == again.ref == f"{name}:v0"
     assert (used.path / "f.bin").read_bytes() == b"contract"
+
+
+def test_the_whole_flow_online(tmp_path):
+    """data_prep -> train -> --tune (2 trials) -> --retrain -> evaluate --promote -> registry ->
+    predict against real W&B, then the registry's state through wandb.Api()."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import wandb
+    from PIL import Image
+
+    from conftest import SCRIPTS
+
+    project = f"{os.environ.get('WANDB_PROJECT', 'wandb-image-pipeline-tests')}-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "WANDB_PROJECT": project, "WANDB_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+
+    def run(script, *args):
+        proc = subprocess.run([sys.executable, str(SCRIPTS / f"{script}.py"), *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=1800)
+        assert proc.returncode == 0, f"{script} {args}:\n{proc.stdout}\n{proc.stderr}"
+        return proc.stdout
+
+    run("data_prep", "--dataset", "digits")
+    run("train", "--epochs", "2")
+    run("train", "--tune", "--max_sweep", "2", "--epochs", "1")
+    run("train", "--retrain")
+    out = run("evaluate", "--promote", "--no-generate-images")
+    assert "promoted to wandb-registry-model/digits-cnn:" in out
+    listing = run("registry", "list", "wandb-registry-model/digits-cnn")
+    assert "production" in listing and "candidate" in listing and "to_evaluate" in listing
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "x.png")
+    run("predict", str(tmp_path / "x.png"))
+
+    api = wandb.Api()
+    production = api.artifact("wandb-registry-model/digits-cnn:production")
+    to_evaluate = api.artifact("wandb-registry-model/digits-cnn:to_evaluate")
+    assert production.source_qualified_name == to_evaluate.source_qualified_name
+    evaluation_run = next(r for r in api.runs(project) if r.job_type == "evaluate")
+    used = {a.type for a in evaluation_run.used_artifacts()}
+    assert {"model", "dataset"} <= used

@@ -22,6 +22,14 @@ def test_ref_forms(text, expected):
     assert (ref.name, ref.alias, ref.project, ref.entity, ref.registry) == expected
 
 
+def test_a_registry_ref_keeps_its_org():
+    ref = parse_ref("my-org/wandb-registry-model/digits-cnn:production")
+    assert ref.org == "my-org" and str(ref) == "my-org/wandb-registry-model/digits-cnn:production"
+    assert parse_ref("wandb-registry-model/digits-cnn:v0").org is None
+    with pytest.raises(UserError, match="not a registry ref"):
+        parse_ref("wandb-registry-model/x/y:v0")
+
+
 def test_ref_version_and_round_trip():
     assert parse_ref("x:v12").version == 12
     assert parse_ref("x:candidate").version is None

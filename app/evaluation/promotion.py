@@ -7,7 +7,6 @@ fair comparison (same dataset version); promote: move `production` to the evalua
 from __future__ import annotations
 
 from app import names
-from app.errors import UserError
 from app.evaluation.inference import probabilities
 from app.training.checkpoint import load_checkpoint
 
@@ -15,9 +14,10 @@ from app.training.checkpoint import load_checkpoint
 def production_on_split(run, collection, model_version, dataset, split, device) -> dict | None:
     """The production model's test accuracy on this very split, when that is a fair comparison."""
     ref = names.registry_ref(collection, names.PRODUCTION)
-    try:
-        info = run.backend.peek(ref, names.MODEL_TYPE)
-    except UserError:
+    # None only when there definitely is no production model; any other failure (network,
+    # permission, organization) raises, so the gate never promotes without comparing.
+    info = run.backend.lookup(ref)
+    if info is None:
         return None
     # "version" is where production stood when the gate decided; promote() moves it only from there.
     if info.digest == model_version.digest:

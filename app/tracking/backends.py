@@ -6,14 +6,13 @@ output artifacts, for a later `wandb sync`) is still written by the real SDK in 
 """
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import wandb
 
 from app.errors import UserError
-from app.names import LATEST, REGISTRY
+from app.names import DATASET_TYPE, EVALUATION_TYPE, LATEST, MODEL_TYPE, REGISTRY
 from app.settings import Settings
 from app.tracking.refs import Ref, parse_ref
 from app.tracking.store import Store, check_alias
@@ -100,6 +99,13 @@ class OfflineBackend:
         _check_type(info, expected_type)
         return info
 
+    def lookup(self, ref: str) -> ArtifactVersion | None:
+        """The version a ref names, or None when there is none (the store's only refusal here)."""
+        try:
+            return self._info(*self._resolve(ref))
+        except UserError:
+            return None
+
     def use(self, run, ref: str, expected_type: str | None) -> ArtifactVersion:
         coll, version = self._resolve(ref)
         info = self._info(coll, version)
@@ -169,6 +175,22 @@ class OfflineBackend:
         return rows
 
 
+def is_not_found(err: Exception) -> bool:
+    """A definite "no such artifact, alias or project" from W&B, as opposed to a network, auth,
+    permission, organization or server failure. The public API raises CommError for all of them;
+    for a missing one, the SDK's lookup itself raised ValueError("... not found ...") inside it.
+    tests/test_online_contract.py pins this against the installed SDK."""
+    cause = getattr(err, "exc", None)
+    return isinstance(cause, ValueError) and " not found" in str(cause)
+
+
+def _failure(what: str, err: Exception) -> UserError:
+    return UserError(
+        f"W&B could not answer for {what}: {err}. This is not a 'not found': check the network and your "
+        "credentials (`wandb login`, or WANDB_API_KEY in app/.env), or run offline with WANDB_MODE=offline."
+    )
+
+
 class OnlineBackend:
     """The real W&B. Needs network and an API key; the server enforces the same rules."""
 
@@ -179,57 +201,98 @@ class OnlineBackend:
     @property
     def api(self):
         if self._api is None:
-            self._api = wandb.Api(overrides={"project": self.settings.project, "entity": self.settings.entity})
+            try:
+                self._api = wandb.Api(overrides={"project": self.settings.project, "entity": self.settings.entity},
+                                      timeout=30)
+            except wandb.errors.AuthenticationError as err:
+                raise UserError(f"W&B refused the API key ({err}). Run `wandb login` again, fix WANDB_API_KEY in "
+                                "app/.env, or run offline with WANDB_MODE=offline.") from err
+            except wandb.errors.CommError as err:
+                raise _failure(self.settings.base_url, err) from err
         return self._api
 
     def _full(self, ref: str) -> str:
         parsed = parse_ref(ref)
         if parsed.registry:
-            return str(parsed)
+            return str(parsed)  # the org prefix, when given, stays
         project = parsed.project or self.settings.project
         entity = parsed.entity or self.settings.entity
         return "/".join(p for p in (entity, project) if p) + f"/{parsed.name}:{parsed.alias}"
 
-    def _info(self, art, path: Path | None = None, lineage: bool = True) -> ArtifactVersion:
-        """lineage=False skips the two API calls for who logged and used the version."""
+    def _info(self, art, path: Path | None = None, lineage: bool = False, org: str | None = None) -> ArtifactVersion:
+        """A version as this project names it. Fetched through a registry ref, the SDK's name and
+        version are the registry collection's (`digits-cnn:v0` may link project `digits-cnn:v3`),
+        so such a version keeps its registry ref, and `source` names the version it links to."""
+        collection, _, suffix = art.name.partition(":")
+        registry = art.project.startswith("wandb-registry-")
+        # The version in the collection it was fetched through: a registry listing names it in
+        # `name` (its `version` is then the source's); a fetch by alias has it in `version`.
+        version = suffix if suffix[1:].isdigit() and suffix[:1] == "v" else art.version
+        if registry:
+            ref = f"{org + '/' if org else ''}{REGISTRY}/{collection}:{version}"
+            source = f"{art.source_entity}/{art.source_project}/{art.source_name.split(':')[0]}:{art.source_version}"
+        else:
+            ref = f"{collection}:{version}" if art.project == self.settings.project else \
+                f"{art.project}/{collection}:{version}"
+            source = None
         logger = art.logged_by() if lineage else None
         return ArtifactVersion(
-            ref=f"{art.name.split(':')[0]}:{art.version}",
-            name=art.name.split(":")[0],
-            collection=art.collection.name if hasattr(art, "collection") else art.name.split(":")[0],
-            version=int(art.version.lstrip("v")),
+            ref=ref,
+            name=collection,
+            collection=(f"{REGISTRY}/" if registry else "") + collection,
+            version=int(version.lstrip("v")),
             type=art.type,
             digest=art.digest,
             metadata=dict(art.metadata),
-            aliases=[a for a in art.aliases],
+            aliases=list(art.aliases),
             path=path,
             logged_by={"id": logger.id} if logger else None,
             used_by=[{"id": r.id, "job_type": r.job_type} for r in art.used_by()] if lineage else [],
+            source=source,
+            created_at=art.created_at,
         )
 
     def _fetch(self, ref: str):
+        """The version a ref names; a clear "not found" only when W&B said so."""
         try:
             return self.api.artifact(self._full(ref))
         except wandb.errors.CommError as err:
-            raise UserError(f"{ref} was not found in W&B ({err}). Check the name and alias in the W&B UI.") from err
+            if is_not_found(err):
+                raise UserError(f"{ref} was not found in W&B ({err}). Check the name and alias in the W&B UI, "
+                                "or list them with `python app/pipelines/registry.py list COLLECTION`.") from err
+            raise _failure(ref, err) from err
+
+    def _lookup(self, ref: str):
+        """The version a ref names, or None when W&B says there is none (and every other failure raised)."""
+        try:
+            return self.api.artifact(self._full(ref))
+        except wandb.errors.CommError as err:
+            if is_not_found(err):
+                return None
+            raise _failure(ref, err) from err
+
+    def lookup(self, ref: str) -> ArtifactVersion | None:
+        """As OfflineBackend.lookup: None only for a definite not-found."""
+        art = self._lookup(ref)
+        return self._info(art, org=parse_ref(ref).org) if art is not None else None
 
     def peek(self, ref: str, expected_type: str | None = None) -> ArtifactVersion:
-        art = self._fetch(ref)
-        info = self._info(art)
+        info = self._info(self._fetch(ref), org=parse_ref(ref).org)
         _check_type(info, expected_type)
         return info
 
     def use(self, run, ref: str, expected_type: str | None) -> ArtifactVersion:
+        # peek first: a wrong type is refused before W&B records the use in the run's lineage
+        self.peek(ref, expected_type)
         try:
-            art = run.wandb_run.use_artifact(self._full(ref))
+            art = run.wandb_run.use_artifact(self._full(ref), type=expected_type)
         except wandb.errors.CommError as err:
-            raise UserError(f"{ref} was not found in W&B ({err}). Check the name and alias in the W&B UI.") from err
-        if expected_type and art.type != expected_type:
-            raise UserError(f"{ref} is a {art.type!r} artifact, but a {expected_type!r} artifact is needed here.")
-        root = Path(tempfile.mkdtemp(prefix="wandb-artifact-"))
+            raise _failure(ref, err) from err
+        # A folder of this run, removed when the run ends; W&B's own cache makes a repeat cheap.
+        root = run.scratch_dir / f"{art.name.replace(':', '-')}"
         art.download(root=str(root))
         art.verify(root=str(root))
-        return self._info(art, root, lineage=False)
+        return self._info(art, root, org=parse_ref(ref).org)
 
     def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str]) -> ArtifactVersion:
         art = build_wandb_artifact(name, type, files, metadata)
@@ -247,10 +310,9 @@ class OnlineBackend:
 
         current = {}
         for alias in guard or {}:
-            try:
-                current[alias] = int(self.api.artifact(f"{collection_path}:{alias}").version.lstrip("v"))
-            except wandb.errors.CommError:
-                pass
+            found = self._lookup(f"{collection_path}:{alias}")
+            if found is not None:
+                current[alias] = int(found.version.lstrip("v"))
         check_guard({"name": collection_path, "aliases": current}, guard)
 
     def link(self, ref: str, collection: str, aliases: list[str], run=None,
@@ -260,11 +322,15 @@ class OnlineBackend:
         art = self._fetch(ref)
         target = f"{REGISTRY}/{collection}"
         self._check_guard(target, guard)
-        if run is not None:
-            run.wandb_run.link_artifact(art, target, aliases=aliases)
-        else:
-            art.link(target, aliases=aliases)
-        return self.peek(f"{target}:{aliases[0]}" if aliases else ref)
+        try:
+            if run is not None:
+                run.wandb_run.link_artifact(art, target, aliases=aliases)
+            else:
+                art.link(target, aliases=aliases)
+        except (wandb.errors.CommError, ValueError) as err:
+            raise UserError(f"W&B refused to link {ref} into {target} ({err}); nothing was linked. Check that "
+                            "you may write to the model registry of your organization.") from err
+        return self.peek(f"{target}:{aliases[0]}" if aliases else f"{target}:latest")
 
     def set_alias(self, ref: str, alias: str,
                   guard: dict[str, int | None] | None = None) -> tuple[ArtifactVersion, str | None]:
@@ -272,49 +338,75 @@ class OnlineBackend:
         art = self._fetch(ref)
         collection_ref = self._full(ref).rsplit(":", 1)[0]
         self._check_guard(collection_ref, guard)
-        try:
-            previous = self.api.artifact(f"{collection_ref}:{alias}").version
-        except wandb.errors.CommError:
-            previous = None
+        holder = self._lookup(f"{collection_ref}:{alias}")
+        previous = holder.version if holder is not None else None
+        # Its identity before save(): the server answers save() with the source artifact, whose
+        # version number the SDK then takes over (a registry v0 would read as the project's v3).
+        info = self._info(art, org=parse_ref(ref).org)
         if alias not in art.aliases:
             art.aliases.append(alias)
-            art.save()  # the server takes the alias off the version that had it
-        return self._info(art), previous
+            try:
+                art.save()  # the server takes the alias off the version that had it
+            except wandb.errors.CommError as err:
+                raise _failure(f"moving {alias!r} to {ref}", err) from err
+            info.aliases.append(alias)
+        return info, previous
+
+    def _paged(self, what: str, pages) -> list:
+        """Every item of one of the SDK's paginated listings. Iterating them raises the failures
+        of wandb-core un-normalized (not as CommError), hence the broad catch, kept to this loop."""
+        try:
+            return list(pages)
+        except wandb.errors.CommError as err:
+            if is_not_found(err):
+                return []
+            raise _failure(what, err) from err
+        except Exception as err:  # noqa: BLE001 - wandb-core's request failures, see above
+            raise _failure(what, err) from err
+
+    def _collection_names(self, project_path: str, type: str) -> list[str]:
+        what = f"the {type} collections of {project_path}"
+        return [c.name for c in self._paged(what, self.api.artifact_collections(project_path, type))]
 
     def find(self, type: str, alias: str, registry: bool) -> list[ArtifactVersion]:
         """As OfflineBackend.find. Registry collections are named after the project's model
         collections (`<dataset>-<arch>`), so those names are the ones looked up there."""
         project_path = "/".join(p for p in (self.settings.entity, self.settings.project) if p)
-        try:
-            names = [c.name for c in self.api.artifact_collections(project_path, type)]
-        except wandb.errors.CommError as err:
-            raise UserError(f"could not list the {type} artifacts of {project_path} in W&B ({err}).") from err
+        names = self._collection_names(project_path, type)
         found = []
         for name in names:
-            ref = f"{REGISTRY}/{name}:{alias}" if registry else f"{project_path}/{name}:{alias}"
-            try:
-                art = self.api.artifact(ref)
-            except wandb.errors.CommError:
-                continue
-            info = self._info(art, lineage=False)
-            info.created_at = art.created_at
-            found.append(info)
+            art = self._lookup(f"{REGISTRY}/{name}:{alias}" if registry else f"{project_path}/{name}:{alias}")
+            if art is not None:
+                found.append(self._info(art))
         return sorted(found, key=lambda v: v.created_at or "", reverse=True)
 
     def list(self, collection: str | None = None) -> list[ArtifactVersion]:
+        """Every version of the project's dataset, model and evaluation collections and of the
+        registry collections named after its models; or of one collection."""
+        project_path = "/".join(p for p in (self.settings.entity, self.settings.project) if p)
         if collection is None:
-            raise UserError("online, name a collection: `registry.py list COLLECTION` (see the W&B UI for all).")
-        parsed = parse_ref(collection)
-        path = str(parsed).rsplit(":", 1)[0] if parsed.registry else self._full(collection).rsplit(":", 1)[0]
-        versions = []
-        for type_name in ("dataset", "model", "evaluation"):
+            paths = []
+            for type_name in (DATASET_TYPE, MODEL_TYPE, EVALUATION_TYPE):
+                names = self._collection_names(project_path, type_name)
+                paths += [(type_name, f"{project_path}/{n}") for n in names]
+                if type_name == MODEL_TYPE:
+                    paths += [(type_name, f"{REGISTRY}/{n}") for n in names]
+        else:
+            parsed = parse_ref(collection)
+            path = str(parsed).rsplit(":", 1)[0] if parsed.registry else self._full(collection).rsplit(":", 1)[0]
+            latest = self._fetch(f"{path}:latest")
+            paths = [(latest.type, path)]
+        rows = []
+        for type_name, path in paths:
             try:
-                versions = list(self.api.artifacts(type_name, path))
-            except wandb.errors.CommError:
-                continue
-            if versions:
-                break
-        return [self._info(a) for a in versions]
+                versions = self.api.artifacts(type_name, path)
+            except wandb.errors.CommError as err:
+                if is_not_found(err):
+                    continue
+                raise _failure(path, err) from err
+            rows += [self._info(a, lineage=True) for a in sorted(self._paged(path, versions),
+                                                                  key=lambda a: int(a.name.rpartition(":v")[2]))]
+        return rows
 
 
 def make_backend(settings: Settings):

@@ -24,6 +24,7 @@ class Ref:
     project: str | None = None
     entity: str | None = None
     registry: bool = False  # True for wandb-registry-model/<collection>
+    org: str | None = None  # a registry ref's organization prefix, kept: a user in two orgs needs it
 
     @property
     def version(self) -> int | None:
@@ -37,7 +38,7 @@ class Ref:
 
     def __str__(self) -> str:
         if self.registry:
-            return f"{REGISTRY}/{self.name}:{self.alias}"
+            return f"{self.org + '/' if self.org else ''}{REGISTRY}/{self.name}:{self.alias}"
         prefix = "/".join(p for p in (self.entity, self.project) if p)
         return f"{prefix + '/' if prefix else ''}{self.name}:{self.alias}"
 
@@ -63,7 +64,9 @@ def parse_ref(text: str) -> Ref:
     name = parts[-1]
     if REGISTRY in parts[:-1]:
         # "<org>/wandb-registry-model/<collection>" or "wandb-registry-model/<collection>"
-        return Ref(name=name, alias=alias, registry=True)
+        if len(parts) == 3 and parts[1] != REGISTRY or len(parts) == 2 and parts[0] != REGISTRY:
+            raise UserError(f"{text!r} is not a registry ref; use [ORG/]{REGISTRY}/<collection>:alias.")
+        return Ref(name=name, alias=alias, registry=True, org=parts[0] if len(parts) == 3 else None)
     project = parts[-2] if len(parts) >= 2 else None
     entity = parts[-3] if len(parts) == 3 else None
     return Ref(name=name, alias=alias, project=project, entity=entity)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import tempfile
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -31,13 +33,24 @@ def check_reachable(base_url: str, timeout: float = 5.0) -> None:
         ) from err
 
 
+def connected_backend(settings: Settings):
+    """The backend for this mode; online, only once W&B answers and accepts the key (a bad key
+    or no network ends here, in seconds, with the fix, before any run or lookup starts)."""
+    backend = make_backend(settings)
+    if not settings.offline:
+        check_reachable(settings.base_url)
+        backend.api  # noqa: B018 - verifies the key with one request (UserError when refused)
+    return backend
+
+
 class Run:
     """What a pipeline script holds: log metrics and media, use and log artifacts."""
 
-    def __init__(self, wandb_run, backend, settings: Settings):
+    def __init__(self, wandb_run, backend, settings: Settings, scratch_dir: Path):
         self.wandb_run = wandb_run
         self.backend = backend
         self.settings = settings
+        self.scratch_dir = scratch_dir  # online inputs are downloaded here; removed when the run ends
         # After init, so a sweep's values win over the script's defaults.
         self.config = dict(wandb_run.config)
 
@@ -112,33 +125,46 @@ def start_run(job_type: str, config: dict, *, group: str | None = None, name: st
     broken run never looks finished.
     """
     settings = load_settings()
-    if not settings.offline:
-        check_reachable(settings.base_url)
+    backend = connected_backend(settings)
     clean_config = {k: v for k, v in config.items() if k.lower() not in _SECRET_KEYS}
-    wandb_run = wandb.init(
-        project=settings.project,
-        entity=settings.entity,
-        job_type=job_type,
-        config=clean_config,
-        group=group,
-        name=name,
-        mode=settings.mode,
-        settings=wandb.Settings(quiet=True, init_timeout=60, x_disable_stats=True),
-    )
-    run = Run(wandb_run, make_backend(settings), settings)
+    try:
+        wandb_run = wandb.init(
+            project=settings.project,
+            entity=settings.entity,
+            job_type=job_type,
+            config=clean_config,
+            group=group,
+            name=name,
+            mode=settings.mode,
+            settings=wandb.Settings(quiet=True, init_timeout=60, x_disable_stats=True),
+        )
+    except wandb.errors.Error as err:  # CommError, AuthenticationError, UsageError: say so, no traceback
+        raise UserError(f"W&B could not start the run ({err}). Check `wandb login` / WANDB_API_KEY in "
+                        "app/.env and the project and entity names, or run offline with WANDB_MODE=offline.") from err
+    scratch = Path(tempfile.mkdtemp(prefix="pipeline-inputs-"))
+    run = Run(wandb_run, backend, settings, scratch)
     try:
         yield run
     except BaseException:
         wandb_run.finish(exit_code=1)
         raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     wandb_run.finish()
     if settings.offline:
         print(f"W&B run (offline): {run.dir}  (upload later with `wandb sync {run.dir}`)", file=sys.stderr)
 
 
+_backend = None
+
+
 def backend():
-    """The registry operations that need no run (list, link, alias, peek)."""
-    return make_backend(load_settings())
+    """The registry operations that need no run (list, link, alias, peek, find); connected once
+    per process."""
+    global _backend
+    if _backend is None:
+        _backend = connected_backend(load_settings())
+    return _backend
 
 
 def sweep_env() -> dict:

@@ -21,6 +21,9 @@ def create_sweep(config: dict, settings: Settings) -> str:
 
 
 def sweep_path(sweep_id: str, settings: Settings) -> str:
+    """ENTITY/PROJECT/ID; a --sweep-id given in that form (as `wandb sweep` prints it) is kept."""
+    if sweep_id.count("/") == 2:
+        return sweep_id
     entity = settings.entity or wandb.Api().default_entity
     return f"{entity}/{settings.project}/{sweep_id}"
 

@@ -20,12 +20,17 @@ from app.tuning.trial_runner import run_trial, start_warm_process
 def tune(args, settings) -> None:
     if settings.offline:
         start_warm_process()  # its imports run while this process loads the sweep engine
-    from app.tuning.sweep_config import load_sweep_config, resolve_program, validate, with_fixed
+    else:
+        from app.tracking import backend
 
-    config = load_sweep_config(Path(args.sweep_config))
-    validate(config, args.sweep_config, arch=args.arch)
+        backend()  # W&B reachable and the key accepted, before a sweep is created
+    from app.tuning.sweep_config import load_sweep_config, resolve_program, sweep_config_path, validate, with_fixed
+
+    sweep_file = sweep_config_path(args.sweep_config)
+    config = load_sweep_config(sweep_file)
+    validate(config, str(sweep_file), arch=args.arch)
     config = with_fixed(config, {"dataset": args.dataset, "arch": args.arch, "data": args.data, "epochs": args.epochs})
-    program = resolve_program(config["program"], Path(args.sweep_config))
+    program = resolve_program(config["program"], sweep_file)
     collection = names.model_artifact(args.dataset, args.arch)
     if settings.offline:
         ranking = tune_locally(config, program, args, settings)

@@ -21,6 +21,15 @@ LOGGED_KEYS = set(names.EPOCH_METRICS)
 MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}"}
 
 
+def sweep_config_path(given: str) -> Path:
+    """--sweep-config as given; the default `sweep.yaml`, when the working directory has none,
+    is the project's own, so --tune works from any directory."""
+    path = Path(given)
+    if not path.exists() and given == "sweep.yaml" and (PROJECT_ROOT / given).exists():
+        return PROJECT_ROOT / given
+    return path
+
+
 def load_sweep_config(path: Path) -> dict:
     try:
         config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,250 @@
+"""The online backend through the real wandb SDK, against a stand-in for W&B's GraphQL service.
+
+Everything between our code and the HTTP request runs for real: wandb's public Api and
+Artifact, and the wandb-core service that sends the requests. The stand-in
+(tests/wandb_standin.py) answers the operations these calls make and records them, so the
+assertions are on what the SDK sent to W&B.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from app.errors import UserError
+from app.settings import Settings
+from conftest import REPO, SCRIPTS, make_workspace
+from wandb_standin import StandIn
+
+KEY = "k" * 40
+
+
+@pytest.fixture
+def standin():
+    server = StandIn().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def online(standin, tmp_path, monkeypatch):
+    """An OnlineBackend of this process, pointed at the stand-in."""
+    for name, value in {"WANDB_BASE_URL": standin.url, "WANDB_API_KEY": KEY, "WANDB_CONFIG_DIR": str(tmp_path / "cfg"),
+                        "WANDB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_DATA_DIR": str(tmp_path / "data"),
+                        "WANDB_MODE": "online", "NETRC": str(tmp_path / "no-netrc")}.items():
+        monkeypatch.setenv(name, value)
+    import wandb
+
+    wandb.teardown()  # a fresh SDK singleton, with these settings
+    from app.tracking.backends import OnlineBackend
+
+    backend = OnlineBackend(Settings(mode="online", project="proj", entity="me", model_retrain=None, model_eval=None,
+                                     store_dir=tmp_path / "unused", base_url=standin.url))
+    yield backend
+    wandb.teardown()
+
+
+def registry_world(standin) -> dict:
+    """Project versions digits-cnn v0 and v1; the registry's v0 links the project's v1, with
+    `to_evaluate`: the registry's and the project's version numbers differ on purpose."""
+    ids = {"v0": standin.add_artifact("digits-cnn", "model", "digest-0", {"metrics": {"test_accuracy": 0.5}}),
+           "v1": standin.add_artifact("digits-cnn", "model", "digest-1", {"metrics": {"test_accuracy": 0.9}})}
+    standin.link(ids["v1"], "digits-cnn", ["to_evaluate"])
+    return ids
+
+
+def test_a_registry_version_keeps_its_registry_identity_and_its_source(online, standin):
+    registry_world(standin)
+    info = online.peek("wandb-registry-model/digits-cnn:to_evaluate", "model")
+    assert info.ref == "wandb-registry-model/digits-cnn:v0"  # never the project's digits-cnn:v0
+    assert info.source == "me/proj/digits-cnn:v1" and info.digest == "digest-1"
+    assert info.collection == "wandb-registry-model/digits-cnn" and "to_evaluate" in info.aliases
+    project_version = online.peek("digits-cnn:v0")
+    assert (project_version.ref, project_version.digest, project_version.source) == ("digits-cnn:v0", "digest-0", None)
+
+
+def test_promotion_moves_production_onto_the_evaluated_version(online, standin):
+    """Must show: the version evaluated through `...:to_evaluate` is the one that gets `production`."""
+    from app.evaluation.promotion import promote
+
+    ids = registry_world(standin)
+    evaluated = online.peek("wandb-registry-model/digits-cnn:to_evaluate", "model")
+    run = SimpleNamespace(backend=online)
+    promoted = promote(run, evaluated, "digits-cnn", production=None)
+    assert promoted == "wandb-registry-model/digits-cnn:v0"
+    [mutation] = [r for r in standin.requests if r["operation"] == "AddAliases"]
+    spec = mutation["variables"]["input"]
+    assert spec["artifactID"] == ids["v1"]  # the evaluated artifact, not the project's v0 (ids["v0"])
+    assert spec["aliases"] == [{"alias": "production", "artifactCollectionName": "digits-cnn",
+                                "entityName": "my-org-entity", "projectName": "wandb-registry-model"}]
+    assert standin.aliases_of("my-org-entity", "wandb-registry-model", "digits-cnn")["production"] == 0
+    assert "production" not in standin.aliases_of("me", "proj", "digits-cnn")
+
+
+def test_linking_names_the_artifact_of_the_ref(online, standin):
+    ids = registry_world(standin)
+    linked = online.link("digits-cnn:v0", "digits-cnn", ["candidate"])
+    [mutation] = [r for r in standin.requests if r["operation"] == "LinkArtifact"]
+    assert mutation["variables"]["input"]["artifactID"] == ids["v0"]
+    assert mutation["variables"]["input"]["artifactPortfolioName"] == "digits-cnn"
+    assert linked.ref == "wandb-registry-model/digits-cnn:v1" and linked.source == "me/proj/digits-cnn:v0"
+
+
+def test_a_guard_refuses_to_move_production_that_moved_meanwhile(online, standin):
+    from app.evaluation.promotion import promote
+
+    ids = registry_world(standin)
+    evaluated = online.peek("wandb-registry-model/digits-cnn:to_evaluate", "model")
+    standin.link(ids["v0"], "digits-cnn", ["production"])  # someone else promoted meanwhile
+    with pytest.raises(UserError, match="'production' of .* moved to v1 while this step ran"):
+        promote(SimpleNamespace(backend=online), evaluated, "digits-cnn", production=None)
+    assert "AddAliases" not in standin.operations()
+
+
+def test_not_found_is_told_apart_from_every_other_failure(online, standin):
+    registry_world(standin)
+    with pytest.raises(UserError, match="was not found in W&B"):
+        online.peek("wandb-registry-model/digits-cnn:production")
+    assert online.lookup("wandb-registry-model/digits-cnn:production") is None
+
+    # a server failure is not "no production model": the gate's lookup raises instead of None
+    standin.failures["ArtifactMembershipByName"] = "permission denied"
+    with pytest.raises(UserError, match="not a 'not found'"):
+        online.lookup("wandb-registry-model/digits-cnn:production")
+    with pytest.raises(UserError, match="not a 'not found'"):
+        online.peek("wandb-registry-model/digits-cnn:to_evaluate")
+
+
+def test_registry_refs_keep_their_organization(online, standin):
+    standin.orgs["other-org"] = "other-org-entity"
+    art = standin.add_artifact("digits-cnn", "model", "digest-x")
+    standin.link(art, "digits-cnn", ["production"], org_entity="other-org-entity")
+    info = online.peek("other-org/wandb-registry-model/digits-cnn:production")
+    assert info.ref == "other-org/wandb-registry-model/digits-cnn:v0" and info.digest == "digest-x"
+    [fetch] = [r for r in standin.requests if r["operation"] == "ArtifactMembershipByName"]
+    assert fetch["variables"]["entity"] == "other-org-entity"
+    # an organization the user is not in is an error of its own, not a "not found"
+    with pytest.raises(UserError, match="not a 'not found'"):
+        online.peek("no-such-org/wandb-registry-model/digits-cnn:production")
+
+
+def test_the_sdks_own_netrc_reader_is_still_there():
+    """credentials.netrc_api_key probes an internal of the SDK; this fails when it moves."""
+    from app.tracking.credentials import internal_netrc_reader
+
+    assert internal_netrc_reader() is not None
+
+
+# -- the scripts, as a user runs them ------------------------------------------------------------
+
+
+def script_env(standin, tmp_path, **extra) -> dict:
+    ws = make_workspace(tmp_path / "ws")
+    env = {**ws.env, "WANDB_BASE_URL": standin.url, "WANDB_API_KEY": KEY, "WANDB_MODE": "online", **extra}
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def run_script(env, cwd, *argv, timeout=120):
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return proc, time.monotonic() - started
+
+
+@pytest.mark.parametrize("argv", [
+    ["data_prep.py", "--dataset", "digits"],
+    ["train.py", "--dataset", "digits"],
+    ["train.py", "--retrain"],
+    ["train.py", "--tune", "--dataset", "digits"],
+    ["evaluate.py"],
+    ["predict.py", "x.png"],
+    ["registry.py", "list"],
+])
+def test_a_bad_key_ends_every_script_at_once_with_the_fix(standin, tmp_path, argv):
+    standin.api_key_ok = False
+    env = script_env(standin, tmp_path)
+    proc, seconds = run_script(env, tmp_path, str(SCRIPTS / argv[0]), *argv[1:])
+    assert proc.returncode == 2, proc.stderr
+    assert "refused the API key" in proc.stderr and "wandb login" in proc.stderr and "WANDB_MODE=offline" in proc.stderr
+    assert "Traceback" not in proc.stderr and "no artifacts" not in proc.stdout
+    assert seconds < 60  # a guard against hanging; the figures are in the issue note
+
+
+@pytest.mark.parametrize("argv", [["registry.py", "list"], ["train.py", "--retrain"], ["evaluate.py"]])
+def test_no_network_ends_every_lookup_at_once_with_the_fix(tmp_path, argv):
+    ws = make_workspace(tmp_path / "ws")
+    env = {**ws.env, "WANDB_MODE": "online", "WANDB_API_KEY": KEY}
+    proc, seconds = run_script(env, tmp_path, str(SCRIPTS / argv[0]), *argv[1:])
+    assert proc.returncode == 2 and "cannot reach W&B" in proc.stderr and "WANDB_MODE=offline" in proc.stderr
+    assert "Traceback" not in proc.stderr and "no artifacts" not in proc.stdout
+    assert seconds < 60
+
+
+def test_wandb_login_with_a_host_is_enough_to_run_online(standin, tmp_path):
+    """No key in the environment or app/.env: the host `wandb login --host` saved and the key it
+    wrote to netrc take the scripts online, against that host."""
+    config_dir = tmp_path / "wandb-config"
+    config_dir.mkdir()
+    (config_dir / "settings").write_text(f"[default]\nbase_url = {standin.url}\n")
+    netrc = tmp_path / "netrc"
+    host = standin.url.split("://")[1]  # what `wandb login --host URL` writes: host and port
+    netrc.write_text(f"machine {host}\n  login user\n  password {KEY}\n")
+    netrc.chmod(0o600)
+    env = script_env(standin, tmp_path, WANDB_API_KEY=None, WANDB_BASE_URL=None, WANDB_MODE=None,
+                     WANDB_CONFIG_DIR=str(config_dir), NETRC=str(netrc))
+    proc, _ = run_script(env, tmp_path, str(SCRIPTS / "train.py"), "--retrain",
+                         "--model", "wandb-registry-model/digits-cnn:candidate")
+    assert proc.returncode == 2 and "was not found in W&B" in proc.stderr, proc.stderr  # online: asked W&B
+    assert "runs offline" not in proc.stderr
+    assert standin.operations()[:1] == ["Viewer"]
+
+
+def test_the_sweep_command_wandb_agent_builds_runs_train(tmp_path):
+    """sweep.yaml's command, rendered by the SDK's own functions as `wandb agent` renders it,
+    runs train.py in a shell set up as the README says (the venv's python first on PATH)."""
+    from wandb.sdk.launch.sweeps import utils as sweep_utils
+
+    ws = make_workspace(tmp_path / "ws")
+    ws.run("data_prep", "--dataset", "digits")
+    config = yaml.safe_load((REPO / "sweep.yaml").read_text())
+    params = {"lr": 0.001, "batch_size": 64, "dropout_1": 0.1, "dropout_2": 0.2, "dropout_3": 0.3, "dense": 64,
+              "epochs": 1}
+    command = {"args": {k: {"value": v} for k, v in params.items()}, "program": config["program"]}
+    sweep_vars = sweep_utils.create_sweep_command_args(command)
+    # the agent's own substitution (wandb_agent.Agent._command_run), for a command-line agent
+    sweep_vars.update(interpreter=["python"], program=[str(REPO / config["program"])], env=["/usr/bin/env"])
+    argv = []
+    for part in sweep_utils.create_sweep_command(list(config["command"])):
+        argv += sweep_vars.get(part[2:-1]) or [] if part.startswith("${") else [part]
+    env = {**ws.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(argv, cwd=ws.path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "digits-cnn:v0" in proc.stdout and "--lr=0.001" in argv
+
+
+def test_listing_shows_datasets_models_and_registry_versions_with_aliases(online, standin):
+    standin.add_artifact("digits-split", "dataset", "digest-d")
+    registry_world(standin)
+    rows = {(r.collection, r.ref): r for r in online.list()}
+    assert set(rows) == {
+        ("digits-split", "digits-split:v0"), ("digits-cnn", "digits-cnn:v0"), ("digits-cnn", "digits-cnn:v1"),
+        ("wandb-registry-model/digits-cnn", "wandb-registry-model/digits-cnn:v0"),
+    }
+    registry_row = rows[("wandb-registry-model/digits-cnn", "wandb-registry-model/digits-cnn:v0")]
+    assert "to_evaluate" in registry_row.aliases and registry_row.source == "me/proj/digits-cnn:v1"
+    assert "to_evaluate" not in rows[("digits-cnn", "digits-cnn:v1")].aliases  # aliases stay per collection
+    only = online.list("wandb-registry-model/digits-cnn")
+    assert [r.ref for r in only] == ["wandb-registry-model/digits-cnn:v0"]
+    assert [v.ref for v in online.find("model", "to_evaluate", registry=True)] == ["wandb-registry-model/digits-cnn:v0"]
+
+
+def test_a_listing_failure_is_an_error_never_an_empty_list(online, standin):
+    registry_world(standin)
+    standin.failures["ProjectArtifacts"] = "permission denied"
+    with pytest.raises(UserError, match="not a 'not found'"):
+        online.list()
