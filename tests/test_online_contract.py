@@ -248,3 +248,24 @@ def test_a_listing_failure_is_an_error_never_an_empty_list(online, standin):
     standin.failures["ProjectArtifacts"] = "permission denied"
     with pytest.raises(UserError, match="not a 'not found'"):
         online.list()
+
+
+def test_an_online_sweep_is_ranked_by_its_metric_with_each_trials_model(online, standin):
+    from app.tracking import sweep_online
+
+    weak = standin.add_artifact("digits-cnn", "model", "digest-weak")
+    strong = standin.add_artifact("digits-cnn", "model", "digest-strong")
+    metric = {"name": "val/best_accuracy", "goal": "maximize"}
+    standin.sweeps["abc123"] = {"config": {"method": "bayes", "metric": metric}, "runs": [
+        {"name": "trial-a", "state": "finished", "summary": {metric["name"]: 0.81}, "config": {"lr": 0.01},
+         "outputs": [weak]},
+        {"name": "trial-b", "state": "finished", "summary": {metric["name"]: 0.93}, "config": {"lr": 0.001},
+         "outputs": [strong]},
+        {"name": "trial-c", "state": "crashed", "summary": {}, "config": {"lr": 0.1}},
+    ]}
+    ranking = sweep_online.ranking("me/proj/abc123", metric)
+    assert [(t["name"], t["model_ref"]) for t in ranking] == [("trial-b", "digits-cnn:v1"), ("trial-a", "digits-cnn:v0")]
+    assert ranking[0]["params"] == {"lr": 0.001} and ranking[0]["summary"][metric["name"]] == 0.93
+    assert online.peek(ranking[0]["model_ref"]).digest == "digest-strong"  # the ref names the trial's own model
+    # --sweep-id as `wandb sweep` prints it is used as it is, not prefixed a second time
+    assert sweep_online.sweep_path("me/proj/abc123", online.settings) == "me/proj/abc123"

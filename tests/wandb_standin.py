@@ -28,6 +28,8 @@ class StandIn:
                          "ArtifactTypeArtifactCollections": self.collections_of_type,
                          "ProjectArtifacts": self.collection_versions,
                          # lineage: the world records no runs (runs are the offline suite's business)
+                         "GetSweep": self.get_sweep, "Runs": self.sweep_runs,
+                         "RunOutputArtifacts": self.run_outputs,
                          "ArtifactCreatedBy": lambda variables: {"artifact": {"createdBy": None}},
                          "ArtifactUsedBy": lambda variables: {"artifact": {"usedBy": {"edges": []}}}}
         # The viewer's organizations: name -> its org entity (registry projects live under it).
@@ -36,6 +38,7 @@ class StandIn:
         # registry collection) by (entity, project, name), each an ordered list of member ids.
         self.artifacts: dict[str, dict] = {}
         self.collections: dict[tuple[str, str, str], dict] = {}
+        self.sweeps: dict[str, dict] = {}  # id -> {"config", "runs": [{"name", "state", "summary", "config", "outputs"}]}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -166,6 +169,37 @@ class StandIn:
             collection = self.collections[key]
             collection["aliases"][alias["alias"]] = collection["members"].index(spec["artifactID"])
         return {"result": {"success": True}}
+
+    def get_sweep(self, variables):
+        sweep = self.sweeps.get(variables["name"])
+        if sweep is None:
+            return {"project": {"sweep": None}}
+        return {"project": {"sweep": {
+            "__typename": "Sweep", "id": f"U3dlZXA6{variables['name']}", "name": variables["name"],
+            "displayName": variables["name"], "method": "bayes", "state": "FINISHED", "description": None,
+            "bestLoss": None, "config": json.dumps(sweep["config"]), "createdAt": "2026-11-23T10:00:00",
+            "updatedAt": "2026-11-23T10:00:00", "runCount": len(sweep["runs"]), "runCountExpected": None}}}
+
+    def _run_node(self, run: dict) -> dict:
+        return {"id": f"UnVuOj{run['name']}", "projectId": 1, "tags": [], "name": run["name"],
+                "displayName": run["name"], "sweepName": run.get("sweep"), "state": run["state"], "group": None,
+                "jobType": "sweep_trial", "commit": None, "readOnly": False, "createdAt": "2026-11-23T10:00:00",
+                "heartbeatAt": "2026-11-23T10:00:00", "description": None, "notes": None, "historyLineCount": 1,
+                "user": {"name": "me", "username": "me"}, "config": json.dumps(
+                    {k: {"value": v} for k, v in run["config"].items()}),
+                "summaryMetrics": json.dumps(run["summary"]), "systemMetrics": "{}"}
+
+    def sweep_runs(self, variables):
+        sweep_id = json.loads(variables["filters"])["$and"][0]["sweep"]
+        runs = [{**r, "sweep": sweep_id} for r in self.sweeps[sweep_id]["runs"]]
+        edges = [{"node": self._run_node(r), "cursor": None} for r in runs]
+        return {"project": {"internalId": "1", "runCount": len(runs), "readOnly": False, "runs": {
+            "edges": edges, "pageInfo": {"endCursor": None, "hasNextPage": False}}}}
+
+    def run_outputs(self, variables):
+        run = next(r for sweep in self.sweeps.values() for r in sweep["runs"] if r["name"] == variables["run"])
+        edges = [{"node": self._artifact(artifact_id)} for artifact_id in run.get("outputs", [])]
+        return {"project": {"run": {"artifacts": self._page(edges)}}}
 
     def update_artifact(self, variables):
         """Description, metadata, TTL and tags: nothing the contract depends on; echoed back."""
