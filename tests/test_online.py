@@ -70,3 +70,35 @@ def test_the_whole_flow_online(tmp_path):
     evaluation_run = next(r for r in api.runs(project) if r.job_type == "evaluate")
     used = {a.type for a in evaluation_run.used_artifacts()}
     assert {"model", "dataset"} <= used
+
+
+def test_an_offline_history_moves_to_wandb_with_sync_and_push(tmp_path):
+    """Offline flow, `wandb sync`, `registry.py push`; then inputs and aliases through wandb.Api()."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import wandb
+
+    from conftest import SCRIPTS, make_workspace
+
+    project = f"{os.environ.get('WANDB_PROJECT', 'wandb-image-pipeline-tests')}-push-{uuid.uuid4().hex[:6]}"
+    ws = make_workspace(tmp_path / "ws", WANDB_PROJECT=project)
+    ws.run("data_prep", "--dataset", "digits")
+    ws.run("train", "--epochs", "1")
+    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "candidate")
+    ws.run("train", "--retrain", "--epochs", "1")
+    ws.run("evaluate", "--promote", "--no-generate-images")
+    online = {**os.environ, "WANDB_PROJECT": project, "PIPELINE_STORE_DIR": str(ws.store)}
+    online.pop("WANDB_MODE", None)
+    wandb_cli = str(Path(sys.executable).with_name("wandb"))
+    for run_dir in ws.run_dirs():
+        subprocess.run([wandb_cli, "sync", "--project", project, str(run_dir)], env=online, check=True, timeout=600)
+    push = subprocess.run([sys.executable, str(SCRIPTS / "registry.py"), "push"], cwd=ws.path, env=online,
+                          capture_output=True, text=True, timeout=600)
+    assert push.returncode == 0, push.stderr
+    api = wandb.Api()
+    evaluation_run = next(r for r in api.runs(project) if r.job_type == "evaluate")
+    assert {a.type for a in evaluation_run.used_artifacts()} >= {"model", "dataset"}
+    offline_production = next(v for v in ws.versions("wandb-registry-model/digits-cnn") if "production" in v["aliases"])
+    assert api.artifact("wandb-registry-model/digits-cnn:production").digest == offline_production["digest"]

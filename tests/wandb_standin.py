@@ -29,7 +29,8 @@ class StandIn:
                          "ProjectArtifacts": self.collection_versions,
                          # lineage: the world records no runs (runs are the offline suite's business)
                          "GetSweep": self.get_sweep, "Runs": self.sweep_runs,
-                         "RunOutputArtifacts": self.run_outputs,
+                         "RunOutputArtifacts": self.run_outputs, "Run": self.run,
+                         "RunInputArtifacts": self.run_inputs, "UseArtifact": self.use_artifact,
                          "ArtifactCreatedBy": lambda variables: {"artifact": {"createdBy": None}},
                          "ArtifactUsedBy": lambda variables: {"artifact": {"usedBy": {"edges": []}}}}
         # The viewer's organizations: name -> its org entity (registry projects live under it).
@@ -39,6 +40,7 @@ class StandIn:
         self.artifacts: dict[str, dict] = {}
         self.collections: dict[tuple[str, str, str], dict] = {}
         self.sweeps: dict[str, dict] = {}  # id -> {"config", "runs": [{"name", "state", "summary", "config", "outputs"}]}
+        self.runs: dict[str, dict] = {}  # synced runs by id: {"name", "state", "job_type", "outputs", "inputs"}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -196,9 +198,41 @@ class StandIn:
         return {"project": {"internalId": "1", "runCount": len(runs), "readOnly": False, "runs": {
             "edges": edges, "pageInfo": {"endCursor": None, "hasNextPage": False}}}}
 
+    def add_run(self, run_id: str, job_type: str, outputs=(), inputs=()) -> None:
+        """A run as `wandb sync` leaves it: its id, and the artifacts it logged (and used)."""
+        self.runs[run_id] = {"name": run_id, "state": "finished", "job_type": job_type, "summary": {}, "config": {},
+                             "outputs": list(outputs), "inputs": list(inputs)}
+
+    def _find_run(self, name: str) -> dict | None:
+        runs = [*self.runs.values(), *(r for sweep in self.sweeps.values() for r in sweep["runs"])]
+        return next((r for r in runs if r["name"] == name), None)
+
+    def run(self, variables):
+        run = self._find_run(variables["name"])
+        if run is None:
+            return {"project": {"run": None}}
+        node = {**self._run_node(run), "jobType": run.get("job_type"), "state": run["state"]}
+        node.update({"events": None, "historyKeys": None, "fileCount": 0, "updatedAt": "2026-11-23T10:00:00",
+                     "sweep": None, "host": None, "runInfo": None})
+        return {"project": {"run": node}}
+
+    def use_artifact(self, variables):
+        run = self._find_run(variables["runName"])
+        if variables["artifactID"] not in run["inputs"]:
+            run["inputs"].append(variables["artifactID"])
+        art = self.artifacts[variables["artifactID"]]
+        return {"useArtifact": {"artifact": {"id": art["id"], "digest": art["digest"], "description": None,
+                                             "state": "COMMITTED", "createdAt": art["created"],
+                                             "metadata": json.dumps(art["metadata"])}}}
+
     def run_outputs(self, variables):
-        run = next(r for sweep in self.sweeps.values() for r in sweep["runs"] if r["name"] == variables["run"])
+        run = self._find_run(variables["run"])
         edges = [{"node": self._artifact(artifact_id)} for artifact_id in run.get("outputs", [])]
+        return {"project": {"run": {"artifacts": self._page(edges)}}}
+
+    def run_inputs(self, variables):
+        run = self._find_run(variables["run"])
+        edges = [{"node": self._artifact(artifact_id)} for artifact_id in run.get("inputs", [])]
         return {"project": {"run": {"artifacts": self._page(edges)}}}
 
     def update_artifact(self, variables):

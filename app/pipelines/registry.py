@@ -3,6 +3,7 @@
     python app/pipelines/registry.py list [COLLECTION] [--json]
     python app/pipelines/registry.py link digits-cnn:v3 digits-cnn --alias candidate
     python app/pipelines/registry.py alias wandb-registry-model/digits-cnn:v1 production
+    wandb sync wandb/offline-run-* && python app/pipelines/registry.py push [--dry-run]
 
 COLLECTION is an artifact name (`digits-split`) or a registry collection
 (`wandb-registry-model/digits-cnn`).
@@ -10,6 +11,7 @@ COLLECTION is an artifact name (`digits-split`) or a registry collection
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from app.cli import Parser
 from app.errors import exits_cleanly
@@ -31,6 +33,11 @@ def parse_args(argv=None):
     alias = sub.add_parser("alias", help="move an alias to a version (it leaves the version that had it)")
     alias.add_argument("ref", help="the version to get the alias")
     alias.add_argument("alias", help="the alias, e.g. production")
+    push = sub.add_parser("push", help="after `wandb sync`: replay the embedded store's run inputs, registry "
+                                       "links and aliases into W&B (online; idempotent)")
+    push.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    push.add_argument("--wandb-dir", type=Path, default=Path("wandb"),
+                      help="folder of the offline run folders, for the `wandb sync` hints")
     return p.parse_args(argv)
 
 
@@ -47,6 +54,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     from app.tracking import backend
 
+    if args.command == "push":
+        return push(args)
     store = backend()
     if args.command == "list":
         rows = store.list(args.collection)
@@ -67,6 +76,30 @@ def main(argv=None) -> None:
         moved, previous = store.set_alias(args.ref, args.alias)
         came_from = f" (taken from {previous})" if previous and previous != f"v{moved.version}" else ""
         print(f"alias {args.alias!r} -> {moved.ref}{came_from}")
+
+
+def push(args) -> None:
+    from app.errors import UserError
+    from app.settings import load_settings
+    from app.tracking import backend
+    from app.tracking.push import push as replay
+    from app.tracking.store import Store
+
+    settings = load_settings()
+    if settings.offline:
+        raise UserError("push writes to W&B: log in first (`wandb login`, or WANDB_API_KEY in app/.env), "
+                        "with WANDB_MODE unset or online.")
+    plan = replay(backend(), Store(settings.store_dir), args.wandb_dir, args.dry_run)
+    for run_id, command in sorted(plan.unsynced.items()):
+        print(f"not in W&B yet, skipped: run {run_id}; upload it first: {command}")
+    if not plan.steps:
+        print("nothing to push: W&B already has every synced version's inputs, links and aliases.")
+    elif args.dry_run:
+        print(f"plan ({len(plan.steps)} steps, nothing changed: --dry-run):")
+        for step in plan.steps:
+            print(f"  {step.kind:5} {step.text}")
+    else:
+        print(f"pushed {len(plan.steps)} steps to W&B.")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ Hyperparameters default to the values in app/training/recipe.py and app/models/.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from app import names
 from app.cli import Parser, parse_bool, positive_int
-from app.errors import exits_cleanly
+from app.errors import UserError, exits_cleanly
 
 DEFAULT_ARCH = "cnn"  # the original project's architecture
 
@@ -64,6 +65,9 @@ def main(argv=None) -> None:
     from app.settings import load_settings
 
     settings = load_settings()
+    if (args.retrain or args.tune) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--retrain and --tune run as one process; under torchrun, run plain training "
+                        "(a sweep's trials can be torchrun jobs: see the README's torchrun section).")
     if args.retrain:
         return retrain(args, settings)
     args.arch = args.arch or DEFAULT_ARCH
@@ -85,32 +89,50 @@ def dataset_of(data_ref: str | None) -> str:
 
 
 def baseline(args) -> None:
+    from app.training import distributed
     from app.training.engine import pick_device
     from app.training.recipe import DEFAULT_EPOCHS, hyperparameters, make_recipe
     from app.training.workflow import dataset_info, train_and_log
-    from app.tracking import start_run
+    from app.tracking import SilentRun, backend, start_run
     from app.tuning.trial import current_trial
 
     hyper = hyperparameters(args.arch, given_hyperparameters(args))
     epochs = args.epochs or DEFAULT_EPOCHS
     data_ref = args.data or names.dataset_artifact(args.dataset)
-    trial = current_trial()
-    config = {"arch": args.arch, "epochs": epochs, "data": data_ref, **hyper}
-    job = "sweep_trial" if trial else "train"
-    with start_run(job, config, group=trial.group if trial else None) as run:
-        device = pick_device(args.device)
-        dataset = run.use(data_ref, names.DATASET_TYPE)
-        run.update_config({"dataset_ref": dataset.ref, "dataset_digest": dataset.digest})
+    device = distributed.device_for(pick_device(args.device))
+    group = distributed.setup(device)  # under torchrun: one process of several, else alone
+    trial = current_trial() if group.is_main else None
+    config = {"arch": args.arch, "epochs": epochs, "data": data_ref, **hyper, "world_size": group.world_size}
+
+    def train_on(run, dataset):
         recipe = make_recipe(args.arch, hyper, [1, *dataset.metadata["image_shape"]],
                              dataset.metadata["class_names"], dataset_info(dataset))
-        logged, history = train_and_log(
-            run, dataset_version=dataset, recipe=recipe, epochs=epochs, device=device,
+        return train_and_log(
+            run, dataset_version=dataset, recipe=recipe, epochs=epochs, device=device, group=group,
             extra_metadata={"sweep": trial.metadata()} if trial else {},
             should_stop=trial.report_epoch if trial else None,
         )
-        if trial:
-            trial.finish(logged.ref if logged else None)
-    report(logged, history)
+
+    try:
+        if group.is_main:  # owns the W&B run: uses the dataset on its behalf, logs the one model
+            with start_run("sweep_trial" if trial else "train", config, group=trial.group if trial else None) as run:
+                dataset = run.use(data_ref, names.DATASET_TYPE)
+                distributed.broadcast(group, (dataset.ref, dataset.digest))
+                run.update_config({"dataset_ref": dataset.ref, "dataset_digest": dataset.digest})
+                logged, history = train_on(run, dataset)
+                if trial:
+                    trial.finish(logged.ref if logged else None)
+        else:  # torchrun's other ranks: the very version rank 0 uses, verified; nothing logged
+            ref, digest = distributed.broadcast(group, None)
+            dataset = backend().fetch(ref, names.DATASET_TYPE)
+            if dataset.digest != digest:
+                raise UserError(f"rank {group.rank} found {ref} with another digest than rank 0; is the "
+                                "artifact store shared between the machines? (PIPELINE_STORE_DIR)")
+            train_on(SilentRun(), dataset)
+    finally:
+        distributed.shutdown(group)
+    if group.is_main:
+        report(logged, history)
 
 
 def retrain(args, settings) -> None:
@@ -120,7 +142,6 @@ def retrain(args, settings) -> None:
     from app.training.engine import pick_device
     from app.training.recipe import DEFAULT_EPOCHS, check_locked
     from app.training.workflow import train_and_log
-    from app.errors import UserError
     from app.tracking import backend, discovery, start_run
 
     model_ref = (args.model or settings.model_retrain

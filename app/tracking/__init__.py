@@ -5,6 +5,6 @@ lineage shows dataset -> training run -> model -> evaluation run, online or offl
 """
 from app.tracking.backends import ArtifactVersion
 from app.tracking.refs import Ref, parse_ref
-from app.tracking.session import Run, backend, start_run
+from app.tracking.session import Run, SilentRun, backend, start_run
 
-__all__ = ["ArtifactVersion", "Ref", "Run", "backend", "parse_ref", "start_run"]
+__all__ = ["ArtifactVersion", "Ref", "Run", "SilentRun", "backend", "parse_ref", "start_run"]

@@ -99,6 +99,15 @@ class OfflineBackend:
         _check_type(info, expected_type)
         return info
 
+    def fetch(self, ref: str, expected_type: str | None) -> ArtifactVersion:
+        """A version's verified files and metadata without recording a use: for processes that
+        work inside another process's run (torchrun's ranks other than 0)."""
+        coll, version = self._resolve(ref)
+        info = self._info(coll, version)
+        _check_type(info, expected_type)
+        info.path = self.store.verified_files(version)
+        return info
+
     def lookup(self, ref: str) -> ArtifactVersion | None:
         """The version a ref names, or None when there is none (the store's only refusal here)."""
         try:
@@ -293,6 +302,22 @@ class OnlineBackend:
         art.download(root=str(root))
         art.verify(root=str(root))
         return self._info(art, root, org=parse_ref(ref).org)
+
+    def fetch(self, ref: str, expected_type: str | None) -> ArtifactVersion:
+        """As OfflineBackend.fetch: downloaded and verified into a folder removed at exit."""
+        import atexit
+        import shutil
+        import tempfile
+
+        art = self._fetch(ref)
+        info = self._info(art, org=parse_ref(ref).org)
+        _check_type(info, expected_type)
+        root = Path(tempfile.mkdtemp(prefix="pipeline-inputs-"))
+        atexit.register(shutil.rmtree, root, True)
+        art.download(root=str(root))
+        art.verify(root=str(root))
+        info.path = root
+        return info
 
     def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str]) -> ArtifactVersion:
         art = build_wandb_artifact(name, type, files, metadata)

@@ -117,6 +117,26 @@ class Run:
         )
 
 
+class SilentRun:
+    """What a process that works inside another process's run holds (torchrun's ranks other
+    than 0): the same calls as Run, and nothing is logged."""
+
+    def log(self, values: dict) -> None:
+        pass
+
+    def summary(self, values: dict) -> None:
+        pass
+
+    def update_config(self, values: dict) -> None:
+        pass
+
+    def define_metric(self, name: str, step_metric: str | None = None, summary: str | None = None) -> None:
+        pass
+
+    def log_artifact(self, name, type, files, metadata, aliases=()) -> None:
+        return None
+
+
 @contextlib.contextmanager
 def start_run(job_type: str, config: dict, *, group: str | None = None, name: str | None = None):
     """A W&B run: `with start_run("train", cfg) as run: ...`.

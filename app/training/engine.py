@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.errors import UserError
+from app.training import distributed
 from app.training.optimizer import make_optimizer
 
 EVAL_BATCH = 1024  # inference batch: large is faster, memory is small at 28x28
@@ -89,39 +90,60 @@ def fit(
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
     keep_best: bool = True,
+    group: distributed.Group = distributed.Group(),
 ) -> list[dict]:
     """Train with Adam and cross-entropy; returns one metrics dict per epoch.
 
     Metric keys are the ones logged to W&B: train/loss, train/accuracy, val/loss, val/accuracy.
     With keep_best, the model ends with the weights of `best_epoch(history)`, the epoch whose
     validation accuracy a sweep ranks it by, not merely the last epoch's.
+
+    Under torchrun (`group.active`), the model trains as DistributedDataParallel: every rank
+    draws the same seeded permutation and takes its own equal-length shard of it (as
+    DistributedSampler does, padded so all ranks take the same number of steps); `batch_size`
+    is per process. Losses and correct counts are summed over ranks; every rank evaluates the
+    same weights on the whole validation split, and rank 0's `on_epoch` decides for all.
+    `model` stays the plain module (its state_dict has no DDP prefix).
     """
     device = train.images.device
+    trained = model
+    if group.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = make_optimizer(model, lr)
     shuffle = torch.Generator().manual_seed(seed)  # batches follow the seed, not the global RNG
     n = len(train)
+    shard = math.ceil(n / group.world_size)  # samples per rank and epoch
     if progress:  # printed right before the first step (benchmarks/bench_startup.py times it)
-        print(f"fit: {n} samples, {math.ceil(n / batch_size)} steps per epoch, {epochs} epochs",
+        ranks = f" per rank, {group.world_size} ranks" if group.active else ""
+        print(f"fit: {n} samples, {math.ceil(shard / batch_size)} steps per epoch{ranks}, {epochs} epochs",
               file=sys.stderr, flush=True)
     history = []
     best_state, best_accuracy = None, -1.0
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
-        model.train()
+        trained.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        order = torch.randperm(n, generator=shuffle).to(device)
-        for start in range(0, n, batch_size):
+        order = torch.randperm(n, generator=shuffle)
+        if group.active:  # this rank's shard, padded from the start to the same length on every rank
+            order = torch.cat([order, order[:shard * group.world_size - n]])[group.rank::group.world_size]
+        order = order.to(device)
+        for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
             images, labels = train.images[index], train.labels[index]
-            logits = model(images)
+            logits = trained(images)
             loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad()  # to None: backward writes fresh gradients
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(index)
             correct += (logits.detach().argmax(1) == labels).sum()
-        train_loss = loss_sum.item() / n
+        seen = len(order) * group.world_size
+        distributed.all_reduce_sum(group, loss_sum)
+        distributed.all_reduce_sum(group, correct)
+        train_loss = loss_sum.item() / seen
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(
                 f"the training loss became {train_loss} in epoch {epoch}; no model was logged. "
@@ -132,16 +154,16 @@ def fit(
         record = {
             "epoch": epoch,
             "train/loss": train_loss,
-            "train/accuracy": correct.item() / n,
+            "train/accuracy": correct.item() / seen,
             "val/loss": val_metrics["loss"],
             "val/accuracy": val_metrics["accuracy"],
-            "samples_per_second": n / seconds,
+            "samples_per_second": seen / seconds,
         }
         history.append(record)
         if keep_best and record["val/accuracy"] > best_accuracy:  # strictly: the first best epoch wins
             best_accuracy = record["val/accuracy"]
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if progress:
+        if progress and group.is_main:
             print(
                 f"epoch {epoch}/{epochs}  train loss {train_loss:.4f} acc {record['train/accuracy']:.4f}  "
                 f"val loss {record['val/loss']:.4f} acc {record['val/accuracy']:.4f}  "
@@ -149,7 +171,8 @@ def fit(
                 file=sys.stderr,
                 flush=True,
             )
-        if on_epoch is not None and on_epoch(record):
+        stop = on_epoch(record) if on_epoch is not None and group.is_main else False
+        if distributed.broadcast(group, stop):
             break
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -17,7 +17,7 @@ from app import names
 from app.data.split_files import read_split
 from app.errors import UserError
 from app.models import build_model
-from app.training import engine
+from app.training import distributed, engine
 from app.training.checkpoint import save_checkpoint
 
 
@@ -54,6 +54,7 @@ def train_and_log(
     aliases: list[str] = (),
     init_state: dict | None = None,
     should_stop: Callable[[dict], bool] | None = None,
+    group: distributed.Group = distributed.Group(),
 ):
     """Fit the recipe's model on the dataset version, log per-epoch metrics and the model.
 
@@ -81,7 +82,7 @@ def train_and_log(
     print(f"training {recipe['arch']} on {dataset_version.ref} ({len(data['train'])} images) on {device}",
           file=sys.stderr)
     history = engine.fit(model, data["train"], data["val"], lr=hyper["lr"], batch_size=hyper["batch_size"],
-                         epochs=epochs, seed=hyper["seed"], on_epoch=on_epoch)
+                         epochs=epochs, seed=hyper["seed"], on_epoch=on_epoch, group=group)
     # The model holds the weights of its best validation epoch (engine.fit keeps them), so its
     # metrics are that epoch's: the score a sweep ranks it by is the score its weights have.
     kept = engine.best_epoch(history)
@@ -103,6 +104,7 @@ def train_and_log(
         "code_version": code_version(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "summary": str(model),
+        "world_size": group.world_size,  # processes that trained it (torchrun), batch_size each
         **extra_metadata,
     }
     collection = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])

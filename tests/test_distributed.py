@@ -1,0 +1,102 @@
+"""train.py under torchrun (DDP, gloo on CPU, 2 processes): one run, one model, sweeps of
+torchrun trials, and a failing rank."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.tuning.sweep_config import load_sweep_config
+from conftest import REPO, SCRIPTS, leet_records
+
+BIN = Path(sys.executable).parent
+
+
+def torchrun(ws, *args, env=None):
+    return subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", str(SCRIPTS / "train.py"),
+                           *args], cwd=ws.path, env={**ws.env, **(env or {})}, capture_output=True, text=True,
+                          timeout=600)
+
+
+def runs_of(ws, job_type: str) -> list[Path]:
+    return [d for d in ws.run_dirs()
+            if any(r["type"] == "run" and r["run"]["job_type"] == job_type for r in leet_records(d))]
+
+
+def test_torchrun_logs_one_run_and_one_model_that_evaluate_reads(workspace):
+    ws = workspace
+    ws.run("data_prep", "--dataset", "digits")
+    # global batch 64 either way: 2 processes of 32, or one of 64
+    proc = torchrun(ws, "--device", "cpu", "--epochs", "8", "--batch_size", "32")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 ranks" in proc.stderr and "digits-cnn:v0" in proc.stdout
+    [model] = ws.versions("digits-cnn")
+    assert model["metadata"]["world_size"] == 2
+    assert len(runs_of(ws, "train")) == 1  # rank 1 started no W&B run
+    [dataset] = ws.versions("digits-split")
+    assert [u["id"] for u in dataset["used_by"]] == [model["logged_by"]["id"]]  # one use, by rank 0's run
+
+    ws.run("train", "--epochs", "8", "--batch_size", "64")
+    single = ws.versions("digits-cnn")[1]["metadata"]["metrics"]["val_accuracy"]
+    distributed = model["metadata"]["metrics"]["val_accuracy"]
+    assert distributed >= single - 0.03, (distributed, single)  # as good, within noise
+
+    import torch
+
+    state = torch.load(ws.store / "objects" / model["digest"] / "model.pt", weights_only=True)
+    assert not any(key.startswith("module.") for key in state)  # the plain module's weights
+    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "to_evaluate")
+    out = ws.run("evaluate", "--no-generate-images").stdout
+    assert "evaluated wandb-registry-model/digits-cnn:v0" in out
+
+
+def test_a_rank_that_fails_ends_the_job_and_logs_no_model(workspace, tmp_path):
+    ws = workspace
+    ws.run("data_prep", "--dataset", "digits")
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    # test-only: rank 1's first all-reduce of an epoch's metrics raises
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import torch.distributed as dist\n"
+        "    def failing(*args, **kwargs):\n"
+        "        raise RuntimeError('injected failure in rank 1')\n"
+        "    dist.all_reduce = failing\n")
+    proc = torchrun(ws, "--device", "cpu", "--epochs", "3", env={"PYTHONPATH": str(hook)})
+    assert proc.returncode != 0
+    assert "injected failure in rank 1" in proc.stderr
+    assert ws.versions("digits-cnn") == []
+
+
+def test_retrain_under_torchrun_is_refused_with_the_reason(trained_copy):
+    proc = torchrun(trained_copy, "--retrain")
+    assert proc.returncode != 0 and "--retrain and --tune run as one process" in proc.stderr
+
+
+def test_an_offline_sweep_of_torchrun_trials(workspace, tmp_path):
+    ws = workspace
+    ws.run("data_prep", "--dataset", "digits")
+    config = load_sweep_config(REPO / "sweep.yaml")
+    config["command"] = ["${env}", "torchrun", "--standalone", "--nproc_per_node=2", "${program}", "${args}"]
+    config["parameters"]["epochs"] = {"value": 1}
+    config.pop("early_terminate")
+    path = tmp_path / "sweep-torchrun.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**ws.env, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # the venv active, as the README says
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "train.py"), "--tune", "--max_sweep", "2",
+                           "--sweep-config", str(path)], cwd=ws.path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    [state_file] = (ws.store / "sweeps").glob("*.json")
+    trials = json.loads(state_file.read_text())["trials"]
+    assert [t["state"] for t in trials] == ["finished", "finished"]
+    assert len(runs_of(ws, "sweep_trial")) == 2  # one W&B run per trial, not per process
+    models = ws.versions("digits-cnn")
+    assert len(models) == 2 and all(m["metadata"]["world_size"] == 2 for m in models)
+    assert "candidate:" in proc.stdout
