@@ -32,7 +32,7 @@ test: $(STAMP)
 
 # The reliability and security suite, slow fault injection included.
 test-reliability: $(STAMP)
-	$(PY) -m pytest -q tests/test_reliability.py tests/test_security.py -m "slow or not slow"
+	$(PY) -m pytest -q tests/test_reliability.py tests/test_security.py tests/test_lifecycle.py -m "slow or not slow"
 
 # The whole flow against real W&B; needs WANDB_API_KEY (and WANDB_ENTITY) in the environment, skipped otherwise.
 test-online: $(STAMP)

@@ -108,8 +108,8 @@ def _agent(ws, *args):
 
 @pytest.mark.parametrize("point, marker, delay", [
     ("before the first epoch", "--- trial 1:", 0.0),
-    ("mid-epoch", "epoch 1/", 0.05),
-    ("while logging the model", "epoch 2/2", 0.0),
+    pytest.param("mid-epoch", "epoch 1/", 0.05, marks=pytest.mark.slow),
+    pytest.param("while logging the model", "epoch 2/2", 0.0, marks=pytest.mark.slow),
 ])
 def test_an_agent_killed_during_a_trial_leaves_it_crashed_and_the_sweep_resumes(trained_copy, tmp_path, point,
                                                                                    marker, delay):

@@ -161,3 +161,34 @@ def test_a_trial_whose_processes_are_gone_is_crashed_and_counts_toward_the_cap(t
     controller.report_epoch(sweep_id, 0, {"epoch": 1, "val/accuracy": 0.5, "val/best_accuracy": 0.5})
     trial = controller.read(sweep_id)["trials"][0]
     assert trial["state"] == "running" and trial["process"]["pid"] == os.getpid()
+
+
+def test_the_local_search_is_seeded_so_the_same_sweep_suggests_the_same_trials(tmp_path):
+    """Two independent sweeps of one definition, given the same results, suggest the same trials
+    (the Bayesian engine draws from global generators; the controller seeds them per suggestion)."""
+    import random
+
+    import numpy as np
+
+    from app.tracking.store import Store
+    from app.tracking.sweep_controller import LocalSweeps
+
+    config = load_sweep_config(SWEEP)
+    config.pop("early_terminate")
+
+    def suggestions(root, noise):
+        controller = LocalSweeps(Store(root))
+        sweep_id = controller.create(config)
+        params = []
+        for _ in range(4):
+            random.seed(noise + len(params))  # whatever the generators held before must not matter
+            np.random.seed(noise + len(params))
+            trial = controller.next_trial(sweep_id, cap=None)
+            params.append(trial["params"])
+            score = 1.0 - abs(np.log10(trial["params"]["lr"]) + 3) / 10  # a deterministic "result"
+            controller.report_epoch(sweep_id, trial["number"], {"epoch": 1, "val/best_accuracy": score})
+            controller.finish(sweep_id, trial["number"], None)
+        return params
+
+    first, second = suggestions(tmp_path / "a", noise=1000), suggestions(tmp_path / "b", noise=2000)
+    assert first == second and len({json.dumps(p, sort_keys=True) for p in first}) == 4

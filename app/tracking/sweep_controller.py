@@ -8,10 +8,14 @@ interrupted resumes where it stopped. Trials report each epoch here, and hyperba
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import secrets
 import warnings
+
+import numpy as np
 
 from app.errors import UserError
 from app.tracking.store import Store, identity_alive, now_iso, process_identity, write_json_atomic
@@ -23,6 +27,12 @@ with warnings.catch_warnings():  # sweeps 0.3 declares a pydantic v1 config key;
 # Trial states: running, finished, stopped (hyperband's early termination), failed (non-zero
 # exit) and crashed (its process died without a word, e.g. killed with its agent).
 MAX_CONSECUTIVE_FAILURES = 3  # an agent gives up instead of looping on a broken trial
+
+
+def search_seed(config: dict) -> int:
+    """A sweep's search seed: from its definition, so the same sweep.yaml searches the same way."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    return int(digest[:8], 16)
 
 
 class LocalSweeps:
@@ -45,7 +55,8 @@ class LocalSweeps:
     def create(self, config: dict) -> str:
         with self.store.locked():
             sweep_id = secrets.token_hex(4)
-            self._write({"id": sweep_id, "config": config, "created_at": now_iso(), "trials": []})
+            self._write({"id": sweep_id, "config": config, "created_at": now_iso(), "trials": [],
+                         "seed": search_seed(config)})
         return sweep_id
 
     @staticmethod
@@ -83,6 +94,11 @@ class LocalSweeps:
             if limits and len(state["trials"]) >= min(limits):
                 self._write(state)
                 return None
+            # The engine draws from numpy's and Python's global generators: seeded per suggestion,
+            # the same sweep with the same history suggests the same trial (make demo repeats).
+            seed = state.get("seed", 0) + len(state["trials"])
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
             suggestion = sweeps.next_run(state["config"], [self._as_sweep_run(t) for t in state["trials"]])
             if suggestion is None:  # a finished grid
                 self._write(state)
