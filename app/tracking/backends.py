@@ -377,7 +377,7 @@ class OnlineBackend:
             info.aliases.append(alias)
         return info, previous
 
-    def _paged(self, what: str, pages) -> list:
+    def paged(self, what: str, pages) -> list:
         """Every item of one of the SDK's paginated listings. Iterating them raises the failures
         of wandb-core un-normalized (not as CommError), hence the broad catch, kept to this loop."""
         try:
@@ -391,7 +391,7 @@ class OnlineBackend:
 
     def _collection_names(self, project_path: str, type: str) -> list[str]:
         what = f"the {type} collections of {project_path}"
-        return [c.name for c in self._paged(what, self.api.artifact_collections(project_path, type))]
+        return [c.name for c in self.paged(what, self.api.artifact_collections(project_path, type))]
 
     def find(self, type: str, alias: str, registry: bool) -> list[ArtifactVersion]:
         """As OfflineBackend.find. Registry collections are named after the project's model
@@ -429,7 +429,7 @@ class OnlineBackend:
                 if is_not_found(err):
                     continue
                 raise _failure(path, err) from err
-            rows += [self._info(a, lineage=True) for a in sorted(self._paged(path, versions),
+            rows += [self._info(a, lineage=True) for a in sorted(self.paged(path, versions),
                                                                   key=lambda a: int(a.name.rpartition(":v")[2]))]
         return rows
 

@@ -76,7 +76,7 @@ class Pusher:
         run = self._run(run_id, plan) if run_id else None
         if run is None:
             return None
-        return next((a for a in self.online._paged(f"the outputs of run {run_id}", run.logged_artifacts())
+        return next((a for a in self.online.paged(f"the outputs of run {run_id}", run.logged_artifacts())
                      if a.digest == version["digest"] and a.name.split(":")[0] == coll["name"]), None)
 
     def plan(self) -> Plan:
@@ -92,7 +92,7 @@ class Pusher:
                     run = self._run(user["id"], plan)
                     if run is None:
                         continue
-                    declared = {a.id for a in self.online._paged(f"the inputs of run {user['id']}",
+                    declared = {a.id for a in self.online.paged(f"the inputs of run {user['id']}",
                                                                  run.used_artifacts())}
                     if art.id not in declared:
                         plan.steps.append(Step("use", f"run {user['id']} ({user.get('job_type')}) used "
@@ -100,7 +100,7 @@ class Pusher:
                                                lambda run=run, art=art: run.use_artifact(art)))
         for coll in self.store.collections(REGISTRY):
             target = f"{REGISTRY}/{coll['name']}"
-            online_versions = self.online._paged(target, self._registry_versions(coll))
+            online_versions = self.online.paged(target, self._registry_versions(coll))
             for version in coll["versions"]:
                 aliases = sorted(a for a, v in coll["aliases"].items() if v == version["version"] and a != LATEST)
                 source = parse_ref(version["source"])
