@@ -15,7 +15,7 @@ from app.errors import UserError
 from app.names import DATASET_TYPE, EVALUATION_TYPE, LATEST, MODEL_TYPE, REGISTRY
 from app.settings import Settings
 from app.tracking.refs import Ref, parse_ref
-from app.tracking.store import Store, check_alias
+from app.tracking.store import Store, check_alias, check_guard
 
 
 @dataclass
@@ -99,14 +99,18 @@ class OfflineBackend:
         _check_type(info, expected_type)
         return info
 
-    def fetch(self, ref: str, expected_type: str | None) -> ArtifactVersion:
-        """A version's verified files and metadata without recording a use: for processes that
-        work inside another process's run (torchrun's ranks other than 0)."""
+    def _verified(self, ref: str, expected_type: str | None) -> tuple[dict, dict, ArtifactVersion]:
+        """(collection, version, info with the verified files' folder) for a ref of the expected type."""
         coll, version = self._resolve(ref)
         info = self._info(coll, version)
         _check_type(info, expected_type)
         info.path = self.store.verified_files(version)
-        return info
+        return coll, version, info
+
+    def fetch(self, ref: str, expected_type: str | None) -> ArtifactVersion:
+        """A version's verified files and metadata without recording a use: for processes that
+        work inside another process's run (torchrun's ranks other than 0)."""
+        return self._verified(ref, expected_type)[2]
 
     def lookup(self, ref: str) -> ArtifactVersion | None:
         """The version a ref names, or None when there is none (the store's only refusal here)."""
@@ -116,10 +120,7 @@ class OfflineBackend:
             return None
 
     def use(self, run, ref: str, expected_type: str | None) -> ArtifactVersion:
-        coll, version = self._resolve(ref)
-        info = self._info(coll, version)
-        _check_type(info, expected_type)
-        info.path = self.store.verified_files(version)
+        coll, version, info = self._verified(ref, expected_type)
         self.store.record_use(coll["scope"], coll["name"], version["version"], run.lineage_entry())
         if version.get("source"):  # a registry entry: the linked artifact version was used too
             src_coll, src_version = self._resolve(version["source"])
@@ -328,16 +329,21 @@ class OnlineBackend:
             digest=art.digest, metadata=metadata, aliases=[LATEST, *aliases],
         )
 
-    def _check_guard(self, collection_path: str, guard: dict[str, int | None] | None) -> None:
-        """Store.check_guard against the server. W&B moves aliases without compare-and-set, so
-        this re-reads right before the move: it narrows the window, it cannot close it."""
-        from app.tracking.store import check_guard
-
+    def _holders(self, collection_path: str, aliases) -> dict[str, int]:
+        """The version number each alias is on now in the collection (aliases on none left out)."""
         current = {}
-        for alias in guard or {}:
+        for alias in aliases:
             found = self._lookup(f"{collection_path}:{alias}")
             if found is not None:
                 current[alias] = int(found.version.lstrip("v"))
+        return current
+
+    def _check_guard(self, collection_path: str, guard: dict[str, int | None] | None,
+                     current: dict[str, int] | None = None) -> None:
+        """Store.check_guard against the server. W&B moves aliases without compare-and-set, so
+        this re-reads right before the move: it narrows the window, it cannot close it."""
+        if current is None:
+            current = self._holders(collection_path, guard or {})
         check_guard({"name": collection_path, "aliases": current}, guard)
 
     def link(self, ref: str, collection: str, aliases: list[str], run=None,
@@ -362,9 +368,9 @@ class OnlineBackend:
         check_alias(alias)
         art = self._fetch(ref)
         collection_ref = self._full(ref).rsplit(":", 1)[0]
-        self._check_guard(collection_ref, guard)
-        holder = self._lookup(f"{collection_ref}:{alias}")
-        previous = holder.version if holder is not None else None
+        current = self._holders(collection_ref, {alias, *(guard or {})})  # one read serves both
+        self._check_guard(collection_ref, guard, current)
+        previous = f"v{current[alias]}" if alias in current else None
         # Its identity before save(): the server answers save() with the source artifact, whose
         # version number the SDK then takes over (a registry v0 would read as the project's v3).
         info = self._info(art, org=parse_ref(ref).org)

@@ -145,7 +145,7 @@ def start_run(job_type: str, config: dict, *, group: str | None = None, name: st
     broken run never looks finished.
     """
     settings = load_settings()
-    backend = connected_backend(settings)
+    connected = backend()  # the process's one connection: a lookup before the run already made it
     clean_config = {k: v for k, v in config.items() if k.lower() not in _SECRET_KEYS}
     try:
         wandb_run = wandb.init(
@@ -162,7 +162,7 @@ def start_run(job_type: str, config: dict, *, group: str | None = None, name: st
         raise UserError(f"W&B could not start the run ({err}). Check `wandb login` / WANDB_API_KEY in "
                         "app/.env and the project and entity names, or run offline with WANDB_MODE=offline.") from err
     scratch = Path(tempfile.mkdtemp(prefix="pipeline-inputs-"))
-    run = Run(wandb_run, backend, settings, scratch)
+    run = Run(wandb_run, connected, settings, scratch)
     try:
         yield run
     except BaseException:
