@@ -1,8 +1,14 @@
 """Every name the scripts agree on: artifacts, registry collections, aliases, job types."""
 from __future__ import annotations
 
-DATASETS = ("mnist", "fashion_mnist", "digits")
+import re
+
+BUNDLED_DATASETS = ("mnist", "fashion_mnist", "digits", "cifar10")  # data_prep's named sources
+# A dataset name is the prefix of its artifacts (<name>-split, <name>-<arch>): W&B's artifact
+# name characters, starting with a letter or digit.
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ARCHITECTURES = ("cnn", "mlp")
+AUGMENTATIONS = ("none", "crop", "crop-flip")  # train.py --augment (app/training/augment.py)
 
 DATASET_TYPE = "dataset"
 MODEL_TYPE = "model"
@@ -17,12 +23,29 @@ LATEST = "latest"  # moved by every new version, never by hand
 
 
 # train.py's hyperparameter flags: a sweep may set them, and --retrain locks them.
-HYPERPARAMETERS = ("lr", "batch_size", "seed", "dropout_1", "dropout_2", "dropout_3", "dense", "hidden")
+HYPERPARAMETERS = ("lr", "batch_size", "seed", "augment", "dropout_1", "dropout_2", "dropout_3", "dense", "hidden")
 
 # Keys train.py logs every epoch, with `epoch` as the step. The best-so-far keys are plain
 # scalars on purpose: define_metric(summary="max") stores a nested {"max": v} summary, which
 # a sweep metric cannot name, so sweep.yaml optimises val/best_accuracy, a key really logged.
 EPOCH_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/best_accuracy", "val/best_loss")
+
+
+def dataset_name(text: str) -> str:
+    """argparse type of --dataset / --name: a name W&B accepts as an artifact prefix."""
+    import argparse
+
+    if not DATASET_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a dataset name: letters, digits, '-', '_' and '.', starting with a letter or digit "
+            "(e.g. digits, cifar10, my-photos)")
+    return text
+
+
+def name_from_folder(folder: str) -> str:
+    """A folder's name made into a dataset name (`My Photos!` -> `My-Photos`)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder).strip("-._")[:64]
+    return name or "images"
 
 
 def dataset_artifact(dataset: str) -> str:

@@ -33,11 +33,11 @@ from app.training.recipe import hyperparameters, make_recipe  # noqa: E402
 CLASSES = [str(i) for i in range(10)]
 
 
-def project_way(run, model, images, labels) -> float:
+def project_way(run, model, recipe, images, labels) -> float:
     import wandb
 
     start = time.perf_counter()
-    probs = probabilities(model, images, torch.device("cpu"))
+    probs = probabilities(model, images, torch.device("cpu"), recipe)
     classification_report(probs, labels, 10)
     rows = report.error_rows(probs, labels, CLASSES, images, wandb.Image)
     run.log({"errors": wandb.Table(columns=report.error_columns(CLASSES, True), data=rows)})
@@ -93,7 +93,7 @@ def main() -> None:
         for _ in range(2):
             naive.append(naive_way(run, model, images[:args.naive_examples], labels[:args.naive_examples], naive_dir)
                          / args.naive_examples)
-            project.append(project_way(run, model, images, labels) / args.examples)
+            project.append(project_way(run, model, recipe, images, labels) / args.examples)
         run.finish()
 
         png_dir = Path(tmp) / "png"
@@ -104,8 +104,8 @@ def main() -> None:
             Image.fromarray(images[i]).resize((56, 56)).save(path)
             files.append(str(path))
         start = time.perf_counter()
-        _, batch = load_inputs(files, (28, 28))
-        probabilities(model, batch, torch.device("cpu"))
+        _, batch = load_inputs(files, recipe)
+        probabilities(model, batch, torch.device("cpu"), recipe)
         predict_rate = len(files) / (time.perf_counter() - start)
 
     n, m = min(naive), min(project)

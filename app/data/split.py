@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,7 @@ def stratified_split(raw: RawDataset, fraction: float, sizes: tuple[int, int, in
     from sklearn.model_selection import train_test_split
 
     images, labels = raw.images, raw.labels
+    check_per_class(labels, raw.class_names, fraction, sizes)
     if fraction < 100:
         keep = int(round(len(labels) * fraction / 100))
         try:
@@ -62,6 +64,22 @@ def stratified_split(raw: RawDataset, fraction: float, sizes: tuple[int, int, in
         labels={"train": train_y, "val": val_y, "test": test_y},
         class_names=raw.class_names,
     )
+
+
+def check_per_class(labels: np.ndarray, class_names: list[str], fraction: float, sizes: tuple[int, int, int]) -> None:
+    """Every class needs enough images for one in its smallest split after sampling; otherwise
+    stratification fails or leaves a split without the class. Names the classes and the fix."""
+    needed = max(3, math.ceil(100 / min(sizes)))
+    counts = np.bincount(labels, minlength=len(class_names))
+    short = [(class_names[i], int(n)) for i, n in enumerate(counts) if n * fraction / 100 < needed]
+    if short:
+        listed = ", ".join(f"{name} ({n})" for name, n in short[:10]) + (" ..." if len(short) > 10 else "")
+        sampled = f" of which --fraction {fraction:g}% samples" if fraction < 100 else ""
+        raise UserError(
+            f"{len(short)} class(es) have too few images to stratify a {'/'.join(map(str, sizes))} split: "
+            f"{listed}{sampled}; each class needs at least {needed} after sampling. Add images to those classes, "
+            "remove their folders, raise --fraction or change --train_val_test_size."
+        )
 
 
 def cross_split_duplicates(split: Split) -> int:

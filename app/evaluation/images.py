@@ -1,21 +1,14 @@
-"""Files a person hands to predict.py, as uint8 arrays of the model's input size."""
+"""Files a person hands to predict.py, brought to the model's input as its training images were:
+the recipe's size, channels and resizing rule (app/data/image_files.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
+from app.data import image_files
+from app.data.preprocessing import of_recipe
 from app.errors import UserError
-
-
-def to_model_input(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Any-size grayscale uint8 -> the model's size; light backgrounds inverted to dark."""
-    from PIL import Image
-
-    if gray.shape != tuple(size):
-        gray = np.asarray(Image.fromarray(gray).resize((size[1], size[0]), Image.BILINEAR))
-    # The training sets have light strokes on a dark background; a scan has the opposite.
-    return 255 - gray if gray.mean() > 127 else gray
 
 
 def as_uint8(array: np.ndarray) -> np.ndarray:
@@ -26,35 +19,51 @@ def as_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.round(array) if np.issubdtype(array.dtype, np.floating) else array, 0, 255).astype(np.uint8)
 
 
-def load_inputs(paths: list[str], size) -> tuple[list[str], np.ndarray]:
-    """(a name per image, uint8 images (N, H, W)) from image files and .npy arrays."""
-    from PIL import Image, UnidentifiedImageError
+def to_model_input(image: np.ndarray, seen: dict) -> np.ndarray:
+    """A uint8 image of any size (H, W) or (H, W, C) -> the model's size and channels. For
+    digit-like models (light strokes on dark), a light background is inverted, as on a scan."""
+    fitted = image_files.fit_array(image, int(seen["channels"]), tuple(seen["size"]))
+    if seen.get("invert_light_background") and fitted.mean() > 127:
+        return 255 - fitted
+    return fitted
 
-    size = tuple(size)
+
+def load_inputs(paths: list[str], recipe: dict) -> tuple[list[str], np.ndarray]:
+    """(a name per image, uint8 images as the model's training split stores them) from image
+    files and .npy arrays."""
+    from PIL import Image
+
+    seen = of_recipe(recipe)
     names, images = [], []
     for text in paths:
         path = Path(text)
         if not path.is_file():
-            raise UserError(f"{path} does not exist; pass PNG/JPEG files or .npy arrays.")
+            raise UserError(f"{path} does not exist; pass image files (PNG, JPEG, ...) or .npy arrays.")
         if path.suffix.lower() == ".npy":
-            try:
-                array = np.load(path, allow_pickle=False)
-            except ValueError as err:
-                raise UserError(f"{path} is not a plain .npy array of images ({err}).") from err
-            array = array[None] if array.ndim == 2 else array
-            if array.ndim != 3:
-                raise UserError(f"{path} holds shape {array.shape}; expected (N, H, W) or (H, W) grayscale images.")
-            array = as_uint8(array)
-            for i, image in enumerate(array):
+            for i, image in enumerate(_npy_images(path)):
                 names.append(f"{path}[{i}]")
-                images.append(to_model_input(image, size))
+                images.append(to_model_input(image, seen))
             continue
         try:
             with Image.open(path) as opened:
-                gray = np.asarray(opened.convert("L"))
-        except (UnidentifiedImageError, OSError) as err:
-            raise UserError(f"{path} is not an image PIL can read ({err.__class__.__name__}); "
-                            "pass a PNG or JPEG, or an .npy array.") from err
+                opened.load()
+                image = image_files.fit_image(opened, int(seen["channels"]), None)
+        except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
+            raise UserError(f"{path} is not an image Pillow can read ({err.__class__.__name__}); "
+                            "pass a PNG or JPEG (or any format Pillow reads), or an .npy array.") from err
         names.append(str(path))
-        images.append(to_model_input(gray, size))
+        images.append(to_model_input(image, seen))
     return names, np.stack(images)
+
+
+def _npy_images(path: Path) -> np.ndarray:
+    """(N, H, W), (N, H, W, C), (H, W) or (H, W, C with C in 1, 3, 4) -> a uint8 batch."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise UserError(f"{path} is not a plain .npy array of images ({err}).") from err
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4) and array.shape[0] > 4):
+        array = array[None]
+    if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[3] not in (1, 3, 4)):
+        raise UserError(f"{path} holds shape {array.shape}; expected (N, H, W), (N, H, W, C) or one image.")
+    return as_uint8(array)

@@ -25,8 +25,8 @@ def production_on_split(run, collection, model_version, dataset, split, device) 
     if info.metadata.get("dataset", {}).get("digest") != dataset.digest:
         return {"ref": info.ref, "version": info.version, "comparable": False}
     used = run.use(f"{names.REGISTRY}/{collection}:v{info.version}", names.MODEL_TYPE)
-    model, _ = load_checkpoint(used.path, device)
-    probs = probabilities(model, split.images["test"], device)
+    model, recipe = load_checkpoint(used.path, device)
+    probs = probabilities(model, split.images["test"], device, recipe)
     accuracy = float((probs.argmax(1) == split.labels["test"]).mean())
     return {"ref": used.ref, "version": info.version, "comparable": True, "test_accuracy": accuracy}
 

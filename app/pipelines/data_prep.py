@@ -2,6 +2,8 @@
 
     python app/pipelines/data_prep.py --dataset digits
     python app/pipelines/data_prep.py --dataset mnist --fraction 10 --train_val_test_size 70 20 10
+    python app/pipelines/data_prep.py --dataset imagefolder --data-dir ~/photos --image-size 64
+    python app/pipelines/data_prep.py --dataset cifar10 --data-dir data   # data/cifar-10-batches-py
 
 Same inputs give byte-identical files, so the same W&B digest and no new version.
 """
@@ -13,26 +15,46 @@ import tempfile
 from pathlib import Path
 
 from app import names
-from app.cli import Parser, fraction_percent
+from app.cli import Parser, fraction_percent, positive_int
+from app.data.sources import SOURCES
 from app.errors import exits_cleanly
 
 GALLERY_PER_CLASS = 4  # sample images per class in the gallery table
+FULL_BY_DEFAULT = ("digits", "imagefolder")  # small sets: all of it unless --fraction says otherwise
 
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", choices=names.DATASETS, default="mnist", help="which image set to split")
+    p.add_argument("--dataset", choices=SOURCES, default="mnist",
+                   help="which image set to split; imagefolder: your own images in --data-dir, one sub-folder per class")
+    p.add_argument("--name", type=names.dataset_name, default=None,
+                   help="the dataset's name, the prefix of its artifacts (<name>-split, <name>-<arch>) "
+                        "(default: --dataset, or the image folder's name)")
     p.add_argument("--fraction", type=fraction_percent, default=None,
-                   help="percent of the whole set to sample, stratified (default: 10 for MNIST and Fashion-MNIST, 100 for digits)")
+                   help="percent of the whole set to sample, stratified (default: 10 for MNIST, Fashion-MNIST "
+                        "and CIFAR-10, 100 for digits and image folders)")
     p.add_argument("--train_val_test_size", type=int, nargs=3, default=[70, 20, 10], metavar=("TRAIN", "VAL", "TEST"),
                    help="split percentages, summing to 100")
     p.add_argument("--seed", type=int, default=42, help="seed of the sampling and the split")
-    p.add_argument("--data-dir", type=Path, default=Path("data"),
-                   help="folder with (or for) the torchvision raw files of mnist / fashion_mnist")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="imagefolder: the folder of class sub-folders; mnist / fashion_mnist / cifar10: the folder "
+                        "with (or for) torchvision's files (default: data)")
+    p.add_argument("--image-size", type=positive_int, nargs="+", default=None, metavar=("H", "W"),
+                   help="bring every image to H x W (W defaults to H): aspect kept, scaled to cover, centre "
+                        "cropped (default: the images' own size when they all share it)")
+    p.add_argument("--strict", action="store_true",
+                   help="imagefolder: refuse when a file cannot be read, instead of skipping and listing it")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
-                   help="download mnist / fashion_mnist into --data-dir when the files are missing "
+                   help="download mnist / fashion_mnist / cifar10 into --data-dir when the files are missing "
                         "(independent of the W&B mode: offline W&B is not 'no network')")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.image_size is not None:
+        if len(args.image_size) > 2:
+            p.error("--image-size takes H or H W")
+        args.image_size = (args.image_size[0], args.image_size[-1])
+    if args.dataset == "imagefolder" and args.data_dir is None:
+        p.error("--dataset imagefolder needs --data-dir DIR: a folder with one sub-folder of images per class")
+    return args
 
 
 @exits_cleanly
@@ -41,35 +63,47 @@ def main(argv=None) -> None:
     from app.data.split import check_sizes
 
     sizes = check_sizes(args.train_val_test_size)
-    fraction = args.fraction if args.fraction is not None else (100.0 if args.dataset == "digits" else 10.0)
+    fraction = args.fraction if args.fraction is not None else (100.0 if args.dataset in FULL_BY_DEFAULT else 10.0)
+    data_dir = args.data_dir or Path("data")
+    name = args.name or (names.name_from_folder(data_dir.resolve().name) if args.dataset == "imagefolder"
+                         else args.dataset)
 
     from app.data import plots
+    from app.data.preprocessing import channel_stats
     from app.data.sources import load_dataset
     from app.data.split import SPLITS, cross_split_duplicates, stratified_split
     from app.data.split_files import write_split
-    from app.tracking import start_run
+    from app.tracking import backend, start_run
 
-    config = {"dataset": args.dataset, "fraction": fraction, "train_val_test_size": list(sizes), "seed": args.seed}
+    config = {"dataset": name, "source": args.dataset, "fraction": fraction, "train_val_test_size": list(sizes),
+              "seed": args.seed, "image_size": list(args.image_size) if args.image_size else None}
+    backend()  # online: a bad key or no network fails now, before a large folder is read
+    # Loading and splitting come before the run, so bad data (mixed sizes, corrupt files with
+    # --strict, too few images) leaves no failed run behind.
+    print(f"loading {args.dataset} ...", file=sys.stderr)
+    raw = load_dataset(args.dataset, data_dir, download=args.download, image_size=args.image_size,
+                       strict=args.strict, folder_name=name)
+    split = stratified_split(raw, fraction, sizes, args.seed)
+    duplicates = cross_split_duplicates(split)
+    if duplicates:
+        print(f"warning: {duplicates} image(s) in val/test also appear in an earlier split.", file=sys.stderr)
+    mean, std = channel_stats(split.images["train"])
+
     with start_run("data_prep", config) as run:
-        print(f"loading {args.dataset} ...", file=sys.stderr)
-        raw = load_dataset(args.dataset, args.data_dir, download=args.download)
-        split = stratified_split(raw, fraction, sizes, args.seed)
-        duplicates = cross_split_duplicates(split)
-        if duplicates:
-            print(f"warning: {duplicates} image(s) in val/test also appear in an earlier split.", file=sys.stderr)
 
         counts = split.class_counts()
         run.log({
             "label_distribution": run.image(plots.label_distribution(counts, split.class_names)),
             "label_counts": run.table(
                 ["label", "class", *SPLITS],
-                [[i, name, *(counts[s][i] for s in SPLITS)] for i, name in enumerate(split.class_names)],
+                [[i, class_name, *(counts[s][i] for s in SPLITS)] for i, class_name in enumerate(split.class_names)],
             ),
             "gallery": run.table(["split", "label", "class", "image"], gallery_rows(run, split)),
         })
 
+        shape = list(split.images["train"].shape[1:])
         metadata = {
-            "dataset": args.dataset,
+            "dataset": name,
             "source": raw.source,
             "fraction": fraction,
             "train_val_test_size": list(sizes),
@@ -77,18 +111,30 @@ def main(argv=None) -> None:
             "split_sizes": split.sizes(),
             "class_counts": counts,
             "class_names": split.class_names,
-            "image_shape": list(split.images["train"].shape[1:]),
+            "image_shape": shape,  # (H, W) for greyscale, (H, W, C) for colour, as the arrays are stored
+            "image_size": shape[:2],
+            "channels": raw.channels,
+            "mean": mean,  # per channel, of the training split, pixels in [0, 1]: the models' normalisation
+            "std": std,
+            "resize": raw.resize,
+            "light_on_dark": raw.light_on_dark,
+            # train.py's default --augment: shifted or mirrored digits are other digits (or none)
+            "augment": "none" if raw.light_on_dark else "crop-flip",
+            "skipped_files": raw.skipped,
             "dtype": "uint8",
             "duplicates_across_splits": duplicates,
         }
         with tempfile.TemporaryDirectory() as tmp:
             files = write_split(split, Path(tmp))
-            logged = run.log_artifact(names.dataset_artifact(args.dataset), names.DATASET_TYPE, files, metadata)
-        run.summary({"split_sizes": split.sizes(), "duplicates_across_splits": duplicates})
+            logged = run.log_artifact(names.dataset_artifact(name), names.DATASET_TYPE, files, metadata)
+        run.summary({"split_sizes": split.sizes(), "duplicates_across_splits": duplicates,
+                     "skipped_files": len(raw.skipped)})
 
     sizes_text = ", ".join(f"{s} {n}" for s, n in split.sizes().items())
+    channels = "greyscale" if raw.channels == 1 else f"{raw.channels} channels"
     print(f"dataset artifact: {logged.ref}  (digest {logged.digest}; {sizes_text}; "
-          f"{duplicates} cross-split duplicates)")
+          f"{'x'.join(map(str, shape[:2]))} {channels}; {len(split.class_names)} classes; "
+          f"{duplicates} cross-split duplicates; {len(raw.skipped)} unreadable files skipped)")
 
 
 def gallery_rows(run, split) -> list[list]:

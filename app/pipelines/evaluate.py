@@ -20,7 +20,7 @@ SPLITS = ("val", "test")
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", choices=names.DATASETS, default=None,
+    p.add_argument("--dataset", type=names.dataset_name, default=None,
                    help="picks the registry collection (default: the one with 'to_evaluate')")
     p.add_argument("--arch", choices=names.ARCHITECTURES, default=None,
                    help="picks the registry collection (default: the one with 'to_evaluate')")
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
         make_image = run.image if args.generate_images else None
         results, probs = {}, {}
         for name in SPLITS:
-            probs[name] = probabilities(model, split.images[name], device)
+            probs[name] = probabilities(model, split.images[name], device, recipe)
             results[name] = classification_report(probs[name], split.labels[name], len(split.class_names))
             print(f"{name}: accuracy {results[name]['accuracy']:.4f}  loss {results[name]['loss']:.4f}  "
                   f"macro F1 {results[name]['macro_f1']:.4f}", file=sys.stderr)

@@ -1,10 +1,13 @@
 """Classify images with a model from the registry (default: production).
 
-    python app/pipelines/predict.py --dataset digits seven.png scan.jpg
+    python app/pipelines/predict.py seven.png scan.jpg         # the one production model
+    python app/pipelines/predict.py --dataset my-photos cat.jpg
     python app/pipelines/predict.py --model digits-cnn:v3 --json batch.npy
 
-PNG or JPEG of any size (converted to the model's grayscale input; a light background is
-inverted, since the models learned light strokes on dark), or an .npy array of uint8 images.
+Image files of any size and mode (PNG, JPEG, anything Pillow reads) or .npy arrays of uint8
+images, brought to the model's input by its own recipe: its size (aspect kept, centre crop),
+channels and normalisation. For digit models a light background is inverted, as they learned
+light strokes on dark.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from app.errors import exits_cleanly
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="+", help="image files (.png, .jpg) or .npy arrays of images")
-    p.add_argument("--dataset", choices=names.DATASETS, default=None,
+    p.add_argument("--dataset", type=names.dataset_name, default=None,
                    help="picks the registry collection (default: the one with 'production')")
     p.add_argument("--arch", choices=names.ARCHITECTURES, default=None,
                    help="picks the registry collection (default: the one with 'production')")
@@ -43,8 +46,8 @@ def main(argv=None) -> None:
         device = pick_device(args.device)
         model_version = run.use(model_ref, names.MODEL_TYPE)
         model, recipe = load_checkpoint(model_version.path, device)
-        sources, images = load_inputs(args.inputs, recipe["input_shape"][1:])
-        probs = probabilities(model, images, device)
+        sources, images = load_inputs(args.inputs, recipe)
+        probs = probabilities(model, images, device, recipe)
 
     classes = recipe["class_names"]
     results = [{"input": source, "class": classes[int(p.argmax())], "index": int(p.argmax()),

@@ -19,7 +19,7 @@ DEFAULT_ARCH = "cnn"  # the original project's architecture
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", choices=names.DATASETS, default=None,
+    p.add_argument("--dataset", type=names.dataset_name, default=None,
                    help="dataset the model is for (default: that of the newest dataset artifact; --retrain: "
                         "the registry collection with 'candidate')")
     p.add_argument("--arch", choices=names.ARCHITECTURES, default=None,
@@ -31,7 +31,10 @@ def parse_args(argv=None):
     hyper = p.add_argument_group("hyperparameters (default: app/training/recipe.py, app/models/)")
     hyper.add_argument("--lr", type=float, help="Adam learning rate (default 0.001)")
     hyper.add_argument("--batch_size", type=positive_int, help="samples per step (default 64)")
-    hyper.add_argument("--seed", type=int, help="seed of weights, dropout and batch order (default 0)")
+    hyper.add_argument("--seed", type=int, help="seed of weights, dropout, augmentation and batch order (default 0)")
+    hyper.add_argument("--augment", choices=names.AUGMENTATIONS,
+                       help="training-batch augmentation: random crop with padding, and mirroring with crop-flip "
+                            "(default: the dataset's: none for digits/MNIST-like sets, crop-flip for colour sets)")
     hyper.add_argument("--dropout_1", type=float, help="cnn: dropout after the first conv block (default 0.25)")
     hyper.add_argument("--dropout_2", type=float, help="cnn: dropout after the second conv block (default 0.25)")
     hyper.add_argument("--dropout_3", type=float, help="cnn: dropout after the dense layer (default 0.5)")
@@ -89,6 +92,7 @@ def dataset_of(data_ref: str | None) -> str:
 
 
 def baseline(args) -> None:
+    from app.data import preprocessing
     from app.training import distributed
     from app.training.engine import pick_device
     from app.training.recipe import DEFAULT_EPOCHS, hyperparameters, make_recipe
@@ -105,8 +109,12 @@ def baseline(args) -> None:
     config = {"arch": args.arch, "epochs": epochs, "data": data_ref, **hyper, "world_size": group.world_size}
 
     def train_on(run, dataset):
-        recipe = make_recipe(args.arch, hyper, [1, *dataset.metadata["image_shape"]],
-                             dataset.metadata["class_names"], dataset_info(dataset))
+        if hyper["augment"] is None:  # the dataset's own default, recorded by data_prep
+            hyper["augment"] = dataset.metadata.get("augment", "none")
+            run.update_config({"augment": hyper["augment"]})
+        seen = preprocessing.from_dataset_metadata(dataset.metadata)
+        recipe = make_recipe(args.arch, hyper, preprocessing.input_shape(seen), dataset.metadata["class_names"],
+                             dataset_info(dataset), preprocessing=seen)
         return train_and_log(
             run, dataset_version=dataset, recipe=recipe, epochs=epochs, device=device, group=group,
             extra_metadata={"sweep": trial.metadata()} if trial else {},

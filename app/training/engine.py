@@ -19,6 +19,7 @@ from torch import nn
 
 from app.errors import UserError
 from app.training import distributed
+from app.training.augment import augment_batch
 from app.training.optimizer import make_optimizer
 
 EVAL_BATCH = 1024  # inference batch: large is faster, memory is small at 28x28
@@ -30,7 +31,7 @@ class NonFiniteLoss(UserError):
 
 @dataclass
 class Tensors:
-    """One split on the device: float images (N, C, H, W) in [0, 1] and int64 labels."""
+    """One split on the device: float images (N, C, H, W), normalised, and int64 labels."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -47,9 +48,17 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def to_tensors(images: np.ndarray, labels: np.ndarray, device: torch.device) -> Tensors:
-    """uint8 (N, H, W) -> float (N, 1, H, W) / 255 on the device, once."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).unsqueeze(1).float().div_(255.0)
+def to_tensors(images: np.ndarray, labels: np.ndarray, device: torch.device,
+               preprocessing: dict | None = None) -> Tensors:
+    """uint8 (N, H, W) or (N, H, W, C) -> float (N, C, H, W) in [0, 1] on the device, once; then
+    normalised with the preprocessing's per-channel mean and std (app/data/preprocessing.py)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    x = x.float().div_(255.0).contiguous()
+    if preprocessing is not None and (any(preprocessing["mean"]) or any(s != 1 for s in preprocessing["std"])):
+        mean = torch.tensor(preprocessing["mean"], dtype=x.dtype, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(preprocessing["std"], dtype=x.dtype, device=device).view(1, -1, 1, 1)
+        x.sub_(mean).div_(std)
     return Tensors(images=x, labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device))
 
 
@@ -90,11 +99,13 @@ def fit(
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
     keep_best: bool = True,
+    augment: str = "none",
     group: distributed.Group = distributed.Group(),
 ) -> list[dict]:
     """Train with Adam and cross-entropy; returns one metrics dict per epoch.
 
-    Metric keys are the ones logged to W&B: train/loss, train/accuracy, val/loss, val/accuracy.
+    `augment` (app/training/augment.py) transforms training batches only; evaluation sees the
+    images as they are. Metric keys are the ones logged to W&B: train/loss, train/accuracy, val/loss, val/accuracy.
     With keep_best, the model ends with the weights of `best_epoch(history)`, the epoch whose
     validation accuracy a sweep ranks it by, not merely the last epoch's.
 
@@ -132,7 +143,7 @@ def fit(
         order = order.to(device)
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
-            images, labels = train.images[index], train.labels[index]
+            images, labels = augment_batch(train.images[index], augment), train.labels[index]
             logits = trained(images)
             loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad()  # to None: backward writes fresh gradients

@@ -11,7 +11,8 @@ from app.models import model_defaults
 TRAINING_DEFAULTS = {
     "lr": 1e-3,  # Adam learning rate
     "batch_size": 64,  # samples per step
-    "seed": 0,  # weights, dropout and batch order
+    "seed": 0,  # weights, dropout, augmentation and batch order
+    "augment": None,  # none | crop | crop-flip (app/training/augment.py); None: the dataset's default
 }
 DEFAULT_EPOCHS = 5  # as the original
 
@@ -26,9 +27,14 @@ def hyperparameters(arch: str, given: dict) -> dict:
     return values
 
 
-def make_recipe(arch: str, hyper: dict, input_shape: list[int], class_names: list[str], dataset: dict) -> dict:
+def make_recipe(arch: str, hyper: dict, input_shape: list[int], class_names: list[str], dataset: dict,
+                preprocessing: dict | None = None) -> dict:
+    """The recipe a model artifact carries; `preprocessing` (app/data/preprocessing.py) is how
+    evaluate and predict bring images to the model as training did."""
     model_keys = model_defaults(arch)
+    extra = {"preprocessing": preprocessing} if preprocessing is not None else {}
     return {
+        **extra,
         "arch": arch,
         "input_shape": list(input_shape),
         "num_classes": len(class_names),

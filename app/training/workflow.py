@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from app import names
+from app.data.preprocessing import of_recipe
 from app.data.split_files import read_split
 from app.errors import UserError
 from app.models import build_model
@@ -37,9 +38,9 @@ def declare_metrics(run) -> None:
         run.define_metric(key, step_metric="epoch")
 
 
-def load_split_tensors(dataset_version, device):
+def load_split_tensors(dataset_version, device, preprocessing: dict):
     split = read_split(dataset_version.path)
-    tensors = {s: engine.to_tensors(split.images[s], split.labels[s], device) for s in split.images}
+    tensors = {s: engine.to_tensors(split.images[s], split.labels[s], device, preprocessing) for s in split.images}
     return split, tensors
 
 
@@ -66,7 +67,7 @@ def train_and_log(
     model = engine.prepare(build_model(recipe), device)
     if init_state is not None:
         model.load_state_dict(init_state)
-    split, data = load_split_tensors(dataset_version, device)
+    split, data = load_split_tensors(dataset_version, device, of_recipe(recipe))
     declare_metrics(run)
 
     best = {"val/best_accuracy": 0.0, "val/best_loss": float("inf")}
@@ -82,7 +83,8 @@ def train_and_log(
     print(f"training {recipe['arch']} on {dataset_version.ref} ({len(data['train'])} images) on {device}",
           file=sys.stderr)
     history = engine.fit(model, data["train"], data["val"], lr=hyper["lr"], batch_size=hyper["batch_size"],
-                         epochs=epochs, seed=hyper["seed"], on_epoch=on_epoch, group=group)
+                         epochs=epochs, seed=hyper["seed"], on_epoch=on_epoch, group=group,
+                         augment=hyper.get("augment") or "none")
     # The model holds the weights of its best validation epoch (engine.fit keeps them), so its
     # metrics are that epoch's: the score a sweep ranks it by is the score its weights have.
     kept = engine.best_epoch(history)

@@ -1,0 +1,110 @@
+"""A folder of images, one sub-folder per class (torchvision's ImageFolder convention).
+
+Two passes: the first reads only headers (size, colour mode) to choose the channel count,
+check the sizes and guard the memory before any pixel is decoded; the second decodes and
+fits every image into one preallocated uint8 array. Unreadable files are skipped and listed
+(or refused with strict); the class names are the sub-folder names, sorted.
+"""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.data import image_files, memory
+from app.errors import UserError
+from app.progress import progress
+
+
+@dataclass
+class FolderImages:
+    images: np.ndarray  # uint8 (N, H, W) greyscale or (N, H, W, 3) colour
+    labels: np.ndarray  # int64 (N,)
+    class_names: list[str]
+    skipped: list[dict] = field(default_factory=list)  # {"file": relative path, "reason": ...}
+    resized: bool = False
+
+
+def list_files(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """(class names, [(file, label)]) in a stable order; hidden files and non-image suffixes ignored."""
+    if not root.is_dir():
+        raise UserError(f"--data-dir {root} is not a folder; pass a folder with one sub-folder of images per class.")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise UserError(f"{root} has {len(classes)} class folder(s); an image folder needs one sub-folder per "
+                        f"class and at least two classes (e.g. {root}/cats/*.jpg, {root}/dogs/*.jpg).")
+    extensions = image_files.image_extensions()
+    files = []
+    for label, name in enumerate(classes):
+        for path in sorted((root / name).rglob("*")):
+            if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in extensions:
+                files.append((path, label))
+    return classes, files
+
+
+def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) -> FolderImages:
+    classes, files = list_files(root)
+    headers, skipped = {}, []
+    for path, _ in progress(files, len(files), f"reading headers in {root}", unit="files"):
+        try:
+            headers[path] = image_files.read_header(path)
+        except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
+            skipped.append({"file": str(path.relative_to(root)), "reason": _reason(err)})
+    if skipped and strict:
+        raise UserError(_skipped_text(skipped, root) + " --strict refuses: remove or fix them, or drop --strict.")
+    readable = [(p, label) for p, label in files if p in headers]
+    counts = Counter(label for _, label in readable)
+    empty = [classes[i] for i in range(len(classes)) if counts[i] == 0]
+    if empty:
+        raise UserError(f"class folder(s) {', '.join(empty)} in {root} hold no readable image; "
+                        "every class needs images (or remove the folder).")
+
+    channels = 3 if any(image_files.channels_of_mode(mode) == 3 for _, mode in headers.values()) else 1
+    target = size or _one_size(headers, root)
+    shape = (*target, channels) if channels == 3 else tuple(target)
+    memory.check_fits(len(readable), shape)
+
+    images = np.empty((len(readable), *shape), dtype=np.uint8)
+    keep = np.ones(len(readable), dtype=bool)
+    for i, (path, _) in enumerate(progress(readable, len(readable), f"loading images from {root}", unit="images")):
+        try:
+            images[i] = image_files.read_image(path, channels, target)
+        except (OSError, ValueError) as err:  # readable header, damaged pixels (a truncated file)
+            keep[i] = False
+            skipped.append({"file": str(path.relative_to(root)), "reason": _reason(err)})
+    if skipped:
+        if strict:
+            raise UserError(_skipped_text(skipped, root) + " --strict refuses: remove or fix them, or drop --strict.")
+        print(f"warning: {_skipped_text(skipped, root)} They are listed in the artifact's metadata "
+              "(skipped_files); --strict refuses instead.", file=sys.stderr)
+    labels = np.array([label for _, label in readable], dtype=np.int64)
+    return FolderImages(images=images[keep] if not keep.all() else images, labels=labels[keep],
+                        class_names=classes, skipped=skipped,
+                        resized=any(size_hw != tuple(target) for size_hw, _ in headers.values()))
+
+
+def _one_size(headers: dict, root: Path) -> tuple[int, int]:
+    """The images' common size, or an error that shows the sizes found and asks for --image-size."""
+    sizes = Counter(hw for hw, _ in headers.values())
+    if len(sizes) == 1:
+        return next(iter(sizes))
+    common = ", ".join(f"{h}x{w} ({n} files)" for (h, w), n in sizes.most_common(5))
+    more = f" and {len(sizes) - 5} more" if len(sizes) > 5 else ""
+    smallest = min(min(hw) for hw in sizes)
+    raise UserError(
+        f"the images in {root} have {len(sizes)} different sizes (height x width): {common}{more}. Pass "
+        f"--image-size H [W] to bring them to one size ({image_files.RESIZE_RULE}), e.g. "
+        f"--image-size {min(smallest, 64)}."
+    )
+
+
+def _reason(err: Exception) -> str:
+    return f"{err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+
+
+def _skipped_text(skipped: list[dict], root: Path) -> str:
+    shown = ", ".join(s["file"] for s in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+    return f"{len(skipped)} file(s) in {root} could not be read as images: {shown}."

@@ -1,0 +1,32 @@
+"""Progress of long loops: a live bar on a terminal (tqdm), one summary line otherwise.
+
+CI logs and `wandb agent` logs are not terminals: a redrawn bar there is thousands of lines
+of carriage returns, so off a terminal the loop runs silently and ends with one line.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+def on_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def progress(items: Iterable[T], total: int, description: str, unit: str = "it") -> Iterator[T]:
+    """Yield `items`, showing progress on stderr; the summary line says how many and how fast."""
+    started = time.perf_counter()
+    if on_terminal():
+        from tqdm import tqdm
+
+        yield from tqdm(items, total=total, desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True)
+        return
+    count = 0
+    for count, item in enumerate(items, 1):
+        yield item
+    seconds = time.perf_counter() - started
+    rate = f", {count / seconds:.0f} {unit}/s" if seconds > 0 and count else ""
+    print(f"{description}: {count} {unit} in {seconds:.1f} s{rate}", file=sys.stderr, flush=True)
