@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_startup.py
+	mkdir -p demo && cd demo && ../$(PY) ../app/pipelines/data_prep.py --dataset digits && ../$(PY) ../benchmarks/bench_quality.py
 
 clean-demo:
 	rm -rf demo

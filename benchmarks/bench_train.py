@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.models import build_model  # noqa: E402
 from app.training import engine  # noqa: E402
-from app.training.recipe import hyperparameters, make_recipe  # noqa: E402
+from app.training.config import from_flags  # noqa: E402
+from app.training.recipe import make_recipe  # noqa: E402
 
 BATCH = 64
 CNN_FLOPS_PER_SAMPLE = 3 * 2 * (28 * 28 * 32 * 25 + 14 * 14 * 64 * 32 * 25 + 3136 * 128 + 128 * 10)  # fwd + bwd
@@ -174,7 +175,7 @@ def main() -> None:
 
     epoch_seconds = None
     for arch in ("cnn", "mlp"):
-        recipe = make_recipe(arch, hyperparameters(arch, {}), [1, 28, 28], [str(i) for i in range(10)],
+        recipe = make_recipe(from_flags(arch, 1, {}), [1, 28, 28], [str(i) for i in range(10)],
                              {"ref": "bench", "digest": "", "name": "bench"})
         torch.manual_seed(0)
         initial = build_model(recipe)

@@ -32,3 +32,15 @@ def test_bench_eval_prints_the_ratio_and_predict_throughput(tmp_path):
     out = run_benchmark("bench_eval.py", "--examples", "200", "--naive-examples", "5", tmp_path=tmp_path)
     assert re.search(r"200 examples: project [\d.]+ s, naive \(extrapolated\) [\d.]+ s, ratio [\d.]+x", out), out
     assert re.search(r"predict.py path .*: \d+ images/s", out), out
+
+
+def test_bench_quality_prints_the_recipe_beside_both_classical_baselines(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path),
+           "WANDB_BASE_URL": "http://unreachable.invalid"}
+    subprocess.run([sys.executable, str(REPO / "app" / "pipelines" / "data_prep.py"), "--dataset", "digits"],
+                   env=env, cwd=tmp_path, capture_output=True, check=True, timeout=300)
+    out = run_benchmark("bench_quality.py", "--epochs", "1", tmp_path=tmp_path)
+    assert re.search(r"^this project: cnn, default recipe, 1 epochs, augment none +0\.\d{4} +[\d.]+$", out, re.M), out
+    assert re.search(r"^logistic regression \(pixels\) +0\.\d{4}", out, re.M), out
+    assert re.search(r"^RBF SVC \(pixels\) +0\.\d{4}", out, re.M), out
+    assert re.search(r"recipe minus the best classical baseline: [+-]\d+\.\d\d points", out), out

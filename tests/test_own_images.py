@@ -210,12 +210,13 @@ def test_predict_uses_the_recipes_normalisation(tmp_path):
     from app.evaluation.images import load_inputs
     from app.evaluation.inference import probabilities
     from app.training.engine import seed_everything
-    from app.training.recipe import hyperparameters, make_recipe
+    from app.training.config import from_flags
+    from app.training.recipe import make_recipe
     from app.models import build_model
 
     preprocessing = {"size": [16, 16], "channels": 3, "mean": [0.2, 0.5, 0.7], "std": [0.3, 0.2, 0.1],
                      "resize": None, "invert_light_background": False}
-    recipe = make_recipe("mlp", hyperparameters("mlp", {}), [3, 16, 16], ["a", "b"], {}, preprocessing)
+    recipe = make_recipe(from_flags("mlp", 5, {}), [3, 16, 16], ["a", "b"], {}, preprocessing)
     seed_everything(0)
     model = build_model(recipe)
     draw_shape("square", __import__("random").Random(1), size=(50, 30)).save(tmp_path / "sq.png")

@@ -14,8 +14,8 @@ import sys
 from app import names
 from app.cli import Parser, parse_bool, positive_int
 from app.errors import UserError, exits_cleanly
+from app.training.config import TrainConfig
 
-DEFAULT_ARCH = "cnn"  # the original project's architecture
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
@@ -23,15 +23,20 @@ def parse_args(argv=None):
                    help="dataset the model is for (default: that of the newest dataset artifact; --retrain: "
                         "the registry collection with 'candidate')")
     p.add_argument("--arch", choices=names.ARCHITECTURES, default=None,
-                   help=f"architecture, app/models/ (default: {DEFAULT_ARCH}; --retrain: the candidate's)")
+                   help=f"architecture, app/models/ (default: {TrainConfig.arch}; --retrain: the candidate's)")
     p.add_argument("--data", metavar="REF", help="dataset artifact ref (default: <dataset>-split:latest)")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="epochs to train (default 5; --retrain: the candidate's own count)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device")
-    hyper = p.add_argument_group("hyperparameters (default: app/training/recipe.py, app/models/)")
-    hyper.add_argument("--lr", type=float, help="Adam learning rate (default 0.001)")
-    hyper.add_argument("--batch_size", type=positive_int, help="samples per step (default 64)")
-    hyper.add_argument("--seed", type=int, help="seed of weights, dropout, augmentation and batch order (default 0)")
+    d = TrainConfig  # the defaults: app/training/config.py
+    hyper = p.add_argument_group("hyperparameters (default: app/training/config.py, app/models/)")
+    hyper.add_argument("--lr", type=float, help=f"peak learning rate of AdamW (default {d.lr})")
+    hyper.add_argument("--batch_size", type=positive_int, help=f"samples per step (default {d.batch_size})")
+    hyper.add_argument("--weight_decay", type=float, help=f"AdamW's decoupled weight decay (default {d.weight_decay})")
+    hyper.add_argument("--warmup", type=float, help=f"share of all steps warming the learning rate up (default {d.warmup})")
+    hyper.add_argument("--schedule", choices=names.SCHEDULES, help=f"learning rate after warm-up (default {d.schedule})")
+    hyper.add_argument("--label_smoothing", type=float, help=f"cross-entropy label smoothing (default {d.label_smoothing})")
+    hyper.add_argument("--seed", type=int, help=f"seed of weights, dropout, augmentation and batch order (default {d.seed})")
     hyper.add_argument("--augment", choices=names.AUGMENTATIONS,
                        help="training-batch augmentation: random crop with padding, and mirroring with crop-flip "
                             "(default: the dataset's: none for digits/MNIST-like sets, crop-flip for colour sets)")
@@ -73,7 +78,7 @@ def main(argv=None) -> None:
                         "(a sweep's trials can be torchrun jobs: see the README's torchrun section).")
     if args.retrain:
         return retrain(args, settings)
-    args.arch = args.arch or DEFAULT_ARCH
+    args.arch = args.arch or TrainConfig.arch
     args.dataset = args.dataset or dataset_of(args.data)
     if args.tune:
         from app.tuning.run import tune
@@ -95,35 +100,36 @@ def baseline(args) -> None:
     from app.data import preprocessing
     from app.training import distributed
     from app.training.engine import pick_device
-    from app.training.recipe import DEFAULT_EPOCHS, hyperparameters, make_recipe
+    from app.training.config import from_flags
+    from app.training.recipe import DEFAULT_EPOCHS, make_recipe
     from app.training.workflow import dataset_info, train_and_log
     from app.tracking import SilentRun, backend, start_run
     from app.tuning.trial import current_trial
 
-    hyper = hyperparameters(args.arch, given_hyperparameters(args))
-    epochs = args.epochs or DEFAULT_EPOCHS
+    config = from_flags(args.arch, args.epochs or DEFAULT_EPOCHS, given_hyperparameters(args))
     data_ref = args.data or names.dataset_artifact(args.dataset)
     device = distributed.device_for(pick_device(args.device))
     group = distributed.setup(device)  # under torchrun: one process of several, else alone
     trial = current_trial() if group.is_main else None
-    config = {"arch": args.arch, "epochs": epochs, "data": data_ref, **hyper, "world_size": group.world_size}
+    run_config = {"arch": args.arch, "epochs": config.epochs, "data": data_ref, **config.hyperparameters(),
+                  "world_size": group.world_size}
 
     def train_on(run, dataset):
-        if hyper["augment"] is None:  # the dataset's own default, recorded by data_prep
-            hyper["augment"] = dataset.metadata.get("augment", "none")
-            run.update_config({"augment": hyper["augment"]})
+        if config.augment is None:  # the dataset's own default, recorded by data_prep
+            config.augment = dataset.metadata.get("augment", "none")
+            run.update_config({"augment": config.augment})
         seen = preprocessing.from_dataset_metadata(dataset.metadata)
-        recipe = make_recipe(args.arch, hyper, preprocessing.input_shape(seen), dataset.metadata["class_names"],
+        recipe = make_recipe(config, preprocessing.input_shape(seen), dataset.metadata["class_names"],
                              dataset_info(dataset), preprocessing=seen)
         return train_and_log(
-            run, dataset_version=dataset, recipe=recipe, epochs=epochs, device=device, group=group,
+            run, dataset_version=dataset, recipe=recipe, device=device, group=group,
             extra_metadata={"sweep": trial.metadata()} if trial else {},
             should_stop=trial.report_epoch if trial else None,
         )
 
     try:
         if group.is_main:  # owns the W&B run: uses the dataset on its behalf, logs the one model
-            with start_run("sweep_trial" if trial else "train", config, group=trial.group if trial else None) as run:
+            with start_run("sweep_trial" if trial else "train", run_config, group=trial.group if trial else None) as run:
                 dataset = run.use(data_ref, names.DATASET_TYPE)
                 distributed.broadcast(group, (dataset.ref, dataset.digest))
                 run.update_config({"dataset_ref": dataset.ref, "dataset_digest": dataset.digest})
@@ -148,6 +154,7 @@ def retrain(args, settings) -> None:
 
     from app.training.checkpoint import WEIGHTS_FILE, read_recipe
     from app.training.engine import pick_device
+    from app.training.config import from_recipe, with_epochs
     from app.training.recipe import DEFAULT_EPOCHS, check_locked
     from app.training.workflow import train_and_log
     from app.tracking import backend, discovery, start_run
@@ -162,6 +169,9 @@ def retrain(args, settings) -> None:
     with start_run("retrain", {"model": model_ref, "epochs": epochs, "warm_start": args.warm_start}) as run:
         candidate = run.use(model_ref, names.MODEL_TYPE)
         recipe = read_recipe(candidate.path)
+        # the candidate's configuration, every key explicit (recipes from before a key: what they did)
+        recipe = {**recipe, "epochs": epochs,
+                  "hyperparameters": with_epochs(from_recipe(recipe), epochs).hyperparameters()}
         run.update_config({"candidate": candidate.ref, "arch": recipe["arch"], **recipe["hyperparameters"]})
         dataset = run.use(recipe["dataset"]["ref"], names.DATASET_TYPE)
         if dataset.digest != recipe["dataset"]["digest"]:
@@ -170,7 +180,7 @@ def retrain(args, settings) -> None:
         init_state = (torch.load(candidate.path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
                       if args.warm_start else None)
         logged, history = train_and_log(
-            run, dataset_version=dataset, recipe=recipe, epochs=epochs, device=pick_device(args.device),
+            run, dataset_version=dataset, recipe=recipe, device=pick_device(args.device),
             extra_metadata={"retrained_from": candidate.ref, "warm_start": args.warm_start},
             init_state=init_state,
         )

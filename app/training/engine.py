@@ -20,7 +20,7 @@ from torch import nn
 from app.errors import UserError
 from app.training import distributed
 from app.training.augment import augment_batch
-from app.training.optimizer import make_optimizer
+from app.training.optimizer import make_optimizer, make_schedule
 
 EVAL_BATCH = 1024  # inference batch: large is faster, memory is small at 28x28
 
@@ -100,9 +100,14 @@ def fit(
     progress: bool = True,
     keep_best: bool = True,
     augment: str = "none",
+    weight_decay: float = 0.0,
+    warmup: float = 0.0,
+    schedule: str = "constant",
+    label_smoothing: float = 0.0,
     group: distributed.Group = distributed.Group(),
 ) -> list[dict]:
-    """Train with Adam and cross-entropy; returns one metrics dict per epoch.
+    """Train with AdamW (app/training/optimizer.py: `lr` is the peak of a warm-up then
+    `schedule`) and cross-entropy with `label_smoothing`; returns one metrics dict per epoch.
 
     `augment` (app/training/augment.py) transforms training batches only; evaluation sees the
     images as they are. Metric keys are the ones logged to W&B: train/loss, train/accuracy, val/loss, val/accuracy.
@@ -122,10 +127,12 @@ def fit(
         from torch.nn.parallel import DistributedDataParallel
 
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = make_optimizer(model, lr)
+    optimizer = make_optimizer(model, lr, weight_decay)
     shuffle = torch.Generator().manual_seed(seed)  # batches follow the seed, not the global RNG
     n = len(train)
     shard = math.ceil(n / group.world_size)  # samples per rank and epoch
+    steps = math.ceil(shard / batch_size)
+    scheduler = make_schedule(optimizer, steps * epochs, warmup, schedule)
     if progress:  # printed right before the first step (benchmarks/bench_startup.py times it)
         ranks = f" per rank, {group.world_size} ranks" if group.active else ""
         print(f"fit: {n} samples, {math.ceil(shard / batch_size)} steps per epoch{ranks}, {epochs} epochs",
@@ -141,16 +148,22 @@ def fit(
         if group.active:  # this rank's shard, padded from the start to the same length on every rank
             order = torch.cat([order, order[:shard * group.world_size - n]])[group.rank::group.world_size]
         order = order.to(device)
+        bar = step_bar(steps, epoch, epochs, batch_size * group.world_size) if progress and group.is_main else None
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
             images, labels = augment_batch(train.images[index], augment), train.labels[index]
             logits = trained(images)
-            loss = F.cross_entropy(logits, labels)
+            loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
             optimizer.zero_grad()  # to None: backward writes fresh gradients
             loss.backward()
             optimizer.step()
+            scheduler.step()
             loss_sum += loss.detach() * len(index)
             correct += (logits.detach().argmax(1) == labels).sum()
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
         seen = len(order) * group.world_size
         distributed.all_reduce_sum(group, loss_sum)
         distributed.all_reduce_sum(group, correct)
@@ -188,6 +201,33 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+class StepBar:
+    """An epoch's steps as a bar on a terminal: steps, samples/s and time left (tqdm). Off a
+    terminal there is none: the one line per epoch is the progress (CI, `wandb agent` logs)."""
+
+    def __init__(self, steps: int, epoch: int, epochs: int, samples_per_step: int):
+        from tqdm import tqdm
+
+        self.samples_per_step = samples_per_step
+        self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step", leave=False, file=sys.stderr,
+                        dynamic_ncols=True)
+
+    def update(self) -> None:
+        self.bar.update()
+        rate = self.bar.format_dict.get("rate")
+        if rate and self.bar.n % 10 == 0:
+            self.bar.set_postfix_str(f"{rate * self.samples_per_step:.0f} samples/s", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def step_bar(steps: int, epoch: int, epochs: int, samples_per_step: int) -> StepBar | None:
+    from app.progress import on_terminal
+
+    return StepBar(steps, epoch, epochs, samples_per_step) if on_terminal() else None
 
 
 def best_epoch(history: list[dict]) -> int:

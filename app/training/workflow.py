@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +21,7 @@ from app.errors import UserError
 from app.models import build_model
 from app.training import distributed, engine
 from app.training.checkpoint import save_checkpoint
+from app.training.config import TrainConfig, from_recipe
 
 
 def code_version() -> str | None:
@@ -38,10 +40,50 @@ def declare_metrics(run) -> None:
         run.define_metric(key, step_metric="epoch")
 
 
-def load_split_tensors(dataset_version, device, preprocessing: dict):
+@dataclass
+class TrainingData:
+    """A split's train and validation parts on the device, normalised, and its class count."""
+
+    train: engine.Tensors
+    val: engine.Tensors
+    num_classes: int
+
+    @property
+    def input_shape(self) -> list[int]:
+        return list(self.train.images.shape[1:])  # (C, H, W)
+
+
+def load_training_data(dataset_version, device, preprocessing: dict) -> TrainingData:
     split = read_split(dataset_version.path)
-    tensors = {s: engine.to_tensors(split.images[s], split.labels[s], device, preprocessing) for s in split.images}
-    return split, tensors
+    tensors = {s: engine.to_tensors(split.images[s], split.labels[s], device, preprocessing) for s in ("train", "val")}
+    return TrainingData(train=tensors["train"], val=tensors["val"], num_classes=len(split.class_names))
+
+
+def train(
+    config: TrainConfig,
+    data: TrainingData,
+    *,
+    init_state: dict | None = None,
+    on_epoch: engine.EpochCallback | None = None,
+    progress: bool = True,
+    group: distributed.Group = distributed.Group(),
+) -> tuple[torch.nn.Module, list[dict]]:
+    """Train `config` on `data`: the one training call of the baseline, sweep trials, --retrain
+    and benchmarks/bench_quality.py. Returns the model (the best validation epoch's weights)
+    and one metrics dict per epoch."""
+    engine.seed_everything(config.seed)
+    device = data.train.images.device
+    model = engine.prepare(build_model({"arch": config.arch, "input_shape": data.input_shape,
+                                        "num_classes": data.num_classes, "model": config.model}), device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    history = engine.fit(
+        model, data.train, data.val, lr=config.lr, batch_size=config.batch_size, epochs=config.epochs,
+        seed=config.seed, on_epoch=on_epoch, progress=progress, group=group, augment=config.augment or "none",
+        weight_decay=config.weight_decay, warmup=config.warmup, schedule=config.schedule,
+        label_smoothing=config.label_smoothing,
+    )
+    return model, history
 
 
 def train_and_log(
@@ -49,7 +91,6 @@ def train_and_log(
     *,
     dataset_version,
     recipe: dict,
-    epochs: int,
     device: torch.device,
     extra_metadata: dict,
     aliases: list[str] = (),
@@ -57,17 +98,12 @@ def train_and_log(
     should_stop: Callable[[dict], bool] | None = None,
     group: distributed.Group = distributed.Group(),
 ):
-    """Fit the recipe's model on the dataset version, log per-epoch metrics and the model.
+    """Train the recipe's configuration on the dataset version, log per-epoch metrics and the model.
 
     Returns (model artifact version or None when a sweep stopped the trial, history).
     """
-    recipe = {**recipe, "epochs": epochs}  # the recipe carries its epoch count, so --retrain repeats it
-    hyper = recipe["hyperparameters"]
-    engine.seed_everything(hyper["seed"])
-    model = engine.prepare(build_model(recipe), device)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    split, data = load_split_tensors(dataset_version, device, of_recipe(recipe))
+    config = from_recipe(recipe)
+    data = load_training_data(dataset_version, device, of_recipe(recipe))
     declare_metrics(run)
 
     best = {"val/best_accuracy": 0.0, "val/best_loss": float("inf")}
@@ -80,11 +116,9 @@ def train_and_log(
         stopped["early"] = bool(should_stop and should_stop({**record, **best}))
         return stopped["early"]
 
-    print(f"training {recipe['arch']} on {dataset_version.ref} ({len(data['train'])} images) on {device}",
+    print(f"training {config.arch} on {dataset_version.ref} ({len(data.train)} images) on {device}",
           file=sys.stderr)
-    history = engine.fit(model, data["train"], data["val"], lr=hyper["lr"], batch_size=hyper["batch_size"],
-                         epochs=epochs, seed=hyper["seed"], on_epoch=on_epoch, group=group,
-                         augment=hyper.get("augment") or "none")
+    model, history = train(config, data, init_state=init_state, on_epoch=on_epoch, group=group)
     # The model holds the weights of its best validation epoch (engine.fit keeps them), so its
     # metrics are that epoch's: the score a sweep ranks it by is the score its weights have.
     kept = engine.best_epoch(history)
@@ -101,7 +135,7 @@ def train_and_log(
 
     metadata = {
         **recipe,
-        "seed": hyper["seed"],
+        "seed": config.seed,
         "metrics": metrics,
         "code_version": code_version(),
         "parameters": sum(p.numel() for p in model.parameters()),

@@ -1,0 +1,73 @@
+"""One training run's configuration (imports no torch: train.py's --help reads its defaults): what train.py takes as flags, a sweep may set, and the
+model artifact keeps (as its recipe's `hyperparameters`, `epochs` and `model`), so a later
+script rebuilds the exact model, preprocessing and training from it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from app.errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "cnn"  # app/models/: cnn (the original's), mlp
+    epochs: int = 5  # passes over the training split; the best validation epoch's weights are kept
+    lr: float = 1e-3  # peak learning rate of AdamW
+    batch_size: int = 64  # samples per step (per process under torchrun)
+    weight_decay: float = 1e-4  # AdamW's decoupled weight decay
+    warmup: float = 0.05  # share of all steps warming the learning rate up linearly from 0
+    schedule: str = "constant"  # after warm-up: constant, or cosine (to 0 at the last step)
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    augment: str | None = None  # none | crop | crop-flip; None: the dataset's default (data_prep)
+    seed: int = 0  # weights, dropout, augmentation and batch order
+    model: dict = field(default_factory=dict)  # the architecture's own: app/models/<arch>.py DEFAULTS
+
+    # Keys that are not flat hyperparameters in the recipe.
+    STRUCTURE = ("arch", "epochs", "model")
+
+    def hyperparameters(self) -> dict:
+        """The flat dict a recipe keeps, train.py's flags and a sweep's parameters."""
+        flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.STRUCTURE}
+        return {**flat, **self.model}
+
+    @classmethod
+    def training_keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if f.name not in cls.STRUCTURE)
+
+
+# What a recipe logged before a key existed means: the training it describes did without.
+LEGACY = {"weight_decay": 0.0, "warmup": 0.0, "schedule": "constant", "label_smoothing": 0.0, "augment": "none"}
+
+
+def from_flags(arch: str, epochs: int, given: dict) -> TrainConfig:
+    """Defaults for `arch`, overridden by the flags that were given (not None)."""
+    from app.models import model_defaults  # torch: imported when a run is configured, not for --help
+
+    model = model_defaults(arch)
+    known = {*TrainConfig.training_keys(), *model}
+    unknown = sorted(k for k, v in given.items() if v is not None and k not in known)
+    if unknown:
+        raise UserError(f"{', '.join(unknown)} do(es) not apply to --arch {arch}; drop the flag(s).")
+    values = {k: v for k, v in given.items() if v is not None}
+    return TrainConfig(arch=arch, epochs=epochs, model={k: values.get(k, d) for k, d in model.items()},
+                       **{k: values[k] for k in TrainConfig.training_keys() if k in values})
+
+
+def from_recipe(recipe: dict) -> TrainConfig:
+    """The configuration a model artifact's recipe was trained with (older recipes: LEGACY)."""
+    hyper = recipe.get("hyperparameters")
+    if not isinstance(hyper, dict):
+        raise UserError("the model carries no recipe hyperparameters: it was not logged by train.py.")
+    model = dict(recipe.get("model", {}))
+    training = {k: hyper.get(k, LEGACY.get(k, getattr(TrainConfig, k))) for k in TrainConfig.training_keys()}
+    return TrainConfig(arch=recipe["arch"], epochs=int(recipe.get("epochs") or TrainConfig.epochs), model=model,
+                       **training)
+
+
+def as_dict(config: TrainConfig) -> dict:
+    return asdict(config)
+
+
+def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
+    return replace(config, epochs=epochs)
