@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from app.evaluation.gate import decide
 from app.evaluation.metrics import classification_report
@@ -15,20 +14,30 @@ from app.evaluation.report import error_columns, error_rows
 from conftest import leet_records
 
 
-def test_metrics_agree_with_scikit_learn():
-    rng = np.random.default_rng(0)
-    probs = rng.dirichlet(np.ones(4), size=300).astype(np.float32)
-    labels = rng.integers(0, 4, 300)
-    preds = probs.argmax(1)
-    report = classification_report(probs, labels, 4)
-    p, r, f, _ = precision_recall_fscore_support(labels, preds, labels=range(4), zero_division=0)
-    assert report["accuracy"] == pytest.approx(accuracy_score(labels, preds))
-    assert report["per_class"]["precision"] == pytest.approx(p.tolist())
-    assert report["per_class"]["recall"] == pytest.approx(r.tolist())
-    assert report["per_class"]["f1"] == pytest.approx(f.tolist())
-    assert report["macro_f1"] == pytest.approx(f1_score(labels, preds, average="macro"))
-    assert report["confusion_matrix"] == confusion_matrix(labels, preds, labels=range(4)).tolist()
-    assert report["loss"] == pytest.approx(-np.log(probs[np.arange(300), labels]).mean(), rel=1e-5)
+@pytest.mark.parametrize("classes, never_predicted", [(4, False), (5, True)])
+def test_metrics_agree_with_torchmetrics(classes, never_predicted):
+    """An independent implementation as the reference; a class no example is predicted as
+    (precision 0/0) counts as 0, as in both libraries with zero_division=0."""
+    import torch
+    from torchmetrics.functional.classification import (multiclass_confusion_matrix, multiclass_f1_score,
+                                                        multiclass_precision, multiclass_recall)
+
+    rng = np.random.default_rng(classes)
+    probs = rng.dirichlet(np.ones(classes), size=300).astype(np.float32)
+    if never_predicted:
+        probs[:, -1] = 0.0  # the last class is never the argmax
+    labels = rng.integers(0, classes, 300)
+    report = classification_report(probs, labels, classes)
+    preds, y = torch.from_numpy(probs.argmax(1)), torch.from_numpy(labels)
+    for name, fn in (("precision", multiclass_precision), ("recall", multiclass_recall), ("f1", multiclass_f1_score)):
+        expected = fn(preds, y, num_classes=classes, average=None, zero_division=0).tolist()
+        assert report["per_class"][name] == pytest.approx(expected, abs=1e-6)
+    assert report["per_class"]["precision"][-1] == (0.0 if never_predicted else report["per_class"]["precision"][-1])
+    assert report["accuracy"] == pytest.approx(float((probs.argmax(1) == labels).mean()))
+    assert report["macro_f1"] == pytest.approx(float(np.mean(report["per_class"]["f1"])))
+    assert report["confusion_matrix"] == multiclass_confusion_matrix(preds, y, num_classes=classes).tolist()
+    assert report["loss"] == pytest.approx(-np.log(np.clip(probs[np.arange(300), labels], 1e-12, None)).mean(),
+                                           rel=1e-5)
 
 
 def test_error_rows_have_one_row_per_example_and_every_column():
