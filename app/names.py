@@ -7,7 +7,7 @@ BUNDLED_DATASETS = ("mnist", "fashion_mnist", "digits", "cifar10")  # data_prep'
 # A dataset name is the prefix of its artifacts (<name>-split, <name>-<arch>): W&B's artifact
 # name characters, starting with a letter or digit.
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-ARCHITECTURES = ("cnn", "mlp")
+ARCHITECTURES = ("cnn", "mlp", "resnet")
 AUGMENTATIONS = ("none", "crop", "crop-flip")  # train.py --augment (app/training/augment.py)
 SCHEDULES = ("cosine", "constant")  # train.py --schedule, after warm-up (app/training/optimizer.py)
 
@@ -25,7 +25,7 @@ LATEST = "latest"  # moved by every new version, never by hand
 
 # train.py's hyperparameter flags: a sweep may set them, and --retrain locks them.
 HYPERPARAMETERS = ("lr", "batch_size", "weight_decay", "warmup", "schedule", "label_smoothing", "augment", "seed",
-                   "dropout_1", "dropout_2", "dropout_3", "dense", "hidden")
+                   "dropout_1", "dropout_2", "dropout_3", "dense", "hidden", "pretrained")
 
 # Keys train.py logs every epoch, with `epoch` as the step. The best-so-far keys are plain
 # scalars on purpose: define_metric(summary="max") stores a nested {"max": v} summary, which

@@ -117,8 +117,8 @@ def test_a_pickled_payload_is_refused(tmp_path):
 
 
 def test_unknown_architecture_and_locked_hyperparameters():
-    with pytest.raises(UserError, match="unknown architecture 'resnet'"):
-        build_model({"arch": "resnet", "input_shape": [1, 28, 28], "num_classes": 10, "model": {}})
+    with pytest.raises(UserError, match="unknown architecture .vgg."):
+        build_model({"arch": "vgg", "input_shape": [1, 28, 28], "num_classes": 10, "model": {}})
     recipe = recipe_for("cnn")
     check_locked(recipe, {"lr": recipe["hyperparameters"]["lr"], "seed": None})
     with pytest.raises(UserError, match="lr"):

@@ -44,12 +44,15 @@ def parse_args(argv=None):
     hyper.add_argument("--dropout_2", type=float, help="cnn: dropout after the second conv block (default 0.25)")
     hyper.add_argument("--dropout_3", type=float, help="cnn: dropout after the dense layer (default 0.5)")
     hyper.add_argument("--dense", type=positive_int, help="cnn: units of the dense layer (default 128)")
+    hyper.add_argument("--pretrained", nargs="?", const=True, default=None, type=parse_bool,
+                       help="resnet: start from torchvision's ImageNet weights (network the first time; default false)")
     hyper.add_argument("--hidden", type=positive_int, help="mlp: units of each hidden layer (default 512)")
     flow = p.add_argument_group("tuning and retraining")
     flow.add_argument("--tune", action="store_true", help="run a Bayesian sweep over sweep.yaml")
     flow.add_argument("--max_sweep", type=positive_int, default=30, help="--tune: trials this agent runs")
     flow.add_argument("--sweep-id", help="--tune: join this sweep instead of creating one")
-    flow.add_argument("--sweep-config", default="sweep.yaml", help="--tune: the sweep definition")
+    flow.add_argument("--sweep-config", default=None,
+                      help="--tune: the sweep definition (default: sweep.yaml for cnn, sweep-<arch>.yaml for the others)")
     flow.add_argument("--no-link", nargs="?", const=True, default=False, type=parse_bool,
                       help="--tune: do not link the best trial as 'candidate'")
     flow.add_argument("--retrain", action="store_true", help="retrain the registry's candidate with its own recipe")
@@ -127,6 +130,10 @@ def baseline(args) -> None:
             should_stop=trial.report_epoch if trial else None,
         )
 
+    if config.model.get("pretrained") and group.is_main:
+        from app.models import resnet
+
+        resnet.fetch_pretrained()  # before any run: no network is an error that logs nothing
     try:
         if group.is_main:  # owns the W&B run: uses the dataset on its behalf, logs the one model
             with start_run("sweep_trial" if trial else "train", run_config, group=trial.group if trial else None) as run:

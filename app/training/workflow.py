@@ -18,7 +18,7 @@ from app import names
 from app.data.preprocessing import of_recipe
 from app.data.split_files import read_split
 from app.errors import UserError
-from app.models import build_model
+from app.models import build_model, load_pretrained
 from app.training import distributed, engine
 from app.training.checkpoint import save_checkpoint
 from app.training.config import TrainConfig, from_recipe
@@ -73,10 +73,14 @@ def train(
     and one metrics dict per epoch."""
     engine.seed_everything(config.seed)
     device = data.train.images.device
-    model = engine.prepare(build_model({"arch": config.arch, "input_shape": data.input_shape,
-                                        "num_classes": data.num_classes, "model": config.model}), device)
+    recipe = {"arch": config.arch, "input_shape": data.input_shape, "num_classes": data.num_classes,
+              "model": config.model}
+    model = build_model(recipe)
     if init_state is not None:
         model.load_state_dict(init_state)
+    else:
+        load_pretrained(recipe, model)
+    model = engine.prepare(model, device)
     history = engine.fit(
         model, data.train, data.val, lr=config.lr, batch_size=config.batch_size, epochs=config.epochs,
         seed=config.seed, on_epoch=on_epoch, progress=progress, group=group, augment=config.augment or "none",

@@ -26,7 +26,7 @@ def tune(args, settings) -> None:
         backend()  # W&B reachable and the key accepted, before a sweep is created
     from app.tuning.sweep_config import load_sweep_config, resolve_program, sweep_config_path, validate, with_fixed
 
-    sweep_file = sweep_config_path(args.sweep_config)
+    sweep_file = sweep_config_path(args.sweep_config, args.arch)
     config = load_sweep_config(sweep_file)
     validate(config, str(sweep_file), arch=args.arch)
     config = with_fixed(config, {"dataset": args.dataset, "arch": args.arch, "data": args.data, "epochs": args.epochs})

@@ -21,12 +21,18 @@ LOGGED_KEYS = set(names.EPOCH_METRICS)
 MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}"}
 
 
-def sweep_config_path(given: str) -> Path:
-    """--sweep-config as given; the default `sweep.yaml`, when the working directory has none,
+def default_sweep_file(arch: str) -> str:
+    """The CNN's sweep.yaml (the original's), or the architecture's own sweep-<arch>.yaml."""
+    return "sweep.yaml" if arch == "cnn" else f"sweep-{arch}.yaml"
+
+
+def sweep_config_path(given: str | None, arch: str = "cnn") -> Path:
+    """--sweep-config as given; the default (per --arch), when the working directory has none,
     is the project's own, so --tune works from any directory."""
-    path = Path(given)
-    if not path.exists() and given == "sweep.yaml" and (PROJECT_ROOT / given).exists():
-        return PROJECT_ROOT / given
+    name = given or default_sweep_file(arch)
+    path = Path(name)
+    if not path.exists() and given is None and (PROJECT_ROOT / name).exists():
+        return PROJECT_ROOT / name
     return path
 
 
@@ -56,6 +62,10 @@ def validate(config: dict, source: str = "sweep.yaml", arch: str | None = None) 
         elif name in other_arch_keys:
             problems.append(f"parameter {name!r} does not apply to --arch {arch} (its own: "
                             f"{', '.join(model_defaults(arch))}); use a sweep file for {arch}")
+    fixed = (config.get("parameters") or {}).get("arch")
+    if arch and isinstance(fixed, dict) and fixed.get("value") not in (None, arch):
+        problems.append(f"this sweep file is for --arch {fixed['value']}, not {arch}; pass --arch {fixed['value']} "
+                        f"or use {default_sweep_file(arch)}")
     metric = (config.get("metric") or {}).get("name")
     if metric not in LOGGED_KEYS:
         problems.append(f"metric.name {metric!r} is not a key train.py logs (logged: {', '.join(sorted(LOGGED_KEYS))})")
