@@ -77,18 +77,19 @@ def load_torchvision(name: str, data_dir: Path, download: bool) -> RawDataset:
 
 
 def load_dataset(name: str, data_dir: Path, download: bool, image_size: tuple[int, int] | None = None,
-                 strict: bool = False, folder_name: str | None = None) -> RawDataset:
-    """The named source at `image_size` (H, W) when given, else at its own size."""
+                 strict: bool = False, dataset_name: str | None = None) -> RawDataset:
+    """The named source at `image_size` (H, W) when given, else at its own size; `dataset_name`
+    names it (default: the source's name, or the image folder's)."""
     if name == "imagefolder":
         from app.data.imagefolder import load_image_folder
 
         folder = load_image_folder(Path(data_dir), image_size, strict)
-        return RawDataset(name=folder_name or Path(data_dir).name, images=folder.images, labels=folder.labels,
+        return RawDataset(name=dataset_name or Path(data_dir).name, images=folder.images, labels=folder.labels,
                           class_names=folder.class_names, source=f"image folder {Path(data_dir).name}",
                           skipped=folder.skipped, resize=image_files.RESIZE_RULE if folder.resized else None)
     raw = load_digits_28() if name == "digits" else load_torchvision(name, data_dir, download)
-    if folder_name:
-        raw.name = folder_name
+    if dataset_name:
+        raw.name = dataset_name
     if image_size is not None and tuple(raw.images.shape[1:3]) != tuple(image_size):
         raw = resized(raw, tuple(image_size))
     return raw

@@ -82,7 +82,7 @@ def main(argv=None) -> None:
     # --strict, too few images) leaves no failed run behind.
     print(f"loading {args.dataset} ...", file=sys.stderr)
     raw = load_dataset(args.dataset, data_dir, download=args.download, image_size=args.image_size,
-                       strict=args.strict, folder_name=name)
+                       strict=args.strict, dataset_name=name)
     split = stratified_split(raw, fraction, sizes, args.seed)
     duplicates = cross_split_duplicates(split)
     if duplicates:

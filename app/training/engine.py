@@ -135,7 +135,7 @@ def fit(
     scheduler = make_schedule(optimizer, steps * epochs, warmup, schedule)
     if progress:  # printed right before the first step (benchmarks/bench_startup.py times it)
         ranks = f" per rank, {group.world_size} ranks" if group.active else ""
-        print(f"fit: {n} samples, {math.ceil(shard / batch_size)} steps per epoch{ranks}, {epochs} epochs",
+        print(f"fit: {n} samples, {steps} steps per epoch{ranks}, {epochs} epochs",
               file=sys.stderr, flush=True)
     history = []
     best_state, best_accuracy = None, -1.0
