@@ -22,14 +22,26 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *names, **kwargs):
-        spellings = list(names)
-        for name in names:
-            if name.startswith("--"):
-                stem = name[2:]
-                for other in ("--" + stem.replace("-", "_"), "--" + stem.replace("_", "-")):
-                    if other not in spellings:
-                        spellings.append(other)
-        return super().add_argument(*spellings, **kwargs)
+        return super().add_argument(*both_spellings(names), **kwargs)
+
+    def add_argument_group(self, *args, **kwargs):
+        """A group whose flags get both spellings too (argparse's groups add their own arguments)."""
+        group = super().add_argument_group(*args, **kwargs)
+        add = group.add_argument
+        group.add_argument = lambda *names, **flag: add(*both_spellings(names), **flag)
+        return group
+
+
+def both_spellings(names) -> list[str]:
+    """`--max_sweep` and `--max-sweep`, whichever was written."""
+    spellings = list(names)
+    for name in names:
+        if name.startswith("--"):
+            stem = name[2:]
+            for other in ("--" + stem.replace("-", "_"), "--" + stem.replace("_", "-")):
+                if other not in spellings:
+                    spellings.append(other)
+    return spellings
 
 
 def parse_bool(text: str) -> bool:

@@ -12,6 +12,9 @@ from conftest import SCRIPTS, leet_records
 def test_same_inputs_one_version_new_seed_second_version(workspace):
     first = workspace.run("data_prep", "--dataset", "digits")
     assert "digits-split:v0" in first.stdout
+    # the SDK's setup, done to read the host, does not outlive the pinned mode: no warning that
+    # environment variables "will be ignored"
+    assert "wandb: WARNING" not in first.stderr, first.stderr
     again = workspace.run("data_prep", "--dataset", "digits")
     assert "digits-split:v0" in again.stdout
     assert len(workspace.versions("digits-split")) == 1

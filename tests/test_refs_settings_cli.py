@@ -152,3 +152,15 @@ def test_both_flag_spellings_and_agent_booleans():
     assert p.parse_args(["--max-sweep", "4"]).max_sweep == 4
     assert p.parse_args(["--warm-start"]).warm_start is True
     assert p.parse_args(["--warm_start=False"]).warm_start is False
+    group = p.add_argument_group("a group")  # argparse's groups add their own arguments
+    group.add_argument("--batch_size", type=int)
+    assert p.parse_args(["--batch-size", "8"]).batch_size == 8
+
+
+def test_every_flag_of_train_py_takes_both_spellings():
+    from app.pipelines.train import parse_args
+
+    args = parse_args(["--max-sweep", "3", "--batch-size", "16", "--weight-decay", "0.1", "--sweep_id", "x",
+                       "--label-smoothing", "0.1", "--tune"])
+    assert (args.max_sweep, args.batch_size, args.weight_decay, args.sweep_id, args.label_smoothing) == \
+        (3, 16, 0.1, "x", 0.1)

@@ -53,8 +53,8 @@ def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) ->
             headers[path] = image_files.read_header(path)
         except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
             skipped.append({"file": str(path.relative_to(root)), "reason": _reason(err)})
-    if skipped and strict:
-        raise UserError(_skipped_text(skipped, root) + " --strict refuses: remove or fix them, or drop --strict.")
+    if skipped and strict:  # refused before decoding a single image
+        raise _strict_refusal(skipped, root)
     readable = [(p, label) for p, label in files if p in headers]
     counts = Counter(label for _, label in readable)
     empty = [classes[i] for i in range(len(classes)) if counts[i] == 0]
@@ -77,7 +77,7 @@ def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) ->
             skipped.append({"file": str(path.relative_to(root)), "reason": _reason(err)})
     if skipped:
         if strict:
-            raise UserError(_skipped_text(skipped, root) + " --strict refuses: remove or fix them, or drop --strict.")
+            raise _strict_refusal(skipped, root)
         print(f"warning: {_skipped_text(skipped, root)} They are listed in the artifact's metadata "
               "(skipped_files); --strict refuses instead.", file=sys.stderr)
     labels = np.array([label for _, label in readable], dtype=np.int64)
@@ -103,6 +103,10 @@ def _one_size(headers: dict, root: Path) -> tuple[int, int]:
 
 def _reason(err: Exception) -> str:
     return f"{err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+
+
+def _strict_refusal(skipped: list[dict], root: Path) -> UserError:
+    return UserError(_skipped_text(skipped, root) + " --strict refuses: remove or fix them, or drop --strict.")
 
 
 def _skipped_text(skipped: list[dict], root: Path) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app import names
 from app.data import image_files, memory
 from app.errors import UserError
 
@@ -84,9 +85,10 @@ def load_dataset(name: str, data_dir: Path, download: bool, image_size: tuple[in
         from app.data.imagefolder import load_image_folder
 
         folder = load_image_folder(Path(data_dir), image_size, strict)
-        return RawDataset(name=dataset_name or Path(data_dir).name, images=folder.images, labels=folder.labels,
-                          class_names=folder.class_names, source=f"image folder {Path(data_dir).name}",
-                          skipped=folder.skipped, resize=image_files.RESIZE_RULE if folder.resized else None)
+        return RawDataset(name=dataset_name or names.name_from_folder(Path(data_dir).resolve().name),
+                          images=folder.images, labels=folder.labels, class_names=folder.class_names,
+                          source=f"image folder {Path(data_dir).name}", skipped=folder.skipped,
+                          resize=image_files.RESIZE_RULE if folder.resized else None)
     raw = load_digits_28() if name == "digits" else load_torchvision(name, data_dir, download)
     if dataset_name:
         raw.name = dataset_name

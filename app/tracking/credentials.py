@@ -16,7 +16,12 @@ def sdk_base_url() -> str:
     """WANDB_BASE_URL, else the host `wandb login --host` saved, else the SDK's default."""
     import wandb
 
-    return wandb.setup().settings.base_url
+    base_url = wandb.setup().settings.base_url
+    # The SDK's process-wide setup keeps the environment it saw; load_settings pins WANDB_MODE
+    # right after this, and wandb.init would warn that the change is ignored. Torn down here,
+    # the next wandb.init sets up again with the environment as it then is.
+    wandb.teardown()
+    return base_url
 
 
 def netrc_api_key(base_url: str) -> str | None:
