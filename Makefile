@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-reliability test-online bench clean-demo
+.PHONY: setup demo test test-slow test-reliability test-online bench clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The tests marked slow, which make test leaves out: long fault runs, the own-images flow to 95%,
+# torch.compile's real compile.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
 
 # The reliability and security suite, slow fault injection included.
 test-reliability: $(STAMP)

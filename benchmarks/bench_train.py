@@ -1,6 +1,7 @@
 """Training speed: the seeds' reference loop against the project's engine, in one process.
 
     python benchmarks/bench_train.py [--samples 6400] [--rounds 5]
+    python benchmarks/bench_train.py --device cuda [--precision auto|fp32|bf16] [--compile]
 
 Both sides train the same model (architecture and initial weights) on the same synthetic
 MNIST-shaped data, at batch 64, for the same number of steps. The reference is the seeds'
@@ -10,7 +11,9 @@ one tensor, fused Adam, one host sync per epoch. Rounds are interleaved, and eac
 measures the machine's fp32 matmul peak too, so drift hits every side equally. Printed:
 median samples/s, the ratio, the fraction of the peak measured in the same round, accuracy
 of both after the same steps, and the cost of W&B logging as the scripts do it (once per
-epoch) relative to an epoch.
+epoch) relative to an epoch. On a GPU (`--device cuda`) both sides run there (the reference
+moves each DataLoader batch to the GPU, as the seeds do), and the engine uses what train.py
+would: `--precision` and `--compile` as train.py takes them (app/training/engine.accelerate).
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.models import build_model  # noqa: E402
 from app.training import engine  # noqa: E402
-from app.training.config import from_flags  # noqa: E402
+from app.training.config import PRECISIONS, DeviceOptions, from_flags  # noqa: E402
 from app.training.recipe import make_recipe  # noqa: E402
 
 BATCH = 64
@@ -101,7 +104,7 @@ def seeds_model(arch: str, project_model: nn.Module) -> nn.Module:
     return model
 
 
-def reference_loop(model, images, labels, lr, seed) -> float:
+def reference_loop(model, images, labels, lr, seed, device, options) -> float:
     """The seeds' loop: DataLoader of ToTensor items, a torchmetrics call and .item() per batch."""
     import torchmetrics
 
@@ -111,10 +114,11 @@ def reference_loop(model, images, labels, lr, seed) -> float:
     sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
     loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    accuracy = torchmetrics.classification.MulticlassAccuracy(num_classes=10, average="micro")
+    accuracy = torchmetrics.classification.MulticlassAccuracy(num_classes=10, average="micro").to(device)
     model.train()
     start = time.perf_counter()
     for x, y in loader:
+        x, y = x.to(device), y.to(device)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad()
@@ -125,19 +129,18 @@ def reference_loop(model, images, labels, lr, seed) -> float:
     return time.perf_counter() - start
 
 
-def engine_loop(model, images, labels, lr, seed) -> float:
+def engine_loop(model, images, labels, lr, seed, device, options) -> float:
     torch.manual_seed(seed)  # dropout draws, as the reference loop seeds them
-    device = torch.device("cpu")
     model = engine.prepare(model, device)
     train = engine.to_tensors(images, labels, device)
     val = engine.to_tensors(images[:BATCH], labels[:BATCH], device)
     start = time.perf_counter()
-    engine.fit(model, train, val, lr=lr, batch_size=BATCH, epochs=1, seed=seed, progress=False)
+    engine.fit(model, train, val, lr=lr, batch_size=BATCH, epochs=1, seed=seed, progress=False,
+               acceleration=engine.accelerate(options, device, model))
     return time.perf_counter() - start
 
 
-def accuracy_of(model, images, labels) -> float:
-    device = torch.device("cpu")
+def accuracy_of(model, images, labels, device) -> float:
     data = engine.to_tensors(images, labels, device)
     return engine.evaluate(model, data)["accuracy"]
 
@@ -165,11 +168,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", type=int, default=6400, help="training samples per measurement (steps = samples / 64)")
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (the MLP runs 3x); medians are reported")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="where both sides train")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="the engine's, as train.py's flag")
+    p.add_argument("--compile", action="store_true", help="the engine through torch.compile, as train.py's flag")
     args = p.parse_args()
+    device = engine.pick_device(args.device)
+    options = DeviceOptions(precision=args.precision, compile=args.compile)
 
     images, labels = synthetic_mnist(args.samples, seed=0)
     test_images, test_labels = synthetic_mnist(5000, seed=1)
-    print(f"machine: {torch.get_num_threads()} threads, torch {torch.__version__}")
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    print(f"machine: {torch.get_num_threads()} threads, torch {torch.__version__}; device {device}{gpu}")
     print(f"data: {args.samples} synthetic 28x28 samples, batch {BATCH}, {args.samples // BATCH} steps, "
           f"{args.rounds} interleaved rounds (MLP: {3 * args.rounds})\n")
 
@@ -179,9 +188,12 @@ def main() -> None:
                              {"ref": "bench", "digest": "", "name": "bench"})
         torch.manual_seed(0)
         initial = build_model(recipe)
-        # warm-up, untimed: the first optimizer step imports torch._dynamo lazily (about 2 s)
-        reference_loop(seeds_model(arch, initial), images[:640], labels[:640], 1e-3, 0)
-        engine_loop(copy.deepcopy(initial), images[:640], labels[:640], 1e-3, 0)
+        print(f"{arch}: engine {engine.accelerate(options, device, initial).describe()}", flush=True)
+        # warm-up, untimed: the first optimizer step imports torch._dynamo lazily (about 2 s);
+        # with --compile, torch.compile compiles here (a full batch and the last, shorter one)
+        reference_loop(seeds_model(arch, initial), images[:640], labels[:640], 1e-3, 0, device, options)
+        engine_loop(copy.deepcopy(initial), images[:640 + BATCH // 2], labels[:640 + BATCH // 2], 1e-3, 0,
+                    device, options)
         times = {"reference": [], "engine": []}
         accuracy = {"reference": [], "engine": []}
         peaks = []
@@ -192,21 +204,22 @@ def main() -> None:
             peaks.append(matmul_peak_gflops())
             for side, loop in (("reference", reference_loop), ("engine", engine_loop)):
                 model = seeds_model(arch, initial) if side == "reference" else copy.deepcopy(initial)
-                times[side].append(loop(model, images, labels, 1e-3, seed))
-                accuracy[side].append(accuracy_of(model, test_images, test_labels))
+                times[side].append(loop(model, images, labels, 1e-3, seed, device, options))
+                accuracy[side].append(accuracy_of(model, test_images, test_labels, device))
         rate = {side: args.samples / statistics.median(t) for side, t in times.items()}
         acc = {side: statistics.mean(a) for side, a in accuracy.items()}
         ratios = sorted(r / e for r, e in zip(times["reference"], times["engine"]))
         print(f"{arch}: reference {rate['reference']:.0f} samples/s, engine {rate['engine']:.0f} samples/s, "
               f"ratio {rate['engine'] / rate['reference']:.2f}x (per round {ratios[0]:.2f}-{ratios[-1]:.2f}x)")
         if arch == "cnn":
+            epoch_seconds = 60000 * 0.7 * 0.1 / rate["engine"]  # an epoch of a 10% MNIST split (4,200 images)
+        if arch == "cnn" and device.type == "cpu":  # the peak is the CPU's
             peak = statistics.median(peaks)
             print(f"  fp32 matmul peak, median of the rounds: {peak:.0f} GFLOP/s (highest {max(peaks):.0f})")
             for side in rate:
                 gflops = rate[side] * CNN_FLOPS_PER_SAMPLE / 1e9
                 print(f"  {side}: {gflops:.0f} GFLOP/s = {gflops / peak:.0%} of the median peak "
                       f"({gflops / max(peaks):.0%} of the highest)")
-            epoch_seconds = 60000 * 0.7 * 0.1 / rate["engine"]  # an epoch of a 10% MNIST split (4,200 images)
         print(f"  accuracy after the same {args.samples // BATCH} steps, mean of the rounds: reference "
               f"{acc['reference']:.4f}, engine {acc['engine']:.4f} "
               f"(difference {abs(acc['reference'] - acc['engine']) * 100:.2f} points)")

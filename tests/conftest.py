@@ -40,10 +40,11 @@ class Workspace:
     path: Path
     env: dict
 
-    def run(self, script: str, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    def run(self, script: str, *args: str, check: bool = True, timeout: float = 600,
+            env: dict | None = None) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             [sys.executable, str(SCRIPTS / f"{script}.py"), *args],
-            cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout,
+            cwd=self.path, env=env or self.env, capture_output=True, text=True, timeout=timeout,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"{script} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import hashlib
-import struct
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,10 @@ from app.data.sources import load_dataset, load_digits_28
 from app.data.split import Split, check_sizes, cross_split_duplicates, stratified_split
 from app.data.split_files import read_split, write_split
 from app.errors import UserError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import make_mnist_like  # noqa: E402
+from make_mnist_like import write_idx  # noqa: E402
 
 
 def test_digits_are_28x28_uint8_with_ten_classes():
@@ -64,15 +69,6 @@ def test_duplicates_across_splits_are_counted():
     assert cross_split_duplicates(split) == 3
 
 
-def write_idx(folder, prefix, images, labels):
-    """MNIST's IDX format (big-endian magic, dimensions, raw uint8), as torchvision keeps it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{prefix}-images-idx3-ubyte", "wb") as f:
-        f.write(struct.pack(">IIII", 2051, len(images), 28, 28) + images.tobytes())
-    with open(folder / f"{prefix}-labels-idx1-ubyte", "wb") as f:
-        f.write(struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes())
-
-
 def test_mnist_loads_through_torchvision_from_raw_idx_files(tmp_path):
     rng = np.random.default_rng(0)
     raw_dir = tmp_path / "MNIST" / "raw"
@@ -84,6 +80,20 @@ def test_mnist_loads_through_torchvision_from_raw_idx_files(tmp_path):
     assert raw.images.shape == (70, 28, 28)
     assert np.array_equal(raw.images[:50], train_x) and np.array_equal(raw.labels[50:], test_y)
     assert len(raw.class_names) == 10
+
+
+def test_mnist_like_example_writes_centred_digits_that_load_as_mnist(tmp_path):
+    from scipy import ndimage
+
+    raw_dir = make_mnist_like.make(tmp_path, train=200, test=50, seed=3)
+    raw = load_dataset("mnist", tmp_path, download=False)
+    assert raw.images.shape == (250, 28, 28) and raw.images.dtype == np.uint8
+    assert set(raw.labels.tolist()) == set(range(10)) and raw.light_on_dark
+    centres = np.array([ndimage.center_of_mass(img.astype(float)) for img in raw.images])
+    assert np.abs(centres - 13.5).max() < 1.0  # centred by mass, as MNIST's digits are
+    assert (raw.images.max(axis=(1, 2)) == 255).all() and (raw.images[:, 0, :] == 0).mean() > 0.9
+    again = make_mnist_like.make(tmp_path / "again", train=200, test=50, seed=3)
+    assert (again / "train-images-idx3-ubyte").read_bytes() == (raw_dir / "train-images-idx3-ubyte").read_bytes()
 
 
 def test_missing_mnist_without_download_names_the_fixes(tmp_path):

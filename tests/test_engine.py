@@ -176,6 +176,29 @@ def test_config_round_trips_through_the_model_artifact_and_rebuilds_the_same_mod
         assert torch.equal(loaded.eval()(x), model(x))
 
 
+def test_train_py_has_a_flag_for_every_training_field_with_its_default_in_the_help(capsys):
+    from dataclasses import fields
+
+    from app.pipelines.train import parse_args
+
+    args = parse_args([])
+    assert {k: getattr(args, k) for k in TrainConfig.training_keys()} == dict.fromkeys(TrainConfig.training_keys())
+    args = parse_args(["--lr", "0.01", "--schedule", "cosine", "--batch-size", "32", "--augment", "crop"])
+    assert (args.lr, args.schedule, args.batch_size, args.augment) == (0.01, "cosine", 32, "crop")
+    for bad in (["--batch_size", "0"], ["--schedule", "linear"], ["--warmup", "x"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in fields(TrainConfig):
+        if f.name in TrainConfig.training_keys():
+            assert f"--{f.name}" in text and " ".join(f.metadata["help"].split()) in text
+            if f.default is not None:
+                assert f"(default {f.default})" in text
+
+
 def test_recipes_from_before_a_key_train_as_they_did():
     recipe = recipe_for("mlp")
     for key in ("weight_decay", "warmup", "schedule", "label_smoothing", "augment"):

@@ -46,6 +46,21 @@ def test_repo_sweep_yaml_is_valid_and_its_command_parses_in_train():
     assert not args.tune and parse_args(["--warm-start=False"]).warm_start is False
 
 
+def test_device_flags_given_to_tune_reach_every_trial_and_defaults_stay_each_machines():
+    from app.tuning.run import fixed_values
+
+    config = load_sweep_config(SWEEP)
+    tune_args = parse_args(["--tune", "--dataset", "digits", "--device", "cpu", "--compile", "--precision", "fp32"])
+    tune_args.arch = "cnn"
+    swept = with_fixed(config, fixed_values(tune_args))
+    validate(swept)
+    trial = parse_args(expand_command(swept, {k: v["value"] for k, v in swept["parameters"].items() if "value" in v})[2:])
+    assert (trial.device, trial.compile, trial.precision, trial.dataset) == ("cpu", True, "fp32", "digits")
+    plain = parse_args(["--tune", "--dataset", "digits"])
+    plain.arch = "cnn"
+    assert not {"device", "precision", "compile"} & set(with_fixed(config, fixed_values(plain))["parameters"])
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda c: c["parameters"].update(momentum={"values": [0.9]}), "'momentum' is not a train.py flag"),
     (lambda c: c["metric"].update(name="val_loss"), "metric.name 'val_loss'"),

@@ -23,8 +23,9 @@ from torch.nn.modules.utils import _pair
 
 
 def _cpu_batch(x: torch.Tensor) -> bool:
-    """A 4-d (N, C, H, W) tensor on the CPU: where the fast paths apply."""
-    return x.device.type == "cpu" and x.dim() == 4
+    """A 4-d (N, C, H, W) tensor on the CPU outside autocast (--precision bf16 there): where the
+    fast paths apply; their hand-written gradients are fp32's."""
+    return x.device.type == "cpu" and x.dim() == 4 and not torch.is_autocast_enabled("cpu")
 
 
 class InputConv2d(nn.Conv2d):

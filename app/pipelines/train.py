@@ -14,7 +14,7 @@ import sys
 from app import names
 from app.cli import Parser, parse_bool, positive_int
 from app.errors import UserError, exits_cleanly
-from app.training.config import TrainConfig
+from app.training.config import PRECISIONS, DeviceOptions, TrainConfig
 
 
 def parse_args(argv=None):
@@ -28,18 +28,12 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="epochs to train (default 5; --retrain: the candidate's own count)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device")
-    d = TrainConfig  # the defaults: app/training/config.py
+    p.add_argument("--precision", choices=PRECISIONS, default=DeviceOptions.precision,
+                   help="auto: bf16 autocast (and channels_last for convolutions) on a CUDA GPU, fp32 on the CPU")
+    p.add_argument("--compile", nargs="?", const=True, default=DeviceOptions.compile, type=parse_bool,
+                   help="train through torch.compile (minutes of compiling first; on the CPU a C++ compiler)")
     hyper = p.add_argument_group("hyperparameters (default: app/training/config.py, app/models/)")
-    hyper.add_argument("--lr", type=float, help=f"peak learning rate of AdamW (default {d.lr})")
-    hyper.add_argument("--batch_size", type=positive_int, help=f"samples per step (default {d.batch_size})")
-    hyper.add_argument("--weight_decay", type=float, help=f"AdamW's decoupled weight decay (default {d.weight_decay})")
-    hyper.add_argument("--warmup", type=float, help=f"share of all steps warming the learning rate up (default {d.warmup})")
-    hyper.add_argument("--schedule", choices=names.SCHEDULES, help=f"learning rate after warm-up (default {d.schedule})")
-    hyper.add_argument("--label_smoothing", type=float, help=f"cross-entropy label smoothing (default {d.label_smoothing})")
-    hyper.add_argument("--seed", type=int, help=f"seed of weights, dropout, augmentation and batch order (default {d.seed})")
-    hyper.add_argument("--augment", choices=names.AUGMENTATIONS,
-                       help="training-batch augmentation: random crop with padding, and mirroring with crop-flip "
-                            "(default: the dataset's: none for digits/MNIST-like sets, crop-flip for colour sets)")
+    TrainConfig.add_flags(hyper)
     hyper.add_argument("--dropout_1", type=float, help="cnn: dropout after the first conv block (default 0.25)")
     hyper.add_argument("--dropout_2", type=float, help="cnn: dropout after the second conv block (default 0.25)")
     hyper.add_argument("--dropout_3", type=float, help="cnn: dropout after the dense layer (default 0.5)")
@@ -68,6 +62,10 @@ def parse_args(argv=None):
 
 def given_hyperparameters(args) -> dict:
     return {k: getattr(args, k) for k in names.HYPERPARAMETERS}
+
+
+def device_options(args) -> DeviceOptions:
+    return DeviceOptions(precision=args.precision, compile=args.compile)
 
 
 @exits_cleanly
@@ -115,7 +113,7 @@ def baseline(args) -> None:
     group = distributed.setup(device)  # under torchrun: one process of several, else alone
     trial = current_trial() if group.is_main else None
     run_config = {"arch": args.arch, "epochs": config.epochs, "data": data_ref, **config.hyperparameters(),
-                  "world_size": group.world_size}
+                  "world_size": group.world_size, "precision": args.precision, "compile": args.compile}
 
     def train_on(run, dataset):
         if config.augment is None:  # the dataset's own default, recorded by data_prep
@@ -125,7 +123,7 @@ def baseline(args) -> None:
         recipe = make_recipe(config, preprocessing.input_shape(seen), dataset.metadata["class_names"],
                              dataset_info(dataset), preprocessing=seen)
         return train_and_log(
-            run, dataset_version=dataset, recipe=recipe, device=device, group=group,
+            run, dataset_version=dataset, recipe=recipe, device=device, group=group, options=device_options(args),
             extra_metadata={"sweep": trial.metadata()} if trial else {},
             should_stop=trial.report_epoch if trial else None,
         )
@@ -173,7 +171,8 @@ def retrain(args, settings) -> None:
     epochs = args.epochs or candidate_metadata.get("epochs") or DEFAULT_EPOCHS
     # Refuse a changed hyperparameter before any run starts, so a refusal changes nothing.
     check_locked(candidate_metadata, given_hyperparameters(args))
-    with start_run("retrain", {"model": model_ref, "epochs": epochs, "warm_start": args.warm_start}) as run:
+    with start_run("retrain", {"model": model_ref, "epochs": epochs, "warm_start": args.warm_start,
+                               "precision": args.precision, "compile": args.compile}) as run:
         candidate = run.use(model_ref, names.MODEL_TYPE)
         recipe = read_recipe(candidate.path)
         # the candidate's configuration, every key explicit (recipes from before a key: what they did)
@@ -189,7 +188,7 @@ def retrain(args, settings) -> None:
         logged, history = train_and_log(
             run, dataset_version=dataset, recipe=recipe, device=pick_device(args.device),
             extra_metadata={"retrained_from": candidate.ref, "warm_start": args.warm_start},
-            init_state=init_state,
+            init_state=init_state, options=device_options(args),
         )
         target = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])
         linked = run.link(logged.ref, target, [names.TO_EVALUATE])

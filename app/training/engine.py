@@ -6,6 +6,7 @@ and the host reads them (`.item()`) once per epoch. The model side is in app/mod
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -20,6 +21,7 @@ from torch import nn
 from app.errors import UserError
 from app.training import distributed
 from app.training.augment import augment_batch
+from app.training.config import DeviceOptions
 from app.training.optimizer import make_optimizer, make_schedule
 
 EVAL_BATCH = 1024  # inference batch: large is faster, memory is small at 28x28
@@ -69,6 +71,34 @@ def prepare(model: nn.Module, device: torch.device) -> nn.Module:
     return model.to(device)
 
 
+@dataclass(frozen=True)
+class Acceleration:
+    """What the training steps use on this device (DeviceOptions, resolved by `accelerate`)."""
+
+    autocast: torch.dtype | None = None  # mixed precision of the forward pass and the loss
+    channels_last: bool = False  # NHWC weights and batches: convolutions on a GPU's tensor cores
+    compile: bool = False  # the training model through torch.compile
+
+    def describe(self) -> dict:
+        """For the model's metadata and the run's config."""
+        return {"precision": "bf16" if self.autocast == torch.bfloat16 else "fp32",
+                "channels_last": self.channels_last, "compile": self.compile}
+
+
+def accelerate(options: DeviceOptions, device: torch.device, model: nn.Module) -> Acceleration:
+    """bf16 autocast and channels_last on a CUDA GPU, where they help; on the CPU neither (bf16
+    is emulated on most CPUs, and the CNN's convolutions were measured fastest in NCHW there:
+    see `prepare`), unless --precision bf16 asks for it. --compile wherever it is asked for."""
+    cuda = device.type == "cuda"
+    bf16_here = torch.cuda.is_bf16_supported() if cuda else True
+    if options.precision == "bf16" and not bf16_here:
+        raise UserError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use --precision fp32.")
+    bf16 = options.precision == "bf16" or (options.precision == "auto" and cuda and bf16_here)
+    convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return Acceleration(autocast=torch.bfloat16 if bf16 else None, channels_last=cuda and convolutional,
+                        compile=options.compile)
+
+
 @torch.inference_mode()
 def predict_logits(model: nn.Module, data: Tensors, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     model.eval()
@@ -104,6 +134,7 @@ def fit(
     warmup: float = 0.0,
     schedule: str = "constant",
     label_smoothing: float = 0.0,
+    acceleration: Acceleration = Acceleration(),
     group: distributed.Group = distributed.Group(),
 ) -> list[dict]:
     """Train with AdamW (app/training/optimizer.py: `lr` is the peak of a warm-up then
@@ -119,14 +150,23 @@ def fit(
     DistributedSampler does, padded so all ranks take the same number of steps); `batch_size`
     is per process. Losses and correct counts are summed over ranks; every rank evaluates the
     same weights on the whole validation split, and rank 0's `on_epoch` decides for all.
-    `model` stays the plain module (its state_dict has no DDP prefix).
+    `model` stays the plain module (its state_dict has no DDP or torch.compile prefix).
+
+    `acceleration` (see `accelerate`): training steps under bf16 autocast, in channels_last, or
+    through torch.compile; evaluation runs the plain module in fp32.
     """
     device = train.images.device
+    if acceleration.channels_last:
+        model.to(memory_format=torch.channels_last)
     trained = model
     if group.active:
         from torch.nn.parallel import DistributedDataParallel
 
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if acceleration.compile:
+        trained = torch.compile(trained)
+    mixed = (lambda: torch.autocast(device.type, dtype=acceleration.autocast)) if acceleration.autocast \
+        else contextlib.nullcontext
     optimizer = make_optimizer(model, lr, weight_decay)
     shuffle = torch.Generator().manual_seed(seed)  # batches follow the seed, not the global RNG
     n = len(train)
@@ -135,8 +175,10 @@ def fit(
     scheduler = make_schedule(optimizer, steps * epochs, warmup, schedule)
     if progress:  # printed right before the first step (benchmarks/bench_startup.py times it)
         ranks = f" per rank, {group.world_size} ranks" if group.active else ""
-        print(f"fit: {n} samples, {steps} steps per epoch{ranks}, {epochs} epochs",
-              file=sys.stderr, flush=True)
+        speedups = [name for name, on in (("bf16 autocast", acceleration.autocast), ("channels_last",
+                    acceleration.channels_last), ("torch.compile", acceleration.compile)) if on]
+        print(f"fit: {n} samples, {steps} steps per epoch{ranks}, {epochs} epochs"
+              + (f" ({', '.join(speedups)})" if speedups else ""), file=sys.stderr, flush=True)
     history = []
     best_state, best_accuracy = None, -1.0
     for epoch in range(1, epochs + 1):
@@ -152,10 +194,18 @@ def fit(
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
             images, labels = augment_batch(train.images[index], augment), train.labels[index]
-            logits = trained(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+            if acceleration.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad()  # to None: backward writes fresh gradients
-            loss.backward()
+            try:
+                with mixed():
+                    logits = trained(images)
+                    loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+                loss.backward()
+            except Exception as err:  # torch.compile compiles at the first step, and again on a new shape
+                if not acceleration.compile:
+                    raise
+                raise compile_failed(err) from err
             optimizer.step()
             scheduler.step()
             loss_sum += loss.detach() * len(index)
@@ -200,7 +250,15 @@ def fit(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+    if acceleration.channels_last:
+        model.to(memory_format=torch.contiguous_format)
     return history
+
+
+def compile_failed(err: Exception) -> UserError:
+    lines = str(err).strip().splitlines()
+    return UserError(f"--compile: torch.compile failed ({type(err).__name__}: {lines[0] if lines else ''}); "
+                     "train without --compile (on the CPU it needs a C++ compiler, on a GPU Triton).")
 
 
 class StepBar:

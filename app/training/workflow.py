@@ -21,7 +21,7 @@ from app.errors import UserError
 from app.models import build_model, load_pretrained
 from app.training import distributed, engine
 from app.training.checkpoint import save_checkpoint
-from app.training.config import TrainConfig, from_recipe
+from app.training.config import DeviceOptions, TrainConfig, from_recipe
 
 
 def code_version() -> str | None:
@@ -66,11 +66,12 @@ def train(
     init_state: dict | None = None,
     on_epoch: engine.EpochCallback | None = None,
     progress: bool = True,
+    options: DeviceOptions = DeviceOptions(),
     group: distributed.Group = distributed.Group(),
 ) -> tuple[torch.nn.Module, list[dict]]:
     """Train `config` on `data`: the one training call of the baseline, sweep trials, --retrain
     and benchmarks/bench_quality.py. Returns the model (the best validation epoch's weights)
-    and one metrics dict per epoch."""
+    and one metrics dict per epoch. `options`: mixed precision and torch.compile (engine.accelerate)."""
     engine.seed_everything(config.seed)
     device = data.train.images.device
     recipe = {"arch": config.arch, "input_shape": data.input_shape, "num_classes": data.num_classes,
@@ -85,7 +86,7 @@ def train(
         model, data.train, data.val, lr=config.lr, batch_size=config.batch_size, epochs=config.epochs,
         seed=config.seed, on_epoch=on_epoch, progress=progress, group=group, augment=config.augment or "none",
         weight_decay=config.weight_decay, warmup=config.warmup, schedule=config.schedule,
-        label_smoothing=config.label_smoothing,
+        label_smoothing=config.label_smoothing, acceleration=engine.accelerate(options, device, model),
     )
     return model, history
 
@@ -100,6 +101,7 @@ def train_and_log(
     aliases: list[str] = (),
     init_state: dict | None = None,
     should_stop: Callable[[dict], bool] | None = None,
+    options: DeviceOptions = DeviceOptions(),
     group: distributed.Group = distributed.Group(),
 ):
     """Train the recipe's configuration on the dataset version, log per-epoch metrics and the model.
@@ -122,7 +124,7 @@ def train_and_log(
 
     print(f"training {config.arch} on {dataset_version.ref} ({len(data.train)} images) on {device}",
           file=sys.stderr)
-    model, history = train(config, data, init_state=init_state, on_epoch=on_epoch, group=group)
+    model, history = train(config, data, init_state=init_state, on_epoch=on_epoch, options=options, group=group)
     # The model holds the weights of its best validation epoch (engine.fit keeps them), so its
     # metrics are that epoch's: the score a sweep ranks it by is the score its weights have.
     kept = engine.best_epoch(history)
@@ -145,6 +147,7 @@ def train_and_log(
         "parameters": sum(p.numel() for p in model.parameters()),
         "summary": str(model),
         "world_size": group.world_size,  # processes that trained it (torchrun), batch_size each
+        "trained_on": {"device": device.type, **engine.accelerate(options, device, model).describe()},
         **extra_metadata,
     }
     collection = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])

@@ -29,7 +29,7 @@ def tune(args, settings) -> None:
     sweep_file = sweep_config_path(args.sweep_config, args.arch)
     config = load_sweep_config(sweep_file)
     validate(config, str(sweep_file), arch=args.arch)
-    config = with_fixed(config, {"dataset": args.dataset, "arch": args.arch, "data": args.data, "epochs": args.epochs})
+    config = with_fixed(config, fixed_values(args))
     program = resolve_program(config["program"], sweep_file)
     collection = names.model_artifact(args.dataset, args.arch)
     if settings.offline:
@@ -54,6 +54,14 @@ def tune(args, settings) -> None:
 
     linked = backend().link(best["model_ref"], collection, [names.CANDIDATE])
     print(f"candidate: {linked.ref} [{', '.join(linked.aliases)}] <- {best['model_ref']}")
+
+
+def fixed_values(args) -> dict:
+    """What this --tune fixes for every trial: dataset, arch, data, epochs, and the device flags
+    given (left out at their defaults, so each agent's machine picks its own device)."""
+    return {"dataset": args.dataset, "arch": args.arch, "data": args.data, "epochs": args.epochs,
+            "device": args.device if args.device != "auto" else None,
+            "precision": args.precision if args.precision != "auto" else None, "compile": args.compile or None}
 
 
 def tune_locally(config: dict, program: str, args, settings) -> list[dict]:

@@ -16,7 +16,7 @@ with warnings.catch_warnings():  # sweeps 0.3 declares a pydantic v1 config key;
     import sweeps
 
 # Flags of train.py a sweep may set, and keys train.py logs that a sweep may optimise.
-TRIAL_FLAGS = {*names.HYPERPARAMETERS, "epochs", "dataset", "arch", "data", "device"}
+TRIAL_FLAGS = {*names.HYPERPARAMETERS, "epochs", "dataset", "arch", "data", "device", "precision", "compile"}
 LOGGED_KEYS = set(names.EPOCH_METRICS)
 MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}"}
 
@@ -79,7 +79,8 @@ def validate(config: dict, source: str = "sweep.yaml", arch: str | None = None) 
 
 
 def with_fixed(config: dict, fixed: dict) -> dict:
-    """The sweep as created: sweep.yaml plus the fixed values of this --tune (dataset, arch, epochs)."""
+    """The sweep as created: sweep.yaml plus the fixed values of this --tune (dataset, arch, epochs,
+    device flags given)."""
     params = dict(config["parameters"])
     params.update({k: {"value": v} for k, v in fixed.items() if v is not None})
     return {**config, "parameters": params}
