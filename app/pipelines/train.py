@@ -4,7 +4,7 @@
     python app/pipelines/train.py --dataset digits --tune --max_sweep 6 # Bayesian sweep -> "candidate"
     python app/pipelines/train.py --dataset digits --retrain --epochs 15  # candidate -> "to_evaluate"
 
-Hyperparameters default to the values in app/training/recipe.py and app/models/.
+Hyperparameters default to the values in app/training/config.py (TrainConfig) and app/models/.
 """
 from __future__ import annotations
 
