@@ -31,7 +31,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # The tests marked slow, which make test leaves out: long fault runs, the own-images flow to 95%,
-# torch.compile's real compile.
+# torch.compile's real compile, the demo's steps twice (same production model, >= 98%).
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 

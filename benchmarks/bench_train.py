@@ -113,6 +113,7 @@ def reference_loop(model, images, labels, lr, seed, device, options) -> float:
     dataset = ItemDataset(images, labels)
     sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
     loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler)
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     accuracy = torchmetrics.classification.MulticlassAccuracy(num_classes=10, average="micro").to(device)
     model.train()

@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 
 from app.tuning.sweep_config import load_sweep_config
-from conftest import REPO, SCRIPTS
+from conftest import REPO, SCRIPTS, make_workspace
 
 SWEEP = REPO / "sweep.yaml"
 
@@ -151,3 +151,33 @@ def test_an_agent_killed_during_a_trial_leaves_it_crashed_and_the_sweep_resumes(
     # trial's report may list one more, for the crashed trial, as W&B would keep it too)
     listed = {f"digits-cnn:{v['version']}" for v in ws.versions("digits-cnn")}
     assert all(t["model_ref"] in listed for t in trials if t["state"] == "finished")
+
+
+def demo_steps() -> list[list[str]]:
+    """The steps of `make demo`, read from the Makefile itself: [script, *args] per line."""
+    import re
+    import shlex
+
+    steps = []
+    for line in (REPO / "Makefile").read_text().split("\ndemo:")[1].split("\n\n")[0].splitlines():
+        match = re.match(r"\tcd demo && \.\./\$\(PY\) \.\./app/pipelines/(\w+)\.py(.*)", line)
+        if match:
+            args = [a.replace("../", str(REPO) + "/") for a in shlex.split(match.group(2))]
+            steps.append([match.group(1), *args])
+    return steps
+
+
+@pytest.mark.slow  # two whole demos: about 2.5 minutes
+def test_make_demo_twice_gives_the_same_production_model_at_98_percent(tmp_path):
+    steps = demo_steps()
+    assert [s[0] for s in steps] == ["data_prep", "train", "train", "train", "evaluate", "registry"]
+    results = []
+    for attempt in ("first", "second"):
+        ws = make_workspace(tmp_path / attempt)
+        for script, *args in steps:
+            ws.run(script, *args)
+        production = registry_entry(ws, "digits-cnn", "production")
+        evaluation = ws.versions("digits-cnn-evaluation")[-1]["metadata"]["metrics"]
+        results.append((production["digest"], evaluation["test_accuracy"]))
+    assert results[0] == results[1]
+    assert results[0][1] >= 0.98

@@ -80,14 +80,15 @@ class Acceleration:
     compile: bool = False  # the training model through torch.compile
 
     def describe(self) -> dict:
-        """For the model's metadata and the run's config."""
+        """For the model's metadata (`trained_on`)."""
         return {"precision": "bf16" if self.autocast == torch.bfloat16 else "fp32",
                 "channels_last": self.channels_last, "compile": self.compile}
 
 
 def accelerate(options: DeviceOptions, device: torch.device, model: nn.Module) -> Acceleration:
-    """bf16 autocast and channels_last on a CUDA GPU, where they help; on the CPU neither (bf16
-    is emulated on most CPUs, and the CNN's convolutions were measured fastest in NCHW there:
+    """bf16 autocast and channels_last on a CUDA GPU with bf16 (tensor cores; PyTorch's advice for
+    convolutions, not yet measured by this project on a GPU); on the CPU neither (bf16 autocast
+    ran 13x slower on this project's CPU, and the CNN's convolutions run fastest in NCHW there:
     see `prepare`), unless --precision bf16 asks for it. --compile wherever it is asked for."""
     cuda = device.type == "cuda"
     bf16_here = torch.cuda.is_bf16_supported() if cuda else True
