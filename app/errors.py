@@ -14,6 +14,12 @@ class UserError(Exception):
     """Bad input or a missing prerequisite: the message says what is wrong and the fix."""
 
 
+def summary(err: BaseException) -> str:
+    """An underlying error in a user's message: its type and its first line (`OSError: ...`)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
 def exits_cleanly(main):
     """Turn UserError and Ctrl-C into a one-paragraph message and a non-zero exit."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from app.data import image_files, memory
-from app.errors import UserError
+from app.errors import UserError, summary
 from app.progress import progress
 
 
@@ -52,7 +52,7 @@ def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) ->
         try:
             headers[path] = image_files.read_header(path)
         except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
-            skipped.append({"file": str(path.relative_to(root)), "reason": _reason(err)})
+            skipped.append({"file": str(path.relative_to(root)), "reason": summary(err)})
     if skipped and strict:  # refused before decoding a single image
         raise _strict_refusal(skipped, root)
     readable = [(p, label) for p, label in files if p in headers]
@@ -74,7 +74,7 @@ def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) ->
             images[i] = image_files.read_image(path, channels, target)
         except (OSError, ValueError) as err:  # readable header, damaged pixels (a truncated file)
             keep[i] = False
-            skipped.append({"file": str(path.relative_to(root)), "reason": _reason(err)})
+            skipped.append({"file": str(path.relative_to(root)), "reason": summary(err)})
     if skipped:
         if strict:
             raise _strict_refusal(skipped, root)
@@ -99,10 +99,6 @@ def _one_size(headers: dict, root: Path) -> tuple[int, int]:
         f"--image-size H [W] to bring them to one size ({image_files.RESIZE_RULE}), e.g. "
         f"--image-size {min(smallest, 64)}."
     )
-
-
-def _reason(err: Exception) -> str:
-    return f"{err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
 
 
 def _strict_refusal(skipped: list[dict], root: Path) -> UserError:

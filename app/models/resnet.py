@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from app.errors import UserError
+from app.errors import UserError, summary
 
 DEFAULTS = {"pretrained": False}
 
@@ -44,6 +44,6 @@ def fetch_pretrained() -> dict:
     except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
         raise UserError(
             f"--pretrained needs torchvision's ImageNet weights ({weights.url}), which could not be fetched "
-            f"({str(err).splitlines()[0] if str(err) else err.__class__.__name__}). Without network, put the "
+            f"({summary(err)}). Without network, put the "
             "file in torch's cache (torch.hub.get_dir()/checkpoints, or $TORCH_HOME) or train without --pretrained."
         ) from err

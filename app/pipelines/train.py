@@ -26,7 +26,7 @@ def parse_args(argv=None):
                    help=f"architecture, app/models/ (default: {TrainConfig.arch}; --retrain: the candidate's)")
     p.add_argument("--data", metavar="REF", help="dataset artifact ref (default: <dataset>-split:latest)")
     p.add_argument("--epochs", type=positive_int, default=None,
-                   help="epochs to train (default 5; --retrain: the candidate's own count)")
+                   help=f"epochs to train (default {TrainConfig.epochs}; --retrain: the candidate's own count)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device")
     p.add_argument("--precision", choices=PRECISIONS, default=DeviceOptions.precision,
                    help="auto: bf16 autocast (and channels_last for convolutions) on a CUDA GPU, fp32 on the CPU")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from app.errors import UserError
+from app.errors import UserError, summary
 from app.models import build_model
 
 WEIGHTS_FILE = "model.pt"
@@ -45,7 +45,7 @@ def load_checkpoint(folder: Path, device: str | torch.device = "cpu") -> tuple[t
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
         raise UserError(
             f"refused to load {folder / WEIGHTS_FILE}: it is not a plain state_dict of tensors "
-            f"({str(err).splitlines()[0]}). Only weights saved by this project load."
+            f"({summary(err)}). Only weights saved by this project load."
         ) from err
     try:
         model.load_state_dict(state)

@@ -4,7 +4,7 @@ script rebuilds the exact model, preprocessing and training from it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from app import names
 from app.cli import positive_int
@@ -100,10 +100,6 @@ def from_recipe(recipe: dict) -> TrainConfig:
     training = {k: hyper.get(k, LEGACY.get(k, getattr(TrainConfig, k))) for k in TrainConfig.training_keys()}
     return TrainConfig(arch=recipe["arch"], epochs=int(recipe.get("epochs") or TrainConfig.epochs), model=model,
                        **training)
-
-
-def as_dict(config: TrainConfig) -> dict:
-    return asdict(config)
 
 
 def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.errors import UserError
+from app.errors import UserError, summary
 from app.training import distributed
 from app.training.augment import augment_batch
 from app.training.config import DeviceOptions
@@ -257,8 +257,7 @@ def fit(
 
 
 def compile_failed(err: Exception) -> UserError:
-    lines = str(err).strip().splitlines()
-    return UserError(f"--compile: torch.compile failed ({type(err).__name__}: {lines[0] if lines else ''}); "
+    return UserError(f"--compile: torch.compile failed ({summary(err)}); "
                      "train without --compile (on the CPU it needs a C++ compiler, on a GPU Triton).")
 
 
