@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import UserError
+from app.errors import UserError, summary
 
 ENV_FILE = Path(__file__).resolve().parent / ".env"
 
@@ -52,8 +52,14 @@ def load_env_file(path: Path = ENV_FILE) -> None:
     from dotenv import dotenv_values
     from dotenv.parser import parse_stream
 
-    with open(path, encoding="utf-8") as stream:
-        bad = [b.original.line for b in parse_stream(stream) if b.error]
+    try:
+        with open(path, encoding="utf-8") as stream:
+            bad = [b.original.line for b in parse_stream(stream) if b.error]
+    except (OSError, UnicodeDecodeError) as err:  # a folder, unreadable, not UTF-8 text
+        raise UserError(
+            f"{path} cannot be read as a settings file ({summary(err)}). It must be a UTF-8 text file of "
+            "KEY=value lines (copy app/.env.example); remove or replace it."
+        ) from err
     if bad:
         raise UserError(
             f"{path} has malformed line(s) {', '.join(map(str, bad))}. "

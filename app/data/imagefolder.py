@@ -32,13 +32,14 @@ def list_files(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     """(class names, [(file, label)]) in a stable order; hidden files and non-image suffixes ignored."""
     if not root.is_dir():
         raise UserError(f"--data-dir {root} is not a folder; pass a folder with one sub-folder of images per class.")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = [image_files.shown(name) for name in folders]  # a label plot cannot draw undecodable bytes
     if len(classes) < 2:
         raise UserError(f"{root} has {len(classes)} class folder(s); an image folder needs one sub-folder per "
                         f"class and at least two classes (e.g. {root}/cats/*.jpg, {root}/dogs/*.jpg).")
     extensions = image_files.image_extensions()
     files = []
-    for label, name in enumerate(classes):
+    for label, name in enumerate(folders):
         for path in sorted((root / name).rglob("*")):
             if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in extensions:
                 files.append((path, label))
@@ -52,7 +53,7 @@ def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) ->
         try:
             headers[path] = image_files.read_header(path)
         except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
-            skipped.append({"file": str(path.relative_to(root)), "reason": summary(err)})
+            skipped.append({"file": image_files.shown(str(path.relative_to(root))), "reason": summary(err)})
     if skipped and strict:  # refused before decoding a single image
         raise _strict_refusal(skipped, root)
     readable = [(p, label) for p, label in files if p in headers]
@@ -74,7 +75,7 @@ def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) ->
             images[i] = image_files.read_image(path, channels, target)
         except (OSError, ValueError) as err:  # readable header, damaged pixels (a truncated file)
             keep[i] = False
-            skipped.append({"file": str(path.relative_to(root)), "reason": summary(err)})
+            skipped.append({"file": image_files.shown(str(path.relative_to(root))), "reason": summary(err)})
     if skipped:
         if strict:
             raise _strict_refusal(skipped, root)

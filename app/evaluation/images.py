@@ -8,7 +8,7 @@ import numpy as np
 
 from app.data import image_files
 from app.data.preprocessing import of_recipe
-from app.errors import UserError
+from app.errors import UserError, summary
 
 
 def as_uint8(array: np.ndarray) -> np.ndarray:
@@ -28,40 +28,58 @@ def to_model_input(image: np.ndarray, seen: dict) -> np.ndarray:
     return fitted
 
 
-def load_inputs(paths: list[str], recipe: dict) -> tuple[list[str], np.ndarray]:
-    """(a name per image, uint8 images as the model's training split stores them) from image
-    files and .npy arrays."""
-    from PIL import Image
-
-    seen = of_recipe(recipe)
-    names, images = [], []
+def read_inputs(paths: list[str]) -> list[tuple[str, np.ndarray]]:
+    """(a name, a uint8 image (H, W) or (H, W, 3) as the file holds it) for every image file, every
+    image of an .npy array and every such file in a folder (sorted, sub-folders included). All of
+    them are read before anything else happens, so a missing or broken one is refused before a
+    run starts: a UserError that names it."""
+    files, suffixes = [], image_files.image_extensions() | {".npy"}
     for text in paths:
         path = Path(text)
-        if not path.is_file():
-            raise UserError(f"{path} does not exist; pass image files (PNG, JPEG, ...) or .npy arrays.")
+        if path.is_dir():
+            found = [p for p in sorted(path.rglob("*"))
+                     if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes]
+            if not found:
+                raise UserError(f"the folder {image_files.shown(text)} holds no image files or .npy arrays; pass "
+                                "image files (PNG, JPEG, ...), .npy arrays, or a folder of them.")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"{image_files.shown(text)} does not exist; pass image files (PNG, JPEG, ...), .npy "
+                            "arrays, or a folder of them.")
+    inputs = []
+    for path in files:
+        name = image_files.shown(str(path))
         if path.suffix.lower() == ".npy":
-            for i, image in enumerate(_npy_images(path)):
-                names.append(f"{path}[{i}]")
-                images.append(to_model_input(image, seen))
+            inputs += [(f"{name}[{i}]", image) for i, image in enumerate(_npy_images(path))]
             continue
         try:
-            with Image.open(path) as opened:
-                opened.load()
-                image = image_files.fit_image(opened, int(seen["channels"]), None)
-        except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
-            raise UserError(f"{path} is not an image Pillow can read ({err.__class__.__name__}); "
-                            "pass a PNG or JPEG (or any format Pillow reads), or an .npy array.") from err
-        names.append(str(path))
-        images.append(to_model_input(image, seen))
-    return names, np.stack(images)
+            mode = image_files.read_header(path)[1]
+            inputs.append((name, image_files.read_image(path, image_files.channels_of_mode(mode), None)))
+        except (OSError, ValueError) as err:  # not an image, truncated, a decompression bomb
+            raise UserError(f"{name} is not an image this can read ({summary(err)}); pass a PNG or JPEG (or any "
+                            "format Pillow reads), or an .npy array.") from err
+    return inputs
+
+
+def model_inputs(inputs: list[tuple[str, np.ndarray]], recipe: dict) -> tuple[list[str], np.ndarray]:
+    """(the names, one uint8 batch as the model's training split stores its images)."""
+    seen = of_recipe(recipe)
+    return [name for name, _ in inputs], np.stack([to_model_input(image, seen) for _, image in inputs])
+
+
+def load_inputs(paths: list[str], recipe: dict) -> tuple[list[str], np.ndarray]:
+    """read_inputs, then model_inputs: files, arrays and folders -> the model's input batch."""
+    return model_inputs(read_inputs(paths), recipe)
 
 
 def _npy_images(path: Path) -> np.ndarray:
     """(N, H, W), (N, H, W, C), (H, W) or (H, W, C with C in 1, 3, 4) -> a uint8 batch."""
     try:
         array = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise UserError(f"{path} is not a plain .npy array of images ({err}).") from err
+    except (OSError, ValueError, EOFError) as err:  # pickled, truncated, not an .npy at all
+        raise UserError(f"{image_files.shown(str(path))} is not a plain .npy array of images ({summary(err)}).") from err
     if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4) and array.shape[0] > 4):
         array = array[None]
     if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[3] not in (1, 3, 4)):

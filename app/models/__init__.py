@@ -5,6 +5,8 @@ A recipe is a dict: {"arch": "cnn", "input_shape": [1, 28, 28], "num_classes": 1
 """
 from __future__ import annotations
 
+import torch
+
 from app.errors import UserError
 from app.models import cnn, mlp, resnet
 
@@ -15,10 +17,63 @@ def model_defaults(arch: str) -> dict:
     return dict(_module(arch).DEFAULTS)
 
 
+# Bounds a recipe's sizes are checked against before torch allocates anything: a recipe comes
+# from flags, a sweep or a stored artifact someone else logged, and `dense=10**9` would ask
+# torch for terabytes (a negative size, for a traceback).
+MAX_SIDE = 8192  # pixels of an input side
+MAX_CHANNELS = 4
+MAX_CLASSES = 100_000
+MAX_PARAMETERS = 1_000_000_000  # 4 GB of fp32 weights
+
+
+def check_recipe(recipe: dict) -> None:
+    """A UserError naming the first size of the recipe that no model could have."""
+    _module(recipe.get("arch"))
+    shape, classes, model = recipe.get("input_shape"), recipe.get("num_classes"), recipe.get("model")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_whole(d) for d in shape)
+            and 1 <= shape[0] <= MAX_CHANNELS and all(1 <= d <= MAX_SIDE for d in shape[1:])):
+        _refuse(f"input_shape {shape!r}", f"[channels 1..{MAX_CHANNELS}, height, width 1..{MAX_SIDE}]")
+    if not (_whole(classes) and 2 <= classes <= MAX_CLASSES):
+        _refuse(f"num_classes {classes!r}", f"a whole number in 2..{MAX_CLASSES}")
+    if not isinstance(model, dict):
+        _refuse(f"model {model!r}", f"the {recipe['arch']} architecture's settings")
+    check_model_settings(recipe["arch"], model)
+
+
+def check_model_settings(arch: str, model: dict) -> None:
+    """The architecture's own settings (dense, hidden, dropouts) within their bounds: train.py
+    checks its flags with this before any run starts."""
+    module = _module(arch)
+    for key, (low, high) in module.LIMITS.items():
+        value = model.get(key, module.DEFAULTS[key])
+        number = _whole(value) if isinstance(low, int) else isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and low <= value <= high):
+            _refuse(f"{key}={value!r}", f"{'a whole number' if isinstance(low, int) else 'a number'} in {low}..{high}")
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _refuse(what: str, expected: str):
+    raise UserError(f"the model recipe's {what} is out of range (expected {expected}). Given as a flag: change "
+                    "it; in a stored model: it was not written by train.py, or was edited, so train the model again.")
+
+
 def build_model(recipe: dict):
-    module = _module(recipe.get("arch"))
+    check_recipe(recipe)
+    # Sized first on PyTorch's meta device, which allocates nothing: sizes that are each in
+    # range can still multiply into more weights than any machine holds.
+    with torch.device("meta"):
+        count = sum(p.numel() for p in _build(recipe).parameters())
+    if count > MAX_PARAMETERS:
+        _refuse(f"size ({count:,} weights)", f"at most {MAX_PARAMETERS:,}: smaller layers or a smaller --image-size")
+    return _build(recipe)
+
+
+def _build(recipe: dict):
     try:
-        return module.build(list(recipe["input_shape"]), int(recipe["num_classes"]), **recipe["model"])
+        return _module(recipe["arch"]).build(list(recipe["input_shape"]), int(recipe["num_classes"]), **recipe["model"])
     except (KeyError, TypeError) as err:
         raise UserError(f"the model recipe does not fit architecture {recipe['arch']!r} ({err}).") from err
 

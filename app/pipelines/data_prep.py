@@ -77,7 +77,9 @@ def main(argv=None) -> None:
 
     config = {"dataset": name, "source": args.dataset, "fraction": fraction, "train_val_test_size": list(sizes),
               "seed": args.seed, "image_size": list(args.image_size) if args.image_size else None}
-    backend()  # online: a bad key or no network fails now, before a large folder is read
+    # Online: a bad key or no network fails now, before a large folder is read; offline: a store
+    # that cannot be written.
+    backend().check_writable()
     # Loading and splitting come before the run, so bad data (mixed sizes, corrupt files with
     # --strict, too few images) leaves no failed run behind.
     print(f"loading {args.dataset} ...", file=sys.stderr)

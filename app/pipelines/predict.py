@@ -3,11 +3,12 @@
     python app/pipelines/predict.py seven.png scan.jpg         # the one production model
     python app/pipelines/predict.py --dataset my-photos cat.jpg
     python app/pipelines/predict.py --model digits-cnn:v3 --json batch.npy
+    python app/pipelines/predict.py photos/                     # every image in a folder
 
-Image files of any size and mode (PNG, JPEG, anything Pillow reads) or .npy arrays of uint8
-images, brought to the model's input by its own recipe: its size (aspect kept, centre crop),
-channels and normalisation. For digit models a light background is inverted, as they learned
-light strokes on dark.
+Image files of any size and mode (PNG, JPEG, anything Pillow reads), .npy arrays of uint8
+images, or folders of them (sub-folders included), brought to the model's input by its own
+recipe: its size (aspect kept, centre crop), channels and normalisation. For digit models a
+light background is inverted, as they learned light strokes on dark.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from app.errors import exits_cleanly
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("inputs", nargs="+", help="image files (.png, .jpg) or .npy arrays of images")
+    p.add_argument("inputs", nargs="+", help="image files (.png, .jpg), .npy arrays of images, or folders of them")
     p.add_argument("--dataset", type=names.dataset_name, default=None,
                    help="picks the registry collection (default: the one with 'production')")
     p.add_argument("--arch", choices=names.ARCHITECTURES, default=None,
@@ -35,18 +36,20 @@ def parse_args(argv=None):
 @exits_cleanly
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from app.evaluation.images import load_inputs
+    from app.evaluation.images import model_inputs, read_inputs
     from app.evaluation.inference import probabilities
     from app.training.checkpoint import load_checkpoint
     from app.training.engine import pick_device
     from app.tracking import backend, discovery, start_run
 
+    inputs = read_inputs(args.inputs)  # a missing or broken file is refused before any run or lineage record
     model_ref = args.model or discovery.registry_model(backend(), names.PRODUCTION, args.dataset, args.arch)
-    with start_run("predict", {"model": model_ref, "inputs": len(args.inputs)}) as run:
+    # Prediction only reads: a read-only store serves its models (the use then goes unrecorded).
+    with start_run("predict", {"model": model_ref, "inputs": len(inputs)}, writes=False) as run:
         device = pick_device(args.device)
-        model_version = run.use(model_ref, names.MODEL_TYPE)
+        model_version = run.use(model_ref, names.MODEL_TYPE, lineage_optional=True)
         model, recipe = load_checkpoint(model_version.path, device)
-        sources, images = load_inputs(args.inputs, recipe)
+        sources, images = model_inputs(inputs, recipe)
         probs = probabilities(model, images, device, recipe)
 
     classes = recipe["class_names"]

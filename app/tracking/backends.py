@@ -6,6 +6,7 @@ output artifacts, for a later `wandb sync`) is still written by the real SDK in 
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from app.errors import UserError
 from app.names import DATASET_TYPE, EVALUATION_TYPE, LATEST, MODEL_TYPE, REGISTRY
 from app.settings import Settings
 from app.tracking.refs import Ref, parse_ref
-from app.tracking.store import Store, check_alias, check_guard
+from app.tracking.store import ReadOnlyStore, Store, check_alias, check_guard
 
 
 @dataclass
@@ -119,12 +120,24 @@ class OfflineBackend:
         except UserError:
             return None
 
-    def use(self, run, ref: str, expected_type: str | None) -> ArtifactVersion:
+    def check_writable(self) -> None:
+        """A read-only store is refused before a run that writes to it starts."""
+        self.store.check_writable()
+
+    def use(self, run, ref: str, expected_type: str | None, lineage_optional: bool = False) -> ArtifactVersion:
+        """`lineage_optional`: a store that cannot be written still serves its verified files
+        (predict.py on a read-only store); the use is then not recorded, and a warning says so."""
         coll, version, info = self._verified(ref, expected_type)
-        self.store.record_use(coll["scope"], coll["name"], version["version"], run.lineage_entry())
-        if version.get("source"):  # a registry entry: the linked artifact version was used too
-            src_coll, src_version = self._resolve(version["source"])
-            self.store.record_use(src_coll["scope"], src_coll["name"], src_version["version"], run.lineage_entry())
+        try:
+            self.store.record_use(coll["scope"], coll["name"], version["version"], run.lineage_entry())
+            if version.get("source"):  # a registry entry: the linked artifact version was used too
+                src_coll, src_version = self._resolve(version["source"])
+                self.store.record_use(src_coll["scope"], src_coll["name"], src_version["version"], run.lineage_entry())
+        except ReadOnlyStore:
+            if not lineage_optional:
+                raise
+            print(f"warning: the artifact store {self.store.root} is read-only, so this use of {info.ref} is not "
+                  "recorded in its lineage.", file=sys.stderr)
         return info
 
     def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str]) -> ArtifactVersion:
@@ -291,7 +304,10 @@ class OnlineBackend:
         _check_type(info, expected_type)
         return info
 
-    def use(self, run, ref: str, expected_type: str | None) -> ArtifactVersion:
+    def check_writable(self) -> None:
+        """W&B's server decides what may be written; the key was checked on connecting."""
+
+    def use(self, run, ref: str, expected_type: str | None, lineage_optional: bool = False) -> ArtifactVersion:
         # peek first: a wrong type is refused before W&B records the use in the run's lineage
         self.peek(ref, expected_type)
         try:

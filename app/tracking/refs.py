@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from app.errors import UserError
 from app.names import LATEST, REGISTRY
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A name or an alias in a ref. W&B itself refuses '/' and ':' in aliases; the rest of what this
+# leaves out (spaces, newlines, an empty alias) no ref could name.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _VERSION = re.compile(r"^v(\d+)$")
 
 
@@ -53,8 +55,8 @@ def parse_ref(text: str) -> Ref:
         not raw
         or raw.count(":") > 1
         or len(parts) > 3
-        or not all(_NAME.match(p) for p in parts)
-        or not _NAME.match(alias)
+        or not all(NAME.fullmatch(p) for p in parts)
+        or not NAME.fullmatch(alias)
     )
     if bad:
         raise UserError(

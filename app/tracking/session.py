@@ -67,9 +67,10 @@ class Run:
 
     # -- artifacts -----------------------------------------------------------------------
 
-    def use(self, ref: str, expected_type: str | None = None) -> ArtifactVersion:
-        """Consume an artifact inside this run: verified local files plus metadata."""
-        return self.backend.use(self, ref, expected_type)
+    def use(self, ref: str, expected_type: str | None = None, lineage_optional: bool = False) -> ArtifactVersion:
+        """Consume an artifact inside this run: verified local files plus metadata.
+        `lineage_optional`: a read-only store still serves the files (the use goes unrecorded)."""
+        return self.backend.use(self, ref, expected_type, lineage_optional)
 
     def log_artifact(self, name: str, type: str, files: dict[str, Path], metadata: dict,
                      aliases: list[str] | tuple = ()) -> ArtifactVersion:
@@ -138,14 +139,18 @@ class SilentRun:
 
 
 @contextlib.contextmanager
-def start_run(job_type: str, config: dict, *, group: str | None = None, name: str | None = None):
+def start_run(job_type: str, config: dict, *, group: str | None = None, name: str | None = None,
+              writes: bool = True):
     """A W&B run: `with start_run("train", cfg) as run: ...`.
 
     An exception or Ctrl-C inside marks the run failed (exit code 1) and re-raises, so a
-    broken run never looks finished.
+    broken run never looks finished. `writes`: the run logs to the store, so a store that
+    cannot be written is refused before the run starts (predict.py only reads).
     """
     settings = load_settings()
     connected = backend()  # the process's one connection: a lookup before the run already made it
+    if writes:
+        connected.check_writable()
     clean_config = {k: v for k, v in config.items() if k.lower() not in _SECRET_KEYS}
     try:
         wandb_run = wandb.init(

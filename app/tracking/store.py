@@ -28,15 +28,39 @@ from pathlib import Path, PurePosixPath
 
 from wandb.sdk.lib.hashutil import md5_file_b64
 
-from app.errors import UserError
+from app.errors import UserError, summary
 from app.names import LATEST, REGISTRY
-from app.tracking.refs import Ref
+from app.tracking.refs import NAME, Ref
 
 RESERVED_ALIAS_PREFIX = "v"  # vN names a version, never an alias
+COLLECTION_KEYS = {"name": str, "scope": str, "type": str, "versions": list, "aliases": dict}
 
 
 class CorruptArtifact(UserError):
     """A stored file no longer matches the digest recorded when it was logged."""
+
+
+class ReadOnlyStore(UserError):
+    """The store's folder cannot be written (a read-only mount, another user's folder)."""
+
+
+def read_index(path: Path, what: str, expected_keys: dict[str, type]) -> dict | None:
+    """A JSON index of the store (a collection, a sweep), or None when there is none. One cut
+    short or edited by hand is refused with the fix, never a traceback."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        problem = summary(err)
+    else:
+        if isinstance(data, dict) and all(isinstance(data.get(k), t) for k, t in expected_keys.items()):
+            return data
+        problem = f"not a {what} index: it needs {', '.join(expected_keys)}"
+    raise UserError(
+        f"the {what} index {path} is damaged ({problem}); it was cut short or edited by hand. Restore it from "
+        f"a backup, or move it away to drop that {what} (files under objects/ stay), then run again."
+    )
 
 
 def safe_relpath(name: str) -> str:
@@ -48,6 +72,9 @@ def safe_relpath(name: str) -> str:
 
 
 def check_alias(alias: str) -> None:
+    if not NAME.fullmatch(alias):
+        raise UserError(f"{alias!r} cannot be an alias: use letters, digits, '-', '_' and '.', starting with a "
+                        "letter or digit (e.g. production), so that a ref can name it.")
     if alias == LATEST:
         raise UserError(f"'{LATEST}' moves by itself to the newest version; it cannot be set by hand.")
     if alias[:1] == RESERVED_ALIAS_PREFIX and alias[1:].isdigit():
@@ -137,13 +164,26 @@ class Store:
     @contextlib.contextmanager
     def locked(self):
         """Exclusive lock over every write; the kernel drops it if the holder is killed."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as handle:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.root / ".lock", "a+")
+        except OSError as err:  # a read-only mount, a folder of another user
+            raise ReadOnlyStore(
+                f"the artifact store {self.root} cannot be written ({err.strerror or summary(err)}); nothing was "
+                "changed. Point PIPELINE_STORE_DIR at a writable folder (a copy of this one keeps its history), "
+                "or make it writable, and run again."
+            ) from err
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def check_writable(self) -> None:
+        """Refuse now, before a run starts, where a later write would be refused (ReadOnlyStore)."""
+        with self.locked():
+            pass
 
     # -- collections ---------------------------------------------------------------------
 
@@ -151,11 +191,7 @@ class Store:
         return self.collections_dir / scope / f"{name}.json"
 
     def read_collection(self, scope: str, name: str) -> dict | None:
-        path = self._collection_path(scope, name)
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
+        return read_index(self._collection_path(scope, name), "collection", COLLECTION_KEYS)
 
     def collections(self, scope: str | None = None) -> list[dict]:
         """Every collection (optionally of one scope), sorted by scope and name."""
@@ -165,7 +201,7 @@ class Store:
         found = []
         for s in scopes:
             for path in sorted((self.collections_dir / s).glob("*.json")):
-                found.append(json.loads(path.read_text(encoding="utf-8")))
+                found.append(read_index(path, "collection", COLLECTION_KEYS))
         return found
 
     # -- resolving refs ------------------------------------------------------------------

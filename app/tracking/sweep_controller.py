@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 from app.errors import UserError
-from app.tracking.store import Store, identity_alive, now_iso, process_identity, write_json_atomic
+from app.tracking.store import Store, identity_alive, now_iso, process_identity, read_index, write_json_atomic
 
 with warnings.catch_warnings():  # sweeps 0.3 declares a pydantic v1 config key; harmless
     warnings.simplefilter("ignore")
@@ -43,11 +43,11 @@ class LocalSweeps:
         return self.store.sweeps_dir / f"{sweep_id}.json"
 
     def read(self, sweep_id: str) -> dict:
-        try:
-            return json.loads(self._path(sweep_id).read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        state = read_index(self._path(sweep_id), "sweep", {"id": str, "config": dict, "trials": list})
+        if state is None:
             known = sorted(p.stem for p in self.store.sweeps_dir.glob("*.json")) if self.store.sweeps_dir.exists() else []
-            raise UserError(f"no local sweep {sweep_id!r}. Known sweeps: {', '.join(known) or 'none'}.") from None
+            raise UserError(f"no local sweep {sweep_id!r}. Known sweeps: {', '.join(known) or 'none'}.")
+        return state
 
     def _write(self, state: dict) -> None:
         write_json_atomic(self._path(state["id"]), state)

@@ -79,7 +79,7 @@ LEGACY = {"weight_decay": 0.0, "warmup": 0.0, "schedule": "constant", "label_smo
 
 def from_flags(arch: str, epochs: int, given: dict) -> TrainConfig:
     """Defaults for `arch`, overridden by the flags that were given (not None)."""
-    from app.models import model_defaults  # torch: imported when a run is configured, not for --help
+    from app.models import check_model_settings, model_defaults  # torch: when a run is configured, not for --help
 
     model = model_defaults(arch)
     known = {*TrainConfig.training_keys(), *model}
@@ -87,7 +87,9 @@ def from_flags(arch: str, epochs: int, given: dict) -> TrainConfig:
     if unknown:
         raise UserError(f"{', '.join(unknown)} do(es) not apply to --arch {arch}; drop the flag(s).")
     values = {k: v for k, v in given.items() if v is not None}
-    return TrainConfig(arch=arch, epochs=epochs, model={k: values.get(k, d) for k, d in model.items()},
+    model = {k: values.get(k, d) for k, d in model.items()}
+    check_model_settings(arch, model)  # dense=10**9 is refused here, before any run starts
+    return TrainConfig(arch=arch, epochs=epochs, model=model,
                        **{k: values[k] for k in TrainConfig.training_keys() if k in values})
 
 
