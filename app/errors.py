@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import traceback
 
 
 # Refs of what this process has logged or linked (app.tracking appends), so that an
@@ -14,10 +16,35 @@ class UserError(Exception):
     """Bad input or a missing prerequisite: the message says what is wrong and the fix."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C, with what the interrupted step leaves behind and how to go on (the message)."""
+
+
 def summary(err: BaseException) -> str:
     """An underlying error in a user's message: its type and its first line (`OSError: ...`)."""
     lines = str(err).strip().splitlines()
     return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def speak_on_rank_0_only() -> None:
+    """Under torchrun every process runs the script: the others' notices and progress lines
+    would repeat rank 0's and run into them on one terminal. Their output is dropped; an
+    error or a traceback still reaches the terminal (sys.__stderr__), named by its rank."""
+    rank = os.environ.get("RANK", "0")
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or rank == "0":
+        return
+    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    sys.excepthook = lambda kind, err, tb: traceback.print_exception(kind, err, tb, file=sys.__stderr__)
+
+
+def _error_stream():
+    """Where a user's error goes: stderr, or the real one on a quiet torchrun rank."""
+    return sys.stderr if os.environ.get("RANK", "0") == "0" else sys.__stderr__
+
+
+def _rank_label() -> str:
+    rank = os.environ.get("RANK", "0")
+    return f" (rank {rank})" if rank != "0" else ""
 
 
 def exits_cleanly(main):
@@ -28,8 +55,11 @@ def exits_cleanly(main):
         try:
             return main(*args, **kwargs)
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error{_rank_label()}: {err}", file=_error_stream(), flush=True)
             sys.exit(2)
+        except Interrupted as err:
+            print(f"interrupted: {err}", file=sys.stderr)
+            sys.exit(130)
         except KeyboardInterrupt:
             if LOGGED:
                 print(f"interrupted: the run is marked failed; already logged before the interrupt, and kept: "

@@ -35,6 +35,12 @@ def test_torchrun_logs_one_run_and_one_model_that_evaluate_reads(workspace):
     proc = torchrun(ws, "--device", "cpu", "--epochs", "8", "--batch_size", "32")
     assert proc.returncode == 0, proc.stderr
     assert "2 ranks" in proc.stderr and "digits-cnn:v0" in proc.stdout
+    # rank 0 speaks: each notice once, each on its own line
+    markers = ("training cnn on", "fit: ", "epoch 8/8", "W&B run (offline)", "model artifact: ")
+    for marker in markers:
+        assert (proc.stdout + proc.stderr).count(marker) == 1, (marker, proc.stderr)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert all(line.startswith(m) for line in lines for m in markers if m in line), proc.stderr  # none run together
     [model] = ws.versions("digits-cnn")
     assert model["metadata"]["world_size"] == 2
     assert len(runs_of(ws, "train")) == 1  # rank 1 started no W&B run
@@ -70,7 +76,7 @@ def test_a_rank_that_fails_ends_the_job_and_logs_no_model(workspace, tmp_path):
         "    dist.all_reduce = failing\n")
     proc = torchrun(ws, "--device", "cpu", "--epochs", "3", env={"PYTHONPATH": str(hook)})
     assert proc.returncode != 0
-    assert "injected failure in rank 1" in proc.stderr
+    assert "injected failure in rank 1" in proc.stderr and "Traceback" in proc.stderr  # the quiet rank's error shows
     assert ws.versions("digits-cnn") == []
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,11 +68,16 @@ def test_gate_promotes_better_or_first_and_refuses_worse_ties_leakage_or_incompa
 def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
     ws = trained_copy
     ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "to_evaluate")
-    out = ws.run("evaluate", "--dataset", "digits", "--promote").stdout
+    # an absolute floor refuses even a first model, and says so
+    floor = ws.run("evaluate", "--dataset", "digits", "--promote", "--min-accuracy", "1.0", "--no-generate-images")
+    assert "refused (test accuracy" in floor.stdout and "below the --min-accuracy floor 1.0000" in floor.stdout
+    assert not [v for v in ws.versions("wandb-registry-model/digits-cnn") if "production" in v["aliases"]]
+    out = ws.run("evaluate", "--dataset", "digits", "--promote", "--min-accuracy", "0.5").stdout
     assert "promoted to wandb-registry-model/digits-cnn:v0" in out and "no production model yet" in out
+    assert "the --min-accuracy floor 0.5000 is met" in out
 
     # row counts of both tables equal the split sizes, in the evaluation artifact and the W&B run
-    [evaluation] = ws.versions("digits-cnn-evaluation")
+    evaluation = ws.versions("digits-cnn-evaluation")[-1]
     sizes = ws.versions("digits-split")[0]["metadata"]["split_sizes"]
     store_dir = ws.store / "objects" / evaluation["digest"]
     for split in ("val", "test"):
@@ -79,8 +85,8 @@ def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
             rows = list(csv.reader(f))
         assert len(rows) - 1 == sizes[split]
         assert rows[0][:6] == ["id", "label", "prediction", "confidence", "correct", "p_0"]
-    eval_dir = next(d for d in ws.run_dirs() if any(
-        r["type"] == "run" and r["run"]["job_type"] == "evaluate" for r in leet_records(d)))
+    eval_dir = [d for d in ws.run_dirs() if any(
+        r["type"] == "run" and r["run"]["job_type"] == "evaluate" for r in leet_records(d))][-1]
     records = leet_records(eval_dir)
     summary = {}
     for r in records:
@@ -89,12 +95,27 @@ def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
     assert 0 < summary["val/accuracy"] <= 1 and 0 < summary["test/accuracy"] <= 1
     assert "val_test_gap" in summary
     tables = {f["path"] for r in records if r["type"] == "files" for f in r["files"]["files"]}
+    wrong = {}
     for split in ("val", "test"):
-        assert any(f"{split}/errors" in t for t in tables) and any(f"{split}/confusion_matrix_image" in t for t in tables)
-        table_file = next(t for t in tables if f"{split}/errors" in t and t.endswith(".table.json"))
-        data = json.loads((eval_dir / "files" / table_file).read_text())
-        assert len(data["data"]) == sizes[split] and "image" in data["columns"]
+        assert any(f"{split}/confusion_matrix_image" in t for t in tables)
+        every = json.loads((eval_dir / "files" / next(t for t in tables if f"{split}/predictions" in t
+                                                      and t.endswith(".table.json"))).read_text())
+        assert len(every["data"]) == sizes[split] and "image" in every["columns"]
+        errors = json.loads((eval_dir / "files" / next(t for t in tables if f"{split}/errors" in t
+                                                       and t.endswith(".table.json"))).read_text())
+        correct, confidence = errors["columns"].index("correct"), errors["columns"].index("confidence")
+        wrong[split] = sum(not row[correct] for row in every["data"])
+        assert len(errors["data"]) == wrong[split] and not any(row[correct] for row in errors["data"])
+        assert [r[confidence] for r in errors["data"]] == sorted((r[confidence] for r in errors["data"]), reverse=True)
         assert any(f"{split}/confusion_matrix" in t and "image" not in t for t in tables)
+
+    # the HTML report: next to the run, printed, logged, in the artifact; errors as inline images
+    report = Path(out.split("report: ")[1].splitlines()[0])
+    assert report.parent == eval_dir and report.read_text() == (store_dir / "report.html").read_text()
+    page = report.read_text()
+    assert page.count("<img") == 2 + min(wrong["val"], 24) + min(wrong["test"], 24)  # two confusion matrices
+    assert "no production model" in page and "src=\"http" not in page  # self-contained
+    assert any(t.startswith("media/html/report") for t in tables)
 
     # lineage: the evaluation run used both the model version and the dataset version
     eval_run = evaluation["logged_by"]["id"]
@@ -106,6 +127,8 @@ def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
     ws.run("registry", "link", "digits-cnn:v1", "digits-cnn", "--alias", "to_evaluate")
     out = ws.run("evaluate", "--dataset", "digits", "--promote", "--no-generate-images").stdout
     assert "promotion: refused" in out and "< production's" in out
+    page = Path(out.split("report: ")[1].splitlines()[0]).read_text()
+    assert "production (wandb-registry-model/digits-cnn:v0)" in page  # the two models side by side
     production = [v for v in ws.versions("wandb-registry-model/digits-cnn") if "production" in v["aliases"]]
     assert [v["version"] for v in production] == ["v0"]
 

@@ -68,7 +68,8 @@ def test_retrain_without_a_candidate_lists_what_exists(workspace):
     assert "train.py --tune" in proc.stderr and "registry.py link" in proc.stderr
     proc = workspace.run("train", "--dataset", "digits", "--arch", "cnn", "--retrain", check=False)
     assert proc.returncode == 2
-    assert "no artifact 'digits-cnn' in the model registry" in proc.stderr and "registry.py link" in proc.stderr
+    assert "no collection wandb-registry-model/digits-cnn in the model registry" in proc.stderr \
+        and "registry.py link" in proc.stderr
 
 
 def test_missing_or_wrong_type_input_lists_what_exists(workspace):

@@ -131,11 +131,11 @@ def test_two_agents_share_one_sweep_up_to_its_cap(workspace, tmp_path):
     text = yaml.safe_load(config.read_text())
     text.pop("early_terminate")
     config.write_text(yaml.safe_dump(text))
-    first = workspace.run("train", "--dataset", "digits", "--tune", "--max_sweep", "1", "--no-link",
+    first = workspace.run("train", "--dataset", "digits", "--tune", "--count", "1", "--no-link",
                           "--sweep-config", str(config))
     sweep_id = sweep_state(workspace)["id"]
     agents = [subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--dataset", "digits", "--tune",
-                                "--max_sweep", "10", "--sweep-id", sweep_id, "--no-link", "--sweep-config", str(config)],
+                                "--count", "10", "--sweep-id", sweep_id, "--no-link", "--sweep-config", str(config)],
                                cwd=workspace.path, env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
               for _ in range(2)]
     assert [a.wait(timeout=600) for a in agents] == [0, 0]

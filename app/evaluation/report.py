@@ -1,4 +1,4 @@
-"""What evaluate.py shows a person: confusion-matrix figures, error-analysis rows, prediction files."""
+"""What evaluate.py shows a person: confusion-matrix figures, error-analysis tables, prediction files."""
 from __future__ import annotations
 
 import csv
@@ -60,3 +60,33 @@ def write_predictions(path: Path, probs: np.ndarray, labels: np.ndarray, class_n
         writer.writerow(columns)
         writer.writerows(error_rows(probs, labels, class_names))
     return path
+
+
+def log_split(run, name: str, results: dict, probs: np.ndarray, labels: np.ndarray, images: np.ndarray,
+              class_names: list[str], with_images: bool) -> dict:
+    """Log one split's metrics, per-class table, confusion matrices and its two tables:
+    `<split>/predictions` (every example) and `<split>/errors` (the misclassified ones, the most
+    confident first). Returns what the HTML report shows of the split (html_report.render)."""
+    from app.evaluation import html_report
+
+    figure = confusion_figure(results["confusion_matrix"], class_names, name)
+    confusion_png = html_report.figure_png(figure)
+    rows = error_rows(probs, labels, class_names, images, run.image if with_images else None)
+    errors = html_report.most_confident_errors(probs, labels)
+    columns = error_columns(class_names, with_images)
+    run.log({
+        f"{name}/accuracy": results["accuracy"],
+        f"{name}/loss": results["loss"],
+        f"{name}/macro_f1": results["macro_f1"],
+        f"{name}/per_class": run.table(
+            ["class", "precision", "recall", "f1"],
+            [[c, *(results["per_class"][k][i] for k in ("precision", "recall", "f1"))] for i, c in enumerate(class_names)]),
+        f"{name}/confusion_matrix": run.confusion_matrix(labels, probs.argmax(1), class_names, f"{name} confusion matrix"),
+        f"{name}/confusion_matrix_image": run.image(figure),
+        f"{name}/predictions": run.table(columns, rows),
+        f"{name}/errors": run.table(columns, [rows[i] for i in errors]),
+    })
+    preds = probs.argmax(1)
+    return {"report": results, "confusion_png": confusion_png,
+            "errors": [(html_report.image_png(images[i]), class_names[labels[i]], class_names[preds[i]],
+                        float(probs[i].max())) for i in errors[:html_report.WORST_ERRORS]]}

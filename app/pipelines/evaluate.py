@@ -5,14 +5,17 @@
 
 The data is the dataset version the model was trained on (from its recipe), unless --data.
 With --promote, `production` moves to this model only if it was evaluated on its own dataset
-version and its test accuracy beats production's on the same split (or there is none yet).
+version and its test accuracy beats production's on the same split (or there is none yet), and
+reaches --min-accuracy when given. A self-contained HTML report (metrics, confusion matrices,
+the most confident errors as images, production beside the model) is written next to the run,
+logged to it and kept in the evaluation artifact.
 """
 from __future__ import annotations
 
 import sys
 
 from app import names
-from app.cli import Parser, parse_bool
+from app.cli import Parser, parse_bool, unit_interval
 from app.errors import exits_cleanly
 
 SPLITS = ("val", "test")
@@ -31,6 +34,8 @@ def parse_args(argv=None):
                    help="move 'production' here if better than production on the same test split")
     p.add_argument("--promote-ties", nargs="?", const=True, default=False, type=parse_bool,
                    help="with --promote: a tie with production promotes too")
+    p.add_argument("--min-accuracy", type=unit_interval, default=None, metavar="A",
+                   help="with --promote: never promote below this test accuracy (0..1), not even a first model")
     p.add_argument("--no-generate-images", dest="generate_images", action="store_false",
                    help="leave the image column out of the error-analysis tables")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="inference device")
@@ -52,7 +57,7 @@ def main(argv=None) -> None:
     from pathlib import Path
 
     from app.data.split_files import read_split
-    from app.evaluation import gate, report
+    from app.evaluation import gate, html_report, report
     from app.evaluation.promotion import production_on_split, promote
     from app.evaluation.inference import probabilities
     from app.evaluation.metrics import classification_report
@@ -72,30 +77,14 @@ def main(argv=None) -> None:
         split = read_split(dataset.path)
         run.update_config({"model_version": model_version.ref, "dataset_ref": dataset.ref, "arch": recipe["arch"]})
 
-        make_image = run.image if args.generate_images else None
-        results, probs = {}, {}
+        results, probs, shown = {}, {}, {}
         for name in SPLITS:
             probs[name] = probabilities(model, split.images[name], device, recipe)
             results[name] = classification_report(probs[name], split.labels[name], len(split.class_names))
             print(f"{name}: accuracy {results[name]['accuracy']:.4f}  loss {results[name]['loss']:.4f}  "
                   f"macro F1 {results[name]['macro_f1']:.4f}", file=sys.stderr)
-            run.log({
-                f"{name}/accuracy": results[name]["accuracy"],
-                f"{name}/loss": results[name]["loss"],
-                f"{name}/macro_f1": results[name]["macro_f1"],
-                f"{name}/per_class": run.table(
-                    ["class", "precision", "recall", "f1"],
-                    [[c, *(results[name]["per_class"][k][i] for k in ("precision", "recall", "f1"))]
-                     for i, c in enumerate(split.class_names)]),
-                f"{name}/confusion_matrix": run.confusion_matrix(
-                    split.labels[name], probs[name].argmax(1), split.class_names, f"{name} confusion matrix"),
-                f"{name}/confusion_matrix_image": run.image(
-                    report.confusion_figure(results[name]["confusion_matrix"], split.class_names, name)),
-                f"{name}/errors": run.table(
-                    report.error_columns(split.class_names, args.generate_images),
-                    report.error_rows(probs[name], split.labels[name], split.class_names,
-                                      split.images[name], make_image)),
-            })
+            shown[name] = report.log_split(run, name, results[name], probs[name], split.labels[name],
+                                           split.images[name], split.class_names, args.generate_images)
         gap = results["val"]["accuracy"] - results["test"]["accuracy"]
         summary = {f"{s}_{k}": results[s][k] for s in SPLITS for k in ("accuracy", "loss", "macro_f1")}
         summary["val_test_gap"] = gap
@@ -107,13 +96,23 @@ def main(argv=None) -> None:
             print(f"side by side on {dataset.ref} test: this {results['test']['accuracy']:.4f}  "
                   f"production {production['test_accuracy']:.4f} ({production['ref']})")
         own_data = dataset.digest == recipe["dataset"]["digest"]
-        decision = gate.decide(results["test"]["accuracy"], production, own_data=own_data, ties=args.promote_ties)
+        decision = gate.decide(results["test"]["accuracy"], production, own_data=own_data, ties=args.promote_ties,
+                               min_accuracy=args.min_accuracy)
         run.summary({"promotion_eligible": decision.promote, "promotion_reason": decision.reason})
+
+        # A page that shows the errors offline too (W&B's offline table files only point at media).
+        page = html_report.render(model_ref=model_version.ref, dataset_ref=dataset.ref, class_names=split.class_names,
+                                  splits=shown, decision=decision.reason,
+                                  comparison=production if production and "test_accuracy" in production else None)
+        report_path = run.dir / "evaluation-report.html"
+        report_path.write_text(page, encoding="utf-8")
+        run.log({"report": run.html(page)})
 
         with tempfile.TemporaryDirectory() as tmp:
             files = {f"{s}_predictions.csv": report.write_predictions(Path(tmp) / f"{s}_predictions.csv", probs[s],
                                                                       split.labels[s], split.class_names)
                      for s in SPLITS}
+            files["report.html"] = report_path
             evaluation = run.log_artifact(
                 names.evaluation_artifact(recipe["dataset"]["name"], recipe["arch"]), names.EVALUATION_TYPE, files,
                 {"model": model_version.ref, "model_digest": model_version.digest, "dataset": dataset.ref,
@@ -128,6 +127,7 @@ def main(argv=None) -> None:
     print(f"evaluated {model_version.ref} on {dataset.ref}: val accuracy {results['val']['accuracy']:.4f}, "
           f"test accuracy {results['test']['accuracy']:.4f}, val-test gap {gap:+.4f}")
     print(f"evaluation artifact: {evaluation.ref}")
+    print(f"report: {report_path}")
     if args.promote:
         print(f"promotion: {'promoted to ' + promoted if promoted else 'refused'} ({decision.reason})")
     else:

@@ -42,8 +42,9 @@ def main(argv=None) -> None:
     from app.training.engine import pick_device
     from app.tracking import backend, discovery, start_run
 
+    connected = backend()  # online: a bad key or no network is said first, in seconds
     inputs = read_inputs(args.inputs)  # a missing or broken file is refused before any run or lineage record
-    model_ref = args.model or discovery.registry_model(backend(), names.PRODUCTION, args.dataset, args.arch)
+    model_ref = args.model or discovery.registry_model(connected, names.PRODUCTION, args.dataset, args.arch)
     # Prediction only reads: a read-only store serves its models (the use then goes unrecorded).
     with start_run("predict", {"model": model_ref, "inputs": len(inputs)}, writes=False) as run:
         device = pick_device(args.device)

@@ -4,6 +4,7 @@
     python app/pipelines/registry.py link digits-cnn:v3 digits-cnn --alias candidate
     python app/pipelines/registry.py alias wandb-registry-model/digits-cnn:v1 production
     wandb sync wandb/offline-run-* && python app/pipelines/registry.py push [--dry-run]
+    python app/pipelines/registry.py push --dry-run      # before a login: the plan from the store alone
 
 COLLECTION is an artifact name (`digits-split`) or a registry collection
 (`wandb-registry-model/digits-cnn`).
@@ -35,7 +36,8 @@ def parse_args(argv=None):
     alias.add_argument("alias", help="the alias, e.g. production")
     push = sub.add_parser("push", help="after `wandb sync`: replay the embedded store's run inputs, registry "
                                        "links and aliases into W&B (online; idempotent)")
-    push.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    push.add_argument("--dry-run", action="store_true",
+                      help="print the plan, change nothing (offline: the plan from the store alone)")
     push.add_argument("--wandb-dir", type=Path, default=Path("wandb"),
                       help="folder of the offline run folders, for the `wandb sync` hints")
     return p.parse_args(argv)
@@ -86,9 +88,11 @@ def push(args) -> None:
     from app.tracking.store import Store
 
     settings = load_settings()
+    if settings.offline and args.dry_run:
+        return offline_dry_run(settings, args.wandb_dir)
     if settings.offline:
         raise UserError("push writes to W&B: log in first (`wandb login`, or WANDB_API_KEY in app/.env), "
-                        "with WANDB_MODE unset or online.")
+                        "with WANDB_MODE unset or online. `push --dry-run` shows the plan without a login.")
     plan = replay(backend(), Store(settings.store_dir), args.wandb_dir, args.dry_run)
     for run_id, command in sorted(plan.unsynced.items()):
         print(f"not in W&B yet, skipped: run {run_id}; upload it first: {command}")
@@ -100,6 +104,22 @@ def push(args) -> None:
             print(f"  {step.kind:5} {step.text}")
     else:
         print(f"pushed {len(plan.steps)} steps to W&B.")
+
+
+def offline_dry_run(settings, wandb_dir: Path) -> None:
+    """The plan from the store alone, and what it could not check without W&B."""
+    from app.tracking.push import offline_plan
+    from app.tracking.store import Store
+
+    plan = offline_plan(Store(settings.store_dir), settings.project, wandb_dir)
+    print(f"plan from the store alone ({len(plan.steps)} steps at most, nothing changed: --dry-run, offline):")
+    for step in plan.steps:
+        print(f"  {step.kind:5} {step.text}")
+    for run_id, why in sorted(plan.unsynced.items()):
+        print(f"  run {run_id}: {why}; push skips it until it is synced")
+    print("not checked without a login: which runs `wandb sync` has uploaded, and which of these steps W&B already "
+          "has (a step already there is skipped). Log in (`wandb login`) and run `push --dry-run` again for the "
+          "exact plan.")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 
 from app import names
 from app.cli import Parser, parse_bool, positive_int
-from app.errors import UserError, exits_cleanly
+from app.errors import UserError, exits_cleanly, speak_on_rank_0_only
 from app.training.config import PRECISIONS, DeviceOptions, TrainConfig
 
 
@@ -43,7 +43,12 @@ def parse_args(argv=None):
     hyper.add_argument("--hidden", type=positive_int, help="mlp: units of each hidden layer (default 512)")
     flow = p.add_argument_group("tuning and retraining")
     flow.add_argument("--tune", action="store_true", help="run a Bayesian sweep over sweep.yaml")
-    flow.add_argument("--max_sweep", type=positive_int, default=30, help="--tune: trials this agent runs")
+    flow.add_argument("--max_sweep", type=positive_int, default=None,
+                      help="--tune: the sweep's size in trials (its run_cap), fixed when it is created and kept "
+                           "when agents join or resume it (default: the sweep file's run_cap, else 30)")
+    flow.add_argument("--count", type=positive_int, default=None,
+                      help="--tune: trials this agent runs at most, as `wandb agent --count` (default: until the "
+                           "sweep has its size)")
     flow.add_argument("--sweep-id", help="--tune: join this sweep instead of creating one")
     flow.add_argument("--sweep-config", default=None,
                       help="--tune: the sweep definition (default: sweep.yaml for cnn, sweep-<arch>.yaml for the others)")
@@ -71,6 +76,7 @@ def device_options(args) -> DeviceOptions:
 @exits_cleanly
 def main(argv=None) -> None:
     args = parse_args(argv)
+    speak_on_rank_0_only()
     from app.settings import load_settings
 
     settings = load_settings()

@@ -92,7 +92,7 @@ class OfflineBackend:
 
     def _resolve(self, ref: str | Ref) -> tuple[dict, dict]:
         parsed = parse_ref(ref) if isinstance(ref, str) else ref
-        return self.store.resolve(parsed, self.settings.project)
+        return self.store.resolve(parsed, self.settings.project, written=ref.strip() if isinstance(ref, str) else None)
 
     def peek(self, ref: str, expected_type: str | None = None) -> ArtifactVersion:
         """Metadata of a version, without fetching files or recording a use."""

@@ -125,6 +125,31 @@ class Pusher:
             raise UserError(f"W&B could not list {REGISTRY}/{coll['name']} ({err}).") from err
 
 
+def offline_plan(store: Store, project: str, wandb_dir: Path) -> Plan:
+    """What push would do at most, from the store alone (`--dry-run` without a login): every
+    recorded use and every registry link with its aliases. What W&B already has cannot be
+    known offline, so nothing is left out for that; runs without a folder under `wandb_dir`
+    are listed as `unsynced` (their `wandb sync` command cannot be run from here)."""
+    plan = Plan()
+    runs = set()
+    for coll in store.collections(project):
+        for version in coll["versions"]:
+            runs.add((version.get("logged_by") or {}).get("id"))
+            for user in version["used_by"]:
+                runs.add(user["id"])
+                plan.steps.append(Step("use", f"run {user['id']} ({user.get('job_type')}) used "
+                                              f"{coll['name']}:v{version['version']}", lambda: None))
+    for coll in store.collections(REGISTRY):
+        for version in coll["versions"]:
+            aliases = sorted(a for a, v in coll["aliases"].items() if v == version["version"] and a != LATEST)
+            plan.steps.append(Step("link", f"{REGISTRY}/{coll['name']}: link {version['source']}"
+                                           + (f" with {', '.join(aliases)}" if aliases else ""), lambda: None))
+    for run_id in sorted(r for r in runs if r):
+        if not list(wandb_dir.glob(f"offline-run-*-{run_id}")):
+            plan.unsynced[run_id] = f"no folder offline-run-*-{run_id} under {wandb_dir}"
+    return plan
+
+
 def push(online: OnlineBackend, store: Store, wandb_dir: Path, dry_run: bool) -> Plan:
     """Plan, then (unless dry_run) apply each step in order; a failure says how far it got."""
     plan = Pusher(online, store, wandb_dir).plan()

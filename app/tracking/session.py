@@ -109,6 +109,10 @@ class Run:
             plt.close(data)
         return image
 
+    def html(self, page: str):
+        """A self-contained HTML page for the run (W&B's stylesheet not injected)."""
+        return wandb.Html(page, inject=False)
+
     def table(self, columns: list[str], rows: list[list]):
         return wandb.Table(columns=columns, data=rows)
 

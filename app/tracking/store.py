@@ -206,15 +206,18 @@ class Store:
 
     # -- resolving refs ------------------------------------------------------------------
 
-    def resolve(self, ref: Ref, default_project: str) -> tuple[dict, dict]:
-        """(collection, version) for a ref, or a UserError that lists what exists."""
+    def resolve(self, ref: Ref, default_project: str, written: str | None = None) -> tuple[dict, dict]:
+        """(collection, version) for a ref, or a UserError that lists what exists and names the
+        ref as the user wrote it (`written`)."""
         scope = ref.scope or default_project
+        shown = written or str(ref)
         coll = self.read_collection(scope, ref.name)
+        prefix = f"{REGISTRY}/" if ref.registry else ""
         if coll is None:
-            existing = [f"{c['name']} ({c['type']})" for c in self.collections(scope)]
+            existing = [f"{prefix}{c['name']} ({c['type']})" for c in self.collections(scope)]
             where = "the model registry" if ref.registry else f"project {scope!r}"
             raise UserError(
-                f"no artifact {ref.name!r} in {where}. Existing: {', '.join(existing) or 'none'}. "
+                f"{shown}: no collection {prefix}{ref.name} in {where}. Existing: {', '.join(existing) or 'none'}. "
                 + (
                     "Link a model with `python app/pipelines/registry.py link REF COLLECTION --alias A`."
                     if ref.registry
@@ -223,11 +226,10 @@ class Store:
             )
         index = ref.version if ref.version is not None else coll["aliases"].get(ref.alias)
         if index is None or index >= len(coll["versions"]):
+            count = len(coll["versions"])
+            versions = "version v0" if count == 1 else f"versions v0..v{count - 1}"
             aliases = ", ".join(f"{a} -> v{v}" for a, v in sorted(coll["aliases"].items()))
-            raise UserError(
-                f"{ref} does not exist: {ref.name} has versions v0..v{len(coll['versions']) - 1} "
-                f"and aliases {aliases or 'none'}."
-            )
+            raise UserError(f"{shown} does not exist: {prefix}{ref.name} has {versions} and aliases {aliases or 'none'}.")
         return coll, coll["versions"][index]
 
     def qualified(self, coll: dict, version: dict) -> str:

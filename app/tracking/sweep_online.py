@@ -28,10 +28,11 @@ def sweep_path(sweep_id: str, settings: Settings) -> str:
     return f"{entity}/{settings.project}/{sweep_id}"
 
 
-def run_agent(path: str, count: int) -> int:
-    """`wandb agent --count N ENTITY/PROJECT/ID`, the same command a person runs elsewhere."""
+def run_agent(path: str, count: int | None) -> int:
+    """`wandb agent [--count N] ENTITY/PROJECT/ID`, the same command a person runs elsewhere;
+    without a count the agent runs until the server says the sweep is done (its run_cap)."""
     cli = shutil.which("wandb") or str(Path(sys.executable).with_name("wandb"))
-    return subprocess.run([cli, "agent", "--count", str(count), path]).returncode
+    return subprocess.run([cli, "agent", *(["--count", str(count)] if count else []), path]).returncode
 
 
 def ranking(path: str, metric: dict) -> list[dict]:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from app import names
-from app.errors import UserError
+from app.errors import Interrupted, UserError
 from app.tuning.trial import SWEEP_ID_ENV, TRIAL_ENV
 from app.tuning.trial_runner import run_trial, start_warm_process
 
@@ -29,7 +29,10 @@ def tune(args, settings) -> None:
     sweep_file = sweep_config_path(args.sweep_config, args.arch)
     config = load_sweep_config(sweep_file)
     validate(config, str(sweep_file), arch=args.arch)
-    config = with_fixed(config, fixed_values(args))
+    config = with_fixed(config, fixed_values(args), args.max_sweep)
+    if args.sweep_id and args.max_sweep:
+        print(f"note: --max_sweep sizes a sweep when it is created; sweep {args.sweep_id} keeps the size it was "
+              "created with (--count limits the trials of this agent).", file=sys.stderr)
     program = resolve_program(config["program"], sweep_file)
     collection = names.model_artifact(args.dataset, args.arch)
     if settings.offline:
@@ -72,23 +75,32 @@ def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
     controller = LocalSweeps(Store(settings.store_dir))
     sweep_id = args.sweep_id or controller.create(config)
     if args.sweep_id:
-        config = controller.read(sweep_id)["config"]
-    print(f"local sweep {sweep_id}: join from another shell with "
-          f"`python app/pipelines/train.py --tune --dataset {args.dataset} --arch {args.arch} --sweep-id {sweep_id}`",
-          file=sys.stderr)
-    failures = 0
-    for _ in range(args.max_sweep):
-        trial = controller.next_trial(sweep_id, cap=None)
-        if trial is None:
-            break
-        print(f"--- trial {trial['number']}: {trial['params']}", file=sys.stderr, flush=True)
-        env = {**os.environ, SWEEP_ID_ENV: sweep_id, TRIAL_ENV: str(trial["number"])}
-        argv = expand_command({**config, "program": program}, trial["params"])
-        returncode = run_trial(argv, env, on_start=lambda pid, n=trial["number"]: controller.set_process(sweep_id, n, pid))
-        state = controller.close_trial(sweep_id, trial["number"], returncode)
-        failures = failures + 1 if state in ("failed", "crashed") else 0
-        if failures >= MAX_CONSECUTIVE_FAILURES:
-            raise UserError(f"{failures} trials in a row failed; fix the error above and resume with --sweep-id {sweep_id}.")
+        config = controller.read(sweep_id)["config"]  # the sweep as created: its search and its size
+    size = config.get("run_cap")
+    join = f"python app/pipelines/train.py --tune --dataset {args.dataset} --arch {args.arch} --sweep-id {sweep_id}"
+    print(f"local sweep {sweep_id} ({size or 'unlimited'} trials): join from another shell, or resume it "
+          f"later, with `{join}`", file=sys.stderr)
+    failures, trial = 0, None
+    try:
+        for _ in range(args.count or sys.maxsize):  # --count trials, or until the sweep has its size
+            trial = controller.next_trial(sweep_id, cap=None)
+            if trial is None:
+                break
+            print(f"--- trial {trial['number']}: {trial['params']}", file=sys.stderr, flush=True)
+            env = {**os.environ, SWEEP_ID_ENV: sweep_id, TRIAL_ENV: str(trial["number"])}
+            argv = expand_command({**config, "program": program}, trial["params"])
+            returncode = run_trial(argv, env,
+                                   on_start=lambda pid, n=trial["number"]: controller.set_process(sweep_id, n, pid))
+            state = controller.close_trial(sweep_id, trial["number"], returncode)
+            failures = failures + 1 if state in ("failed", "crashed") else 0
+            if failures >= MAX_CONSECUTIVE_FAILURES:
+                raise UserError(f"{failures} trials in a row failed; fix the error above and resume with `{join}`.")
+    except KeyboardInterrupt:
+        if trial is not None:  # a trial cut short counts toward the size, as on W&B's server
+            controller.close_trial(sweep_id, trial["number"], 130)
+        started = len(controller.read(sweep_id)["trials"])
+        raise Interrupted(f"local sweep {sweep_id} stopped with {started} of {size or 'unlimited'} trials started "
+                          f"(models of finished trials are kept). Resume it with `{join}`.") from None
     return controller.ranking(sweep_id)
 
 
@@ -98,7 +110,7 @@ def tune_online(config: dict, args, settings) -> list[dict]:
     sweep_id = args.sweep_id or sweep_online.create_sweep(config, settings)
     path = sweep_online.sweep_path(sweep_id, settings)
     print(f"sweep {sweep_id}: more agents on any machine with `wandb agent {path}`", file=sys.stderr)
-    returncode = sweep_online.run_agent(path, args.max_sweep)
+    returncode = sweep_online.run_agent(path, args.count)
     if returncode:
         raise UserError(f"`wandb agent {path}` exited with {returncode}; see its output above.")
     return sweep_online.ranking(path, config["metric"])

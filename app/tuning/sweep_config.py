@@ -78,12 +78,16 @@ def validate(config: dict, source: str = "sweep.yaml", arch: str | None = None) 
         raise UserError(f"{source} is invalid:\n  - " + "\n  - ".join(problems))
 
 
-def with_fixed(config: dict, fixed: dict) -> dict:
+DEFAULT_SWEEP_SIZE = 30  # trials of a sweep whose file sets no run_cap and no --max_sweep is given
+
+
+def with_fixed(config: dict, fixed: dict, size: int | None = None) -> dict:
     """The sweep as created: sweep.yaml plus the fixed values of this --tune (dataset, arch, epochs,
-    device flags given)."""
+    device flags given), and its size as W&B's `run_cap`: --max_sweep, else the file's run_cap,
+    else DEFAULT_SWEEP_SIZE. The sweep keeps it, so every agent that joins later stops there."""
     params = dict(config["parameters"])
     params.update({k: {"value": v} for k, v in fixed.items() if v is not None})
-    return {**config, "parameters": params}
+    return {**config, "parameters": params, "run_cap": size or config.get("run_cap") or DEFAULT_SWEEP_SIZE}
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -42,13 +42,33 @@ def run_trial(argv: list[str], env: dict[str, str], on_start: Callable[[int], No
         process = subprocess.Popen(argv, env=env)
         if on_start:
             on_start(process.pid)
-        return process.wait()
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            _let_it_close(lambda: process.wait(INTERRUPT_GRACE_S))
+            raise
     process = context.Process(target=_run_program, args=(argv[1], argv[2:], env), name="sweep-trial")
     process.start()
     if on_start:
         on_start(process.pid)
-    process.join()
+    try:
+        process.join()
+    except KeyboardInterrupt:
+        _let_it_close(lambda: process.join(INTERRUPT_GRACE_S))
+        raise
     return process.exitcode
+
+
+INTERRUPT_GRACE_S = 30  # how long an interrupted agent waits for its trial to close its W&B run
+
+
+def _let_it_close(wait) -> None:
+    """Ctrl-C reaches the trial too (one process group): wait until it has closed its run and
+    said so, so the agent's own message comes last."""
+    try:
+        wait()
+    except (KeyboardInterrupt, subprocess.TimeoutExpired):
+        pass
 
 
 def _warm_context():

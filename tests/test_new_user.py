@@ -1,0 +1,84 @@
+"""What a new user trips on (issue #27), each driven as a user drives the scripts: a sweep keeps
+its size through Ctrl-C and resume, push --dry-run works before a login, error messages name
+refs as written. (predict's lineage: test_hostile_inputs.py; the HTML report, the errors table
+and --min-accuracy: test_evaluate.py; torchrun's one voice: test_distributed.py.)"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+
+from conftest import SCRIPTS
+from test_tune import small_sweep, sweep_state
+
+
+def test_an_interrupted_sweep_says_how_to_resume_once_and_keeps_its_size(workspace, tmp_path):
+    ws = workspace
+    ws.run("data_prep", "--dataset", "digits")
+    config = str(small_sweep(tmp_path))  # its file says run_cap 30
+    agent = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--tune", "--max_sweep", "3", "--epochs", "1",
+                              "--sweep-config", config], cwd=ws.path, env=ws.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = []
+    for line in agent.stderr:
+        seen.append(line)
+        if line.startswith("fit:"):  # trial 0 is training
+            break
+    os.killpg(agent.pid, signal.SIGINT)  # Ctrl-C: the agent and its trial, one process group
+    _, rest = agent.communicate(timeout=120)
+    err = "".join(seen) + rest
+    assert agent.returncode == 130 and "Traceback" not in err, err
+    assert err.count("interrupted: local sweep") == 1, err
+    resume = re.search(r"Resume it with `python app/pipelines/train\.py (.*?)`", err).group(1)
+    state = sweep_state(ws)
+    assert state["config"]["run_cap"] == 3 and [t["state"] for t in state["trials"]] == ["failed"]
+
+    # the printed command, as the user would paste it, runs the sweep to its own size: 3, not 30
+    ws.run("train", *shlex.split(resume), "--sweep-config", config)
+    trials = sweep_state(ws)["trials"]
+    assert len(trials) == 3 and [t["state"] for t in trials] == ["failed", "finished", "finished"]
+    assert len(ws.versions("digits-cnn")) == 2  # the interrupted trial logged no model
+
+
+def test_count_limits_one_agent_and_max_sweep_on_a_joined_sweep_is_a_note(workspace, tmp_path):
+    ws = workspace
+    ws.run("data_prep", "--dataset", "digits")
+    config = str(small_sweep(tmp_path, cap=2))
+    ws.run("train", "--tune", "--count", "1", "--epochs", "1", "--no-link", "--sweep-config", config)
+    sweep_id = sweep_state(ws)["id"]
+    assert len(sweep_state(ws)["trials"]) == 1
+    joined = ws.run("train", "--tune", "--sweep-id", sweep_id, "--max_sweep", "9", "--no-link",
+                    "--sweep-config", config)
+    assert "keeps the size it was created with" in joined.stderr
+    assert len(sweep_state(ws)["trials"]) == 2  # its size, 2, not 9
+
+
+def test_push_dry_run_without_a_login_shows_the_plan_and_what_it_could_not_check(trained_copy):
+    ws = trained_copy
+    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "candidate")
+    before = ws.store_snapshot()
+    [split] = ws.versions("digits-split")
+    train_run = split["used_by"][0]["id"]
+    out = ws.run("registry", "push", "--dry-run").stdout
+    assert f"use   run {train_run} (train) used digits-split:v0" in out
+    assert "link  wandb-registry-model/digits-cnn: link digits-cnn:v0 with candidate" in out
+    assert "not checked without a login" in out
+    assert f"run {train_run}: no folder offline-run-*-{train_run}" in out  # this copy holds no run folders
+    refused = ws.run("registry", "push", check=False)
+    assert refused.returncode == 2 and "`push --dry-run` shows the plan without a login" in refused.stderr
+    assert ws.store_snapshot() == before
+
+
+def test_errors_name_refs_as_written_and_one_version_reads_v0(trained_copy, tmp_path):
+    ws = trained_copy
+    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "production")
+    proc = ws.run("evaluate", "--model", "wandb-registry-model/digits-cnn:nope", check=False)
+    assert proc.returncode == 2
+    assert ("wandb-registry-model/digits-cnn:nope does not exist: wandb-registry-model/digits-cnn has version v0 "
+            "and aliases") in proc.stderr and "v0..v0" not in proc.stderr
+    proc = ws.run("evaluate", "--model", "wandb-registry-model/nosuch:production", check=False)
+    assert "no collection wandb-registry-model/nosuch in the model registry" in proc.stderr
+    assert "Existing: wandb-registry-model/digits-cnn (model)" in proc.stderr
