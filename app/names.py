@@ -14,6 +14,7 @@ SCHEDULES = ("cosine", "constant")  # train.py --schedule, after warm-up (app/tr
 DATASET_TYPE = "dataset"
 MODEL_TYPE = "model"
 EVALUATION_TYPE = "evaluation"
+ONNX_TYPE = "onnx"  # a model's ONNX export (app/serving/onnx_export.py)
 
 REGISTRY = "wandb-registry-model"  # W&B's model registry, as it appears in refs
 
@@ -60,6 +61,11 @@ def model_artifact(dataset: str, arch: str) -> str:
 
 def evaluation_artifact(dataset: str, arch: str) -> str:
     return f"{dataset}-{arch}-evaluation"
+
+
+def onnx_artifact(model_collection: str) -> str:
+    """The export of versions of `<dataset>-<arch>`: `<dataset>-<arch>-onnx`."""
+    return f"{model_collection}-onnx"
 
 
 def registry_ref(collection: str, alias: str) -> str:

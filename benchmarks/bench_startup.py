@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = ("data_prep", "train", "evaluate", "registry", "predict")
+SCRIPTS = ("data_prep", "train", "evaluate", "registry", "predict", "serve")
 
 
 def timed(argv, env, cwd) -> float:

@@ -75,6 +75,8 @@ def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
     out = ws.run("evaluate", "--dataset", "digits", "--promote", "--min-accuracy", "0.5").stdout
     assert "promoted to wandb-registry-model/digits-cnn:v0" in out and "no production model yet" in out
     assert "the --min-accuracy floor 0.5000 is met" in out
+    assert "onnx export: digits-cnn-onnx:v0" in out  # the promoted version, servable without this repo
+    assert ws.versions("digits-cnn-onnx")[0]["metadata"]["model_digest"] == ws.versions("digits-cnn")[0]["digest"]
 
     # row counts of both tables equal the split sizes, in the evaluation artifact and the W&B run
     evaluation = ws.versions("digits-cnn-evaluation")[-1]

@@ -59,6 +59,7 @@ def main(argv=None) -> None:
     from app.data.split_files import read_split
     from app.evaluation import gate, html_report, report
     from app.evaluation.promotion import production_on_split, promote
+    from app.serving.onnx_export import log_export
     from app.evaluation.inference import probabilities
     from app.evaluation.metrics import classification_report
     from app.training.checkpoint import load_checkpoint
@@ -119,9 +120,10 @@ def main(argv=None) -> None:
                  "dataset_digest": dataset.digest, "metrics": summary, "per_class": {s: results[s]["per_class"] for s in SPLITS},
                  "production": production, "promotion": {"eligible": decision.promote, "reason": decision.reason}})
 
-        promoted = None
+        promoted = exported = None
         if args.promote and decision.promote:
             promoted = promote(run, model_version, collection, production)
+            exported = log_export(run, model_version, model, recipe)  # production, servable without this repo
         run.summary({"promoted": bool(promoted)})
 
     print(f"evaluated {model_version.ref} on {dataset.ref}: val accuracy {results['val']['accuracy']:.4f}, "
@@ -130,6 +132,8 @@ def main(argv=None) -> None:
     print(f"report: {report_path}")
     if args.promote:
         print(f"promotion: {'promoted to ' + promoted if promoted else 'refused'} ({decision.reason})")
+        if exported:
+            print(f"onnx export: {exported.ref}")
     else:
         print(f"promotion: not asked (--promote); the gate would {'promote' if decision.promote else 'refuse'}: "
               f"{decision.reason}")

@@ -3,21 +3,25 @@
     python app/pipelines/predict.py seven.png scan.jpg         # the one production model
     python app/pipelines/predict.py --dataset my-photos cat.jpg
     python app/pipelines/predict.py --model digits-cnn:v3 --json batch.npy
-    python app/pipelines/predict.py photos/                     # every image in a folder
+    python app/pipelines/predict.py photos/ --output predictions.csv   # every image in a folder
 
 Image files of any size and mode (PNG, JPEG, anything Pillow reads), .npy arrays of uint8
 images, or folders of them (sub-folders included), brought to the model's input by its own
 recipe: its size (aspect kept, centre crop), channels and normalisation. For digit models a
-light background is inverted, as they learned light strokes on dark.
+light background is inverted, as they learned light strokes on dark. The model version's ONNX
+export runs them through onnxruntime where there is one (`registry.py export`, or evaluate.py
+--promote); the run logs a `predictions` table (image, prediction, confidence, top 3).
 """
 from __future__ import annotations
 
+import csv
 import json
 import sys
+from pathlib import Path
 
 from app import names
-from app.cli import Parser
-from app.errors import exits_cleanly
+from app.cli import Parser, positive_int
+from app.errors import UserError, exits_cleanly
 
 
 def parse_args(argv=None):
@@ -29,7 +33,12 @@ def parse_args(argv=None):
                    help="picks the registry collection (default: the one with 'production')")
     p.add_argument("--model", metavar="REF", help="model ref (default: wandb-registry-model/<dataset>-<arch>:production)")
     p.add_argument("--json", action="store_true", help="one JSON document, for machines")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="inference device")
+    p.add_argument("--output", type=Path, metavar="CSV", help="also write the predictions to this CSV file")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per inference batch")
+    p.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto",
+                   help="auto: onnxruntime when the model version has an ONNX export (registry.py export) and "
+                        "the device is the CPU, else torch")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="inference device (torch)")
     return p.parse_args(argv)
 
 
@@ -37,8 +46,8 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     from app.evaluation.images import model_inputs, read_inputs
-    from app.evaluation.inference import probabilities
-    from app.training.checkpoint import load_checkpoint
+    from app.serving.predictor import Predictor
+    from app.training.checkpoint import read_recipe
     from app.training.engine import pick_device
     from app.tracking import backend, discovery, start_run
 
@@ -49,19 +58,44 @@ def main(argv=None) -> None:
     with start_run("predict", {"model": model_ref, "inputs": len(inputs)}, writes=False) as run:
         device = pick_device(args.device)
         model_version = run.use(model_ref, names.MODEL_TYPE, lineage_optional=True)
-        model, recipe = load_checkpoint(model_version.path, device)
-        sources, images = model_inputs(inputs, recipe)
-        probs = probabilities(model, images, device, recipe)
+        export = None
+        if args.engine == "onnx" or (args.engine == "auto" and device.type == "cpu"):
+            export = discovery.onnx_export(connected, model_version)
+            if export is None and args.engine == "onnx":
+                raise UserError(f"{model_version.ref} has no ONNX export; log one with `python app/pipelines/"
+                                f"registry.py export {model_version.ref}`, or pass --engine torch.")
+        onnx_folder = run.use(export.ref, names.ONNX_TYPE, lineage_optional=True).path if export else None
+        predictor = Predictor(model_version.path, onnx_folder, device=str(device))
+        sources, images = model_inputs(inputs, read_recipe(model_version.path))
+        probs = predictor.probabilities(images, args.batch_size)
+        results = [{"input": source, "class": top[0][0], "index": int(p.argmax()), "confidence": top[0][1],
+                    "top3": top} for source, p, top in zip(sources, probs, predictor.top(probs))]
+        run.log({"predictions": run.table(
+            ["image", "input", "prediction", "confidence", "top3"],
+            [[run.image(image), r["input"], r["class"], r["confidence"], " | ".join(f"{c} {q:.3f}" for c, q in r["top3"])]
+             for image, r in zip(images, results)])})
 
-    classes = recipe["class_names"]
-    results = [{"input": source, "class": classes[int(p.argmax())], "index": int(p.argmax()),
-                "confidence": round(float(p.max()), 5)} for source, p in zip(sources, probs)]
+    if args.output:
+        write_csv(args.output, results)
+    engine = f"{predictor.engine}" + (f" ({export.ref})" if export else "")
     if args.json:
-        print(json.dumps({"model": model_version.ref, "predictions": results}, indent=1))
+        print(json.dumps({"model": model_version.ref, "engine": engine, "predictions": results}, indent=1))
         return
     for r in results:
         print(f"{r['input']}: {r['class']} ({r['confidence']:.3f})")
-    print(f"model: {model_version.ref}", file=sys.stderr)
+    print(f"model: {model_version.ref}, engine: {engine}" + (f", written to {args.output}" if args.output else ""),
+          file=sys.stderr)
+
+
+def write_csv(path: Path, results: list[dict]) -> None:
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["input", "class", "confidence", "top3"])
+            writer.writerows([r["input"], r["class"], r["confidence"], " | ".join(f"{c} {q}" for c, q in r["top3"])]
+                             for r in results)
+    except OSError as err:
+        raise UserError(f"could not write {path} ({err.strerror or err}); pass a writable --output path.") from err
 
 
 if __name__ == "__main__":

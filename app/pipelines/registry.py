@@ -3,6 +3,7 @@
     python app/pipelines/registry.py list [COLLECTION] [--json]
     python app/pipelines/registry.py link digits-cnn:v3 digits-cnn --alias candidate
     python app/pipelines/registry.py alias wandb-registry-model/digits-cnn:v1 production
+    python app/pipelines/registry.py export wandb-registry-model/digits-cnn:production   # -> digits-cnn-onnx
     wandb sync wandb/offline-run-* && python app/pipelines/registry.py push [--dry-run]
     python app/pipelines/registry.py push --dry-run      # before a login: the plan from the store alone
 
@@ -34,6 +35,8 @@ def parse_args(argv=None):
     alias = sub.add_parser("alias", help="move an alias to a version (it leaves the version that had it)")
     alias.add_argument("ref", help="the version to get the alias")
     alias.add_argument("alias", help="the alias, e.g. production")
+    export = sub.add_parser("export", help="log a model version's ONNX export (<collection>-onnx, type onnx)")
+    export.add_argument("ref", help="the model version, e.g. wandb-registry-model/digits-cnn:production")
     push = sub.add_parser("push", help="after `wandb sync`: replay the embedded store's run inputs, registry "
                                        "links and aliases into W&B (online; idempotent)")
     push.add_argument("--dry-run", action="store_true",
@@ -58,6 +61,8 @@ def main(argv=None) -> None:
 
     if args.command == "push":
         return push(args)
+    if args.command == "export":
+        return export(args.ref)
     store = backend()
     if args.command == "list":
         rows = store.list(args.collection)
@@ -78,6 +83,20 @@ def main(argv=None) -> None:
         moved, previous = store.set_alias(args.ref, args.alias)
         came_from = f" (taken from {previous})" if previous and previous != f"v{moved.version}" else ""
         print(f"alias {args.alias!r} -> {moved.ref}{came_from}")
+
+
+def export(ref: str) -> None:
+    """One run that uses the model version and logs its export: lineage model -> export."""
+    from app import names
+    from app.serving.onnx_export import log_export
+    from app.training.checkpoint import load_checkpoint
+    from app.tracking import start_run
+
+    with start_run("export", {"model": ref}) as run:
+        model_version = run.use(ref, names.MODEL_TYPE)
+        model, recipe = load_checkpoint(model_version.path)
+        exported = log_export(run, model_version, model, recipe)
+    print(f"onnx export: {exported.ref} (of {model_version.ref}, digest {model_version.digest[:8]})")
 
 
 def push(args) -> None:

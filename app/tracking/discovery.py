@@ -67,3 +67,12 @@ def registry_model(backend, alias: str, dataset: str | None, arch: str | None) -
         f"several registry collections have a version with the alias {alias!r}: "
         f"{', '.join(sorted(v.name for v in fits))}. Pick one with --dataset (and --arch), or pass --model REF."
     )
+
+
+def onnx_export(backend, model_version) -> "ArtifactVersion | None":
+    """The ONNX export logged for this very model version (the same weights' digest), or None."""
+    collection = names.onnx_artifact(model_version.name)
+    if backend.lookup(f"{collection}:latest") is None:
+        return None
+    found = [v for v in backend.list(collection) if v.metadata.get("model_digest") == model_version.digest]
+    return found[-1] if found else None
