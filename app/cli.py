@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from app import names
+
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows a flag's default, unless there is none to show (None: decided later, and the help
@@ -73,3 +75,13 @@ def unit_interval(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text}")
     return value
+
+
+def add_model_flags(parser, alias: str, model_default: str | None = None) -> None:
+    """--dataset, --arch and --model: which registry model a step works on (by default the one
+    registry collection whose versions carry `alias`)."""
+    picks = f"picks the registry collection (default: the one with '{alias}')"
+    parser.add_argument("--dataset", type=names.dataset_name, default=None, help=picks)
+    parser.add_argument("--arch", choices=names.ARCHITECTURES, default=None, help=picks)
+    parser.add_argument("--model", metavar="REF", help="model ref (default: "
+                        + (model_default or f"wandb-registry-model/<dataset>-<arch>:{alias}") + ")")

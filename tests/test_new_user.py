@@ -36,24 +36,15 @@ def test_an_interrupted_sweep_says_how_to_resume_once_and_keeps_its_size(workspa
     state = sweep_state(ws)
     assert state["config"]["run_cap"] == 3 and [t["state"] for t in state["trials"]] == ["failed"]
 
-    # the printed command, as the user would paste it, runs the sweep to its own size: 3, not 30
-    ws.run("train", *shlex.split(resume), "--sweep-config", config)
+    # the printed command, as the user would paste it: --count limits this agent to one trial ...
+    ws.run("train", *shlex.split(resume), "--count", "1", "--sweep-config", config)
+    assert [t["state"] for t in sweep_state(ws)["trials"]] == ["failed", "finished"]
+    # ... and an agent that joins with another --max_sweep is told the sweep keeps its size: 3, not 9 or 30
+    joined = ws.run("train", *shlex.split(resume), "--max_sweep", "9", "--sweep-config", config)
+    assert "keeps the size it was created with" in joined.stderr
     trials = sweep_state(ws)["trials"]
     assert len(trials) == 3 and [t["state"] for t in trials] == ["failed", "finished", "finished"]
     assert len(ws.versions("digits-cnn")) == 2  # the interrupted trial logged no model
-
-
-def test_count_limits_one_agent_and_max_sweep_on_a_joined_sweep_is_a_note(workspace, tmp_path):
-    ws = workspace
-    ws.run("data_prep", "--dataset", "digits")
-    config = str(small_sweep(tmp_path, cap=2))
-    ws.run("train", "--tune", "--count", "1", "--epochs", "1", "--no-link", "--sweep-config", config)
-    sweep_id = sweep_state(ws)["id"]
-    assert len(sweep_state(ws)["trials"]) == 1
-    joined = ws.run("train", "--tune", "--sweep-id", sweep_id, "--max_sweep", "9", "--no-link",
-                    "--sweep-config", config)
-    assert "keeps the size it was created with" in joined.stderr
-    assert len(sweep_state(ws)["trials"]) == 2  # its size, 2, not 9
 
 
 def test_push_dry_run_without_a_login_shows_the_plan_and_what_it_could_not_check(trained_copy):

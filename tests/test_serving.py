@@ -95,6 +95,9 @@ def test_export_logs_an_onnx_artifact_that_predict_runs_like_torch(trained_copy,
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     assert [r["input"] for r in rows] == [p["input"] for p in fast["predictions"]] and len(rows) == 20
+    from app.evaluation.images import read_inputs
+
+    assert [name for name, _ in read_inputs([str(folder / "0*.png")])] == [str(folder / f"{i:02d}.png") for i in range(10)]
 
 
 def free_port() -> int:

@@ -154,7 +154,10 @@ def test_unknown_refs_list_what_exists(backend, tmp_path):
         backend.peek("nothing:latest")
     with pytest.raises(UserError, match="best -> v0"):
         backend.peek("things:missing")
-    with pytest.raises(UserError, match="v0..v0"):
+    with pytest.raises(UserError, match="things:v9 does not exist: things has version v0 and"):
+        backend.peek("things:v9")
+    log(backend, tmp_path, b"b")
+    with pytest.raises(UserError, match=r"has versions v0\.\.v1"):
         backend.peek("things:v9")
 
 
@@ -255,3 +258,24 @@ def test_find_returns_the_aliased_version_of_each_collection_newest_first(backen
     assert backend.find("model", "candidate", registry=True) == []
     backend.link("b-cnn:v0", "b-cnn", ["candidate"])
     assert [v.ref for v in backend.find("model", "candidate", registry=True)] == ["wandb-registry-model/b-cnn:v0"]
+
+
+def test_the_sdk_internals_are_there_and_agree_with_their_fallbacks(tmp_path):
+    """app/tracking/sdk_internals.py: each internal of the wandb SDK is found and gives what its
+    fallback computes. A failure here means the SDK changed: look at that function again."""
+    import wandb
+
+    from app.tracking import sdk_internals
+    from app.tracking.backends import build_wandb_artifact
+
+    files = {"a.bin": tmp_path / "a.bin", "sub/b.txt": tmp_path / "b.txt"}
+    files["a.bin"].write_bytes(bytes(range(256)) * 5000)
+    files["sub/b.txt"].write_text("b")
+    md5 = sdk_internals.sdk_md5()
+    assert md5 is not None
+    assert all(md5(str(p)) == sdk_internals.md5_b64_fallback(p) for p in files.values())
+    art = build_wandb_artifact("things", "dataset", files, {})
+    assert set(art.manifest.entries) == set(files)  # the internal manifest is there ...
+    assert sdk_internals.manifest_digests(art, files) == {n: sdk_internals.md5_b64_fallback(p) for n, p in files.items()}
+    assert "x_disable_stats" in wandb.Settings.model_fields  # ... and the experimental setting
+    assert sdk_internals.quiet_run_settings()["x_disable_stats"] is True

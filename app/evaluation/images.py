@@ -2,6 +2,7 @@
 the recipe's size, channels and resizing rule (app/data/image_files.py)."""
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ def to_model_input(image: np.ndarray, seen: dict) -> np.ndarray:
 
 def read_inputs(paths: list[str]) -> list[tuple[str, np.ndarray]]:
     """(a name, a uint8 image (H, W) or (H, W, 3) as the file holds it) for every image file, every
-    image of an .npy array and every such file in a folder (sorted, sub-folders included). All of
+    image of an .npy array, every such file in a folder (sorted, sub-folders included) and every
+    file a quoted glob pattern matches. All of
     them are read before anything else happens, so a missing or broken one is refused before a
     run starts: a UserError that names it."""
     files, suffixes = [], image_files.image_extensions() | {".npy"}
@@ -45,6 +47,8 @@ def read_inputs(paths: list[str]) -> list[tuple[str, np.ndarray]]:
             files += found
         elif path.is_file():
             files.append(path)
+        elif any(c in text for c in "*?[") and glob.glob(text, recursive=True):  # quoted: "photos/**/*.jpg"
+            files += [Path(f) for f in sorted(glob.glob(text, recursive=True)) if Path(f).is_file()]
         else:
             raise UserError(f"{image_files.shown(text)} does not exist; pass image files (PNG, JPEG, ...), .npy "
                             "arrays, or a folder of them.")

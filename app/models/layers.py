@@ -19,7 +19,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.utils import _pair
+
+
+def _pair(value) -> tuple:
+    """(v, v) for one number, a pair as it is: how torch.nn's pooling layers hold their sizes."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def _cpu_batch(x: torch.Tensor) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 
 from app import names
-from app.cli import Parser, parse_bool, unit_interval
+from app.cli import Parser, add_model_flags, parse_bool, unit_interval
 from app.errors import exits_cleanly
 
 SPLITS = ("val", "test")
@@ -23,12 +23,7 @@ SPLITS = ("val", "test")
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", type=names.dataset_name, default=None,
-                   help="picks the registry collection (default: the one with 'to_evaluate')")
-    p.add_argument("--arch", choices=names.ARCHITECTURES, default=None,
-                   help="picks the registry collection (default: the one with 'to_evaluate')")
-    p.add_argument("--model", metavar="REF", help="model ref (default: WANDB_MODEL_EVAL, "
-                   "else wandb-registry-model/<dataset>-<arch>:to_evaluate)")
+    add_model_flags(p, names.TO_EVALUATE, "WANDB_MODEL_EVAL, else wandb-registry-model/<dataset>-<arch>:to_evaluate")
     p.add_argument("--data", metavar="REF", help="dataset ref instead of the model's own dataset version")
     p.add_argument("--promote", nargs="?", const=True, default=False, type=parse_bool,
                    help="move 'production' here if better than production on the same test split")

@@ -20,18 +20,14 @@ import sys
 from pathlib import Path
 
 from app import names
-from app.cli import Parser, positive_int
+from app.cli import Parser, add_model_flags, positive_int
 from app.errors import UserError, exits_cleanly
 
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="+", help="image files (.png, .jpg), .npy arrays of images, or folders of them")
-    p.add_argument("--dataset", type=names.dataset_name, default=None,
-                   help="picks the registry collection (default: the one with 'production')")
-    p.add_argument("--arch", choices=names.ARCHITECTURES, default=None,
-                   help="picks the registry collection (default: the one with 'production')")
-    p.add_argument("--model", metavar="REF", help="model ref (default: wandb-registry-model/<dataset>-<arch>:production)")
+    add_model_flags(p, names.PRODUCTION)
     p.add_argument("--json", action="store_true", help="one JSON document, for machines")
     p.add_argument("--output", type=Path, metavar="CSV", help="also write the predictions to this CSV file")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per inference batch")

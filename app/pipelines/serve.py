@@ -15,17 +15,13 @@ from __future__ import annotations
 import sys
 
 from app import names
-from app.cli import Parser, positive_int
+from app.cli import Parser, add_model_flags, positive_int
 from app.errors import exits_cleanly
 
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", metavar="REF", help="model ref (default: wandb-registry-model/<dataset>-<arch>:production)")
-    p.add_argument("--dataset", type=names.dataset_name, default=None,
-                   help="picks the registry collection (default: the one with 'production')")
-    p.add_argument("--arch", choices=names.ARCHITECTURES, default=None,
-                   help="picks the registry collection (default: the one with 'production')")
+    add_model_flags(p, names.PRODUCTION)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--reload-every", type=float, default=30.0, metavar="SECONDS",

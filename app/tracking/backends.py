@@ -16,6 +16,7 @@ from app.errors import UserError
 from app.names import DATASET_TYPE, EVALUATION_TYPE, LATEST, MODEL_TYPE, REGISTRY
 from app.settings import Settings
 from app.tracking.refs import Ref, parse_ref
+from app.tracking.sdk_internals import manifest_digests
 from app.tracking.store import ReadOnlyStore, Store, check_alias, check_guard
 
 
@@ -142,7 +143,7 @@ class OfflineBackend:
 
     def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str]) -> ArtifactVersion:
         art = build_wandb_artifact(name, type, files, metadata)
-        manifest = {rel: entry.digest for rel, entry in art.manifest.entries.items()}
+        manifest = manifest_digests(art, files)
         coll, version = self.store.add_version(
             scope=self.settings.project, name=name, type=type, digest=art.digest, files=files,
             manifest=manifest, metadata=metadata, aliases=aliases, logged_by=run.lineage_entry(),

@@ -15,6 +15,7 @@ import wandb
 from app.errors import LOGGED, UserError
 from app.settings import Settings, load_settings
 from app.tracking.backends import ArtifactVersion, make_backend
+from app.tracking.sdk_internals import quiet_run_settings
 
 # Keys a run config must never carry, whatever a caller passes in.
 _SECRET_KEYS = {"wandb_api_key", "api_key"}
@@ -165,7 +166,7 @@ def start_run(job_type: str, config: dict, *, group: str | None = None, name: st
             group=group,
             name=name,
             mode=settings.mode,
-            settings=wandb.Settings(quiet=True, init_timeout=60, x_disable_stats=True),
+            settings=wandb.Settings(**quiet_run_settings()),
         )
     except wandb.errors.Error as err:  # CommError, AuthenticationError, UsageError: say so, no traceback
         raise UserError(f"W&B could not start the run ({err}). Check `wandb login` / WANDB_API_KEY in "

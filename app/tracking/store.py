@@ -26,11 +26,10 @@ import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 
-from wandb.sdk.lib.hashutil import md5_file_b64
-
 from app.errors import UserError, summary
 from app.names import LATEST, REGISTRY
 from app.tracking.refs import NAME, Ref
+from app.tracking.sdk_internals import file_digest
 
 RESERVED_ALIAS_PREFIX = "v"  # vN names a version, never an alias
 COLLECTION_KEYS = {"name": str, "scope": str, "type": str, "versions": list, "aliases": dict}
@@ -249,7 +248,7 @@ class Store:
                     f"file {name!r} of artifact version {version['digest']} is missing from "
                     f"{folder}. The store was changed outside this tool; log the artifact again."
                 )
-            if md5_file_b64(str(path)) != digest:
+            if file_digest(path) != digest:
                 raise CorruptArtifact(
                     f"file {name!r} in {folder} does not match its recorded digest: it was "
                     "changed or corrupted after logging. Log the artifact again to repair it."
@@ -286,7 +285,7 @@ class Store:
                     os.fsync(f.fileno())
             # The source could have changed between digesting and copying: check the copy.
             for name, digest_b64 in manifest.items():
-                if md5_file_b64(str(stage / name)) != digest_b64:
+                if file_digest(stage / name) != digest_b64:
                     raise CorruptArtifact(f"file {name!r} changed while it was being logged.")
             self.objects.mkdir(parents=True, exist_ok=True)
             os.rename(stage, target)

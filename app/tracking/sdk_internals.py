@@ -1,0 +1,56 @@
+"""The wandb SDK internals this project relies on, each probed in one place with a fallback.
+
+The public API has no call for these; each function below uses the SDK's own where it is found
+and the same computation otherwise, and tests/test_store.py fails when one of them goes away or
+starts to disagree with its fallback: the signal to look again. (The netrc reader, the fourth,
+lives with the credentials: app/tracking/credentials.py.)
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+import wandb
+
+
+def sdk_md5():
+    """wandb.sdk.lib.hashutil.md5_file_b64, or None where this SDK has none by that name."""
+    try:
+        from wandb.sdk.lib.hashutil import md5_file_b64
+    except ImportError:
+        return None
+    return md5_file_b64
+
+
+def md5_b64_fallback(path: Path) -> str:
+    """What W&B's manifests record for a file: the base64 of its MD5."""
+    digest = hashlib.md5(usedforsecurity=False)  # W&B's content digest
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return base64.b64encode(digest.digest()).decode("ascii")
+
+
+def file_digest(path: Path) -> str:
+    """A file's digest as W&B's artifact manifests record it."""
+    md5 = sdk_md5()
+    return md5(str(path)) if md5 is not None else md5_b64_fallback(path)
+
+
+def manifest_digests(artifact: wandb.Artifact, files: dict[str, Path]) -> dict[str, str]:
+    """{name in the artifact: digest} of an artifact built from `files`: its manifest's entries
+    (Artifact.manifest is not documented), else each file's digest computed the same way."""
+    entries = getattr(getattr(artifact, "manifest", None), "entries", None)
+    if isinstance(entries, dict) and set(entries) == set(files):
+        return {name: entry.digest for name, entry in entries.items()}
+    return {name: file_digest(path) for name, path in files.items()}
+
+
+def quiet_run_settings() -> dict:
+    """Settings for wandb.init: quiet, a minute to start, and no system-stats sampling where the
+    SDK offers it (`x_disable_stats`, an experimental setting: left out where it is gone)."""
+    settings = {"quiet": True, "init_timeout": 60}
+    if "x_disable_stats" in getattr(wandb.Settings, "model_fields", {}):
+        settings["x_disable_stats"] = True
+    return settings
