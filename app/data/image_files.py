@@ -72,6 +72,15 @@ def read_image(path: Path, channels: int, size: tuple[int, int] | None) -> np.nd
         return fit_image(image, channels, size)
 
 
+def read_as_stored(source) -> np.ndarray:
+    """A file (path or file object) decoded once, upright, as uint8 (H, W) when its mode has no
+    colour, else (H, W, 3), at its own size: what predict.py and serve.py take in before the
+    model's recipe brings it to the model's input."""
+    with open_image(source) as image:
+        image.load()
+        return fit_image(image, channels_of_mode(image.mode), None)
+
+
 def fit_image(image, channels: int, size: tuple[int, int] | None) -> np.ndarray:
     """A PIL image made upright (EXIF orientation, as phones record it), converted to
     `channels` (1: greyscale, 3: RGB) and fitted to `size`."""

@@ -47,8 +47,8 @@ def read_inputs(paths: list[str]) -> list[tuple[str, np.ndarray]]:
             files += found
         elif path.is_file():
             files.append(path)
-        elif any(c in text for c in "*?[") and glob.glob(text, recursive=True):  # quoted: "photos/**/*.jpg"
-            files += [Path(f) for f in sorted(glob.glob(text, recursive=True)) if Path(f).is_file()]
+        elif any(c in text for c in "*?[") and (matched := sorted(glob.glob(text, recursive=True))):
+            files += [Path(f) for f in matched if Path(f).is_file()]  # a quoted pattern: "photos/**/*.jpg"
         else:
             raise UserError(f"{image_files.shown(text)} does not exist; pass image files (PNG, JPEG, ...), .npy "
                             "arrays, or a folder of them.")
@@ -59,8 +59,7 @@ def read_inputs(paths: list[str]) -> list[tuple[str, np.ndarray]]:
             inputs += [(f"{name}[{i}]", image) for i, image in enumerate(_npy_images(path))]
             continue
         try:
-            mode = image_files.read_header(path)[1]
-            inputs.append((name, image_files.read_image(path, image_files.channels_of_mode(mode), None)))
+            inputs.append((name, image_files.read_as_stored(path)))
         except (OSError, ValueError) as err:  # not an image, truncated, a decompression bomb
             raise UserError(f"{name} is not an image this can read ({summary(err)}); pass a PNG or JPEG (or any "
                             "format Pillow reads), or an .npy array.") from err

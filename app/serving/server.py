@@ -61,8 +61,7 @@ class LiveModel:
         loaded = self.current  # one version for the whole request, whatever a reload does meanwhile
         recipe = loaded.predictor.recipe
         try:
-            header_mode = image_files.read_header(io.BytesIO(data))[1]
-            image = image_files.read_image(io.BytesIO(data), image_files.channels_of_mode(header_mode), None)
+            image = image_files.read_as_stored(io.BytesIO(data))
         except (OSError, ValueError) as err:  # not an image, truncated, a decompression bomb
             raise HTTPException(415, f"the upload is not an image this can read ({summary(err)}); send a PNG or "
                                      "JPEG (or any format Pillow reads) as the form field 'file'.") from err
