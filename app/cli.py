@@ -7,13 +7,20 @@ from app import names
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default, unless there is none to show (None: decided later, and the help
-    says how) or the help already names it."""
+    """Shows each flag once, in the spelling it was declared with (the other is accepted, not
+    listed), and its default, unless there is none to show (None: decided later, and the help
+    says how), it is a switch's False, or the help already names it."""
 
     def _get_help_string(self, action):
-        if action.default is None or "default" in (action.help or ""):
+        if action.default in (None, False) or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
+
+    def _format_action_invocation(self, action):
+        shown = [s for s in action.option_strings if s in getattr(action, "declared", action.option_strings)]
+        if not shown or action.nargs == 0:
+            return ", ".join(shown) or super()._format_action_invocation(action)
+        return f"{', '.join(shown)} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
 
 
 class Parser(argparse.ArgumentParser):
@@ -24,14 +31,22 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *names, **kwargs):
-        return super().add_argument(*both_spellings(names), **kwargs)
+        return declared(super().add_argument, names, kwargs)
 
     def add_argument_group(self, *args, **kwargs):
         """A group whose flags get both spellings too (argparse's groups add their own arguments)."""
         group = super().add_argument_group(*args, **kwargs)
         add = group.add_argument
-        group.add_argument = lambda *names, **flag: add(*both_spellings(names), **flag)
+        group.add_argument = lambda *names, **flag: declared(add, names, flag)
         return group
+
+
+def declared(add, names, kwargs):
+    """add_argument with both spellings, remembering the declared ones for --help (a
+    BooleanOptionalAction's --no-x included)."""
+    action = add(*both_spellings(names), **kwargs)
+    action.declared = [*names, *("--no-" + n[2:] for n in names if n.startswith("--"))]
+    return action
 
 
 def both_spellings(names) -> list[str]:
@@ -44,16 +59,6 @@ def both_spellings(names) -> list[str]:
                 if other not in spellings:
                     spellings.append(other)
     return spellings
-
-
-def parse_bool(text: str) -> bool:
-    """Booleans as flags with values, because `wandb agent` passes `--flag=False`."""
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "y", "on"):
-        return True
-    if value in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def fraction_percent(text: str) -> float:

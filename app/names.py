@@ -24,10 +24,6 @@ PRODUCTION = "production"  # moved by `evaluate.py --promote` or a person
 LATEST = "latest"  # moved by every new version, never by hand
 
 
-# train.py's hyperparameter flags: a sweep may set them, and --retrain locks them.
-HYPERPARAMETERS = ("lr", "batch_size", "weight_decay", "warmup", "schedule", "label_smoothing", "augment", "seed",
-                   "dropout_1", "dropout_2", "dropout_3", "dense", "hidden", "pretrained")
-
 # Keys train.py logs every epoch, with `epoch` as the step. The best-so-far keys are plain
 # scalars on purpose: define_metric(summary="max") stores a nested {"max": v} summary, which
 # a sweep metric cannot name, so sweep.yaml optimises val/best_accuracy, a key really logged.

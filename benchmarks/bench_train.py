@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.models import build_model  # noqa: E402
 from app.training import engine  # noqa: E402
-from app.training.config import PRECISIONS, DeviceOptions, from_flags  # noqa: E402
+from app.training.config import PRECISIONS, DeviceOptions, TrainConfig, from_flags  # noqa: E402
 from app.training.recipe import make_recipe  # noqa: E402
 
 BATCH = 64
@@ -136,8 +136,8 @@ def engine_loop(model, images, labels, lr, seed, device, options) -> float:
     train = engine.to_tensors(images, labels, device)
     val = engine.to_tensors(images[:BATCH], labels[:BATCH], device)
     start = time.perf_counter()
-    engine.fit(model, train, val, lr=lr, batch_size=BATCH, epochs=1, seed=seed, progress=False,
-               acceleration=engine.accelerate(options, device, model))
+    engine.fit(model, train, val, TrainConfig(lr=lr, batch_size=BATCH, epochs=1, seed=seed),
+               progress=False, acceleration=engine.accelerate(options, device, model))
     return time.perf_counter() - start
 
 

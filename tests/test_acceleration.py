@@ -3,12 +3,13 @@
 torch.cuda's capability query stood in for, the bf16 and channels_last steps run on the CPU."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from app.models import build_model
 from app.training import engine
-from app.training.config import DeviceOptions
+from app.training.config import DeviceOptions, TrainConfig
 from test_engine import recipe_for, separable
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
@@ -43,14 +44,14 @@ def test_bf16_autocast_and_channels_last_steps_learn_and_leave_fp32_nchw_weights
     train, val = engine.to_tensors(x[:300], y[:300], CPU), engine.to_tensors(x[300:], y[300:], CPU)
     engine.seed_everything(0)
     model = build_model(recipe_for("cnn"))
-    history = engine.fit(model, train, val, lr=1e-3, batch_size=32, epochs=3, seed=0, progress=False,
-                         acceleration=engine.Acceleration(torch.bfloat16, channels_last=True))
+    history = engine.fit(model, train, val, TrainConfig(lr=1e-3, batch_size=32, epochs=3, seed=0),
+                         progress=False, acceleration=engine.Acceleration(torch.bfloat16, channels_last=True))
     assert history[-1]["val/accuracy"] >= 0.9
     assert all(p.dtype == torch.float32 and p.is_contiguous() for p in model.parameters())
     # the autocast really ran: the same steps in fp32 end with other weights
     engine.seed_everything(0)
     plain = build_model(recipe_for("cnn"))
-    engine.fit(plain, train, val, lr=1e-3, batch_size=32, epochs=3, seed=0, progress=False)
+    engine.fit(plain, train, val, TrainConfig(lr=1e-3, batch_size=32, epochs=3, seed=0), progress=False)
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
 
 
@@ -77,3 +78,25 @@ def test_compile_trains_a_model_that_records_it_and_evaluates(workspace, tmp_pat
                                                "compile": True}
     assert "compile" not in model["metadata"]["hyperparameters"]  # a device option, not the recipe
     workspace.run("evaluate", "--model", "digits-mlp:latest")  # the plain module's weights load
+
+
+def test_a_failed_step_is_named_for_what_it_is():
+    """Out of memory names the batch size; under --compile the step runs once more without
+    torch.compile: a compiler failure works eagerly, the model's own error fails again as itself."""
+    oom = engine.step_failure(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), 512, None)
+    assert isinstance(oom, engine.UserError) and "out of memory" in str(oom) and "--batch-size (now 512)" in str(oom)
+    assert engine.step_failure(ValueError("x"), 8, None) is None  # raised as it is
+    compiler = engine.step_failure(RuntimeError("InductorError: CppCompileError"), 8, retry_eagerly=lambda: None)
+    assert "--compile: torch.compile failed" in str(compiler)
+
+
+def test_under_compile_the_models_own_shape_error_is_not_called_a_compile_failure():
+    from torch import nn
+
+    rng = np.random.default_rng(0)
+    data = engine.to_tensors(rng.integers(0, 256, (16, 6, 6), dtype=np.uint8), np.arange(16) % 2, CPU)
+    broken = nn.Sequential(nn.Flatten(), nn.Linear(10, 2))  # 36 inputs, not 10: the model's own bug
+    with pytest.raises(RuntimeError, match="cannot be multiplied") as caught:
+        engine.fit(broken, data, data, TrainConfig(epochs=1, batch_size=8), progress=False,
+                   acceleration=engine.Acceleration(compile=True))
+    assert not isinstance(caught.value, engine.UserError)

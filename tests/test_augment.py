@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from app.training import engine
 from app.training.augment import augment_batch, padding_for
+from app.training.config import TrainConfig
 
 
 def test_crop_is_a_shift_within_the_padding_and_flip_a_mirror():
@@ -51,7 +52,8 @@ def test_augmentation_changes_training_batches_only_never_labels_or_evaluation(m
     from app.models import build_model
 
     model = build_model({"arch": "mlp", "input_shape": [3, 12, 12], "num_classes": 4, "model": {"hidden": 16}})
-    engine.fit(model, train, val, lr=1e-3, batch_size=16, epochs=1, seed=0, progress=False, augment="crop-flip")
+    engine.fit(model, train, val, TrainConfig(lr=1e-3, batch_size=16, epochs=1, seed=0, augment="crop-flip"),
+               progress=False)
     assert len(seen) == 3 and all(kind == "crop-flip" for _, _, kind in seen)
     assert any(not torch.equal(before, after) for before, after, _ in seen)
     assert torch.equal(train.labels, labels_before)

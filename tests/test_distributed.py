@@ -89,7 +89,7 @@ def test_an_offline_sweep_of_torchrun_trials(workspace, tmp_path):
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
     config = load_sweep_config(REPO / "sweep.yaml")
-    config["command"] = ["${env}", "torchrun", "--standalone", "--nproc_per_node=2", "${program}", "${args}"]
+    config["command"] = ["${env}", "torchrun", "--standalone", "--nproc_per_node=2", "${program}", "${args_no_boolean_flags}"]
     config["parameters"]["epochs"] = {"value": 1}
     config.pop("early_terminate")
     path = tmp_path / "sweep-torchrun.yaml"

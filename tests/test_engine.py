@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from app.errors import UserError
-from app.models import build_model, model_defaults
+from app.models import build_model
 from app.training import engine
 from app.training.checkpoint import load_checkpoint, save_checkpoint
-from app.training.config import TrainConfig, from_flags, from_recipe
+from app.training.config import TrainConfig, from_flags, from_recipe, hyperparameter_names, model_defaults
 from app.training.optimizer import lr_factor, make_optimizer
 from app.training.recipe import check_locked, make_recipe
 
@@ -56,7 +56,8 @@ def fit_once(arch="cnn", epochs=3, seed=0):
     x, y = separable()
     train = engine.to_tensors(x[:500], y[:500], torch.device("cpu"))
     val = engine.to_tensors(x[500:], y[500:], torch.device("cpu"))
-    history = engine.fit(model, train, val, lr=1e-3, batch_size=32, epochs=epochs, seed=seed, progress=False)
+    history = engine.fit(model, train, val, TrainConfig(lr=1e-3, batch_size=32, epochs=epochs, seed=seed),
+                         progress=False)
     return model, history
 
 
@@ -81,7 +82,7 @@ def test_callback_can_stop_training_early():
     model = engine.prepare(build_model(recipe_for("mlp")), torch.device("cpu"))
     x, y = separable(100)
     data = engine.to_tensors(x, y, torch.device("cpu"))
-    history = engine.fit(model, data, data, lr=1e-3, batch_size=32, epochs=5, seed=0,
+    history = engine.fit(model, data, data, TrainConfig(lr=1e-3, batch_size=32, epochs=5, seed=0),
                          on_epoch=lambda r: r["epoch"] == 2, progress=False)
     assert len(history) == 2
 
@@ -93,7 +94,7 @@ def test_nan_loss_stops_with_a_clear_message():
     with torch.no_grad():
         model[1].weight.fill_(float("nan"))
     with pytest.raises(engine.NonFiniteLoss, match="learning rate"):
-        engine.fit(model, data, data, lr=1e-3, batch_size=32, epochs=2, seed=0, progress=False)
+        engine.fit(model, data, data, TrainConfig(lr=1e-3, batch_size=32, epochs=2, seed=0), progress=False)
 
 
 def test_checkpoint_round_trips_the_recipe_and_weights(tmp_path):
@@ -151,8 +152,8 @@ def test_schedule_warms_up_then_decays_to_zero_and_reaches_the_optimizer(monkeyp
     monkeypatch.setattr(engine, "make_optimizer", recording)
     x, y = separable(320)
     data = engine.to_tensors(x, y, torch.device("cpu"))
-    engine.fit(build_model(recipe_for("mlp")), data, data, lr=0.01, batch_size=32, epochs=2, seed=0,
-               progress=False, warmup=0.25, schedule="cosine", weight_decay=0.03)
+    engine.fit(build_model(recipe_for("mlp")), data, data, TrainConfig(lr=0.01, batch_size=32, epochs=2, seed=0, warmup=0.25, schedule="cosine", weight_decay=0.03),
+               progress=False)
     lrs = [lr for lr, _ in seen]
     assert len(lrs) == 20 and all(wd == 0.03 for _, wd in seen)
     assert lrs[:5] == pytest.approx([0.002, 0.004, 0.006, 0.008, 0.01])  # linear warm-up over 5 of 20 steps
@@ -164,7 +165,7 @@ def test_schedule_warms_up_then_decays_to_zero_and_reaches_the_optimizer(monkeyp
 def test_config_round_trips_through_the_model_artifact_and_rebuilds_the_same_model(tmp_path):
     config = TrainConfig(arch="cnn", epochs=7, lr=0.002, batch_size=32, weight_decay=0.01, warmup=0.1,
                          schedule="constant", label_smoothing=0.1, augment="crop", seed=5,
-                         model={"dropout_1": 0.1, "dropout_2": 0.2, "dropout_3": 0.3, "dense": 64})
+                         dropout_1=0.1, dropout_2=0.2, dropout_3=0.3, dense=64)
     recipe = make_recipe(config, [1, 28, 28], [str(i) for i in range(10)], {"ref": "x:v0", "digest": "d", "name": "x"})
     torch.manual_seed(0)
     model = build_model(recipe).eval()
@@ -182,7 +183,7 @@ def test_train_py_has_a_flag_for_every_training_field_with_its_default_in_the_he
     from app.pipelines.train import parse_args
 
     args = parse_args([])
-    assert {k: getattr(args, k) for k in TrainConfig.training_keys()} == dict.fromkeys(TrainConfig.training_keys())
+    assert {k: getattr(args, k) for k in hyperparameter_names()} == dict.fromkeys(hyperparameter_names())
     args = parse_args(["--lr", "0.01", "--schedule", "cosine", "--batch-size", "32", "--augment", "crop"])
     assert (args.lr, args.schedule, args.batch_size, args.augment) == (0.01, "cosine", 32, "crop")
     for bad in (["--batch_size", "0"], ["--schedule", "linear"], ["--warmup", "x"]):
@@ -191,10 +192,11 @@ def test_train_py_has_a_flag_for_every_training_field_with_its_default_in_the_he
     capsys.readouterr()
     with pytest.raises(SystemExit):
         parse_args(["--help"])
-    text = " ".join(capsys.readouterr().out.split())
+    text = " ".join(capsys.readouterr().out.split("options:")[1].split())  # the list, not the usage line
     for f in fields(TrainConfig):
-        if f.name in TrainConfig.training_keys():
-            assert f"--{f.name}" in text and " ".join(f.metadata["help"].split()) in text
+        if f.name in hyperparameter_names():  # every one, the architectures' own included, shown once
+            assert text.count(f"--{f.name.replace('_', '-')} ") + text.count(f"--{f.name}, ") == 1, f.name
+            assert " ".join(f.metadata["help"].split()) in text
             if f.default is not None:
                 assert f"(default {f.default})" in text
 
@@ -232,3 +234,23 @@ def test_app_calls_no_private_torch_api():
             if isinstance(node, ast.Import) and any(a.name.startswith("torch._") for a in node.names):
                 offenders.append(f"{path.name}:{node.lineno} import")
     assert offenders == []
+
+
+def test_the_config_is_settled_before_the_run_logs_it_and_never_changed_after(workspace):
+    from dataclasses import FrozenInstanceError
+
+    from app.training.config import with_dataset_defaults
+    from conftest import leet_records
+
+    config = from_flags("mlp", 1, {})
+    with pytest.raises(FrozenInstanceError):
+        config.augment = "crop"
+    assert with_dataset_defaults(config, {"augment": "crop-flip"}).augment == "crop-flip"
+    assert with_dataset_defaults(from_flags("mlp", 1, {"augment": "none"}), {"augment": "crop-flip"}).augment == "none"
+    workspace.run("data_prep", "--dataset", "digits")
+    workspace.run("train", "--arch", "mlp", "--epochs", "1")
+    records = leet_records(workspace.run_dirs()[-1])
+    logged = next(r["run"]["config"]["update"] for r in records if r["type"] == "run")
+    later = [r["config"]["update"] for r in records if r["type"] == "config"]
+    assert logged["augment"] == "none" and logged["hidden"] == 512 and "dense" not in logged
+    assert all(set(update) <= {"dataset_ref", "dataset_digest"} for update in later), later

@@ -241,7 +241,7 @@ def test_shapes_default_flow_reaches_95_percent_and_predicts_new_files(workspace
     write_shapes(ws.path / "shapes", per_class=400, seed=0)
     ws.run("data_prep", "--dataset", "imagefolder", "--data-dir", "shapes", "--image-size", "32")
     ws.run("train")
-    ws.run("train", "--tune", "--max_sweep", "4", "--epochs", "12", "--sweep-config",
+    ws.run("train", "--tune", "--max-sweep", "4", "--epochs", "12", "--sweep-config",
            str(Path(__file__).parents[1] / "sweep.yaml"))
     ws.run("train", "--retrain", "--epochs", "40")
     out = ws.run("evaluate", "--promote", "--min-accuracy", "0.95").stdout

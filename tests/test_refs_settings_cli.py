@@ -1,10 +1,12 @@
 """Refs, settings (.env and the mode decision) and the two flag spellings."""
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from app import settings as settings_module
-from app.cli import Parser, parse_bool
+from app.cli import Parser
 from app.errors import UserError
 from app.tracking.refs import parse_ref
 
@@ -144,14 +146,23 @@ def test_a_logged_figure_is_closed():
     assert not plt.fignum_exists(fig.number) and image is not None
 
 
-def test_both_flag_spellings_and_agent_booleans():
+def test_both_flag_spellings_and_switches_shown_once(capsys):
     p = Parser()
-    p.add_argument("--max-sweep", type=int)
-    p.add_argument("--warm_start", nargs="?", const=True, default=False, type=parse_bool)
+    p.add_argument("--max-sweep", type=int, default=30, help="size")
+    p.add_argument("--warm_start", action="store_true", help="warm")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None, help="weights")
     assert p.parse_args(["--max_sweep", "3"]).max_sweep == 3
     assert p.parse_args(["--max-sweep", "4"]).max_sweep == 4
-    assert p.parse_args(["--warm-start"]).warm_start is True
-    assert p.parse_args(["--warm_start=False"]).warm_start is False
+    assert p.parse_args(["--warm-start"]).warm_start is True and p.parse_args([]).warm_start is False
+    assert [p.parse_args(a).pretrained for a in ([], ["--pretrained"], ["--no-pretrained"])] == [None, True, False]
+    with pytest.raises(SystemExit):
+        p.parse_args(["--warm_start=False"])  # a switch takes no value (sweeps: ${args_no_boolean_flags})
+    capsys.readouterr()
+    p.print_help()
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--max-sweep MAX_SWEEP size (default: 30)" in text and "--max_sweep" not in text
+    assert "--warm_start warm" in text and "--warm-start" not in text and "WARM" not in text
+    assert "--pretrained, --no-pretrained" in text and "--no-pretrained_" not in text
     group = p.add_argument_group("a group")  # argparse's groups add their own arguments
     group.add_argument("--batch_size", type=int)
     assert p.parse_args(["--batch-size", "8"]).batch_size == 8

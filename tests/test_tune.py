@@ -43,7 +43,21 @@ def test_repo_sweep_yaml_is_valid_and_its_command_parses_in_train():
     assert argv[1] == "app/pipelines/train.py" and "--lr=0.001" in argv
     args = parse_args(argv[2:])
     assert (args.lr, args.batch_size, args.dense, args.epochs, args.dataset) == (0.001, 64, 128, 2, "digits")
-    assert not args.tune and parse_args(["--warm-start=False"]).warm_start is False
+    assert not args.tune
+    # true/false as train.py spells them (W&B's ${args_no_boolean_flags}): --compile, or nothing
+    on, off = (parse_args(expand_command(config, {**params, "compile": v})[2:]) for v in (True, False))
+    assert (on.compile, off.compile) == (True, False) and "--compile" in expand_command(config, {"compile": True})
+
+
+def test_a_sweep_passing_booleans_as_values_is_refused_with_the_fix():
+    config = load_sweep_config(SWEEP)
+    config["command"] = ["${env}", "${interpreter}", "${program}", "${args}"]
+    config["parameters"]["compile"] = {"values": [True, False]}
+    with pytest.raises(UserError, match=r"compile take true/false.*\$\{args_no_boolean_flags\}"):
+        validate(config)
+    del config["command"]  # W&B's default command is ${args} too
+    with pytest.raises(UserError, match="args_no_boolean_flags"):
+        validate(config)
 
 
 def test_device_flags_given_to_tune_reach_every_trial_and_defaults_stay_each_machines():

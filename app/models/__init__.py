@@ -9,12 +9,11 @@ import torch
 
 from app.errors import UserError
 from app.models import cnn, mlp, resnet
+from app.training.config import check_model_settings, out_of_range
 
+# Each module's build(input_shape, num_classes, **settings) takes the settings TrainConfig
+# marks with its arch (app/training/config.py): the one list of them.
 ARCHITECTURES = {"cnn": cnn, "mlp": mlp, "resnet": resnet}
-
-
-def model_defaults(arch: str) -> dict:
-    return dict(_module(arch).DEFAULTS)
 
 
 # Bounds a recipe's sizes are checked against before torch allocates anything: a recipe comes
@@ -40,24 +39,12 @@ def check_recipe(recipe: dict) -> None:
     check_model_settings(recipe["arch"], model)
 
 
-def check_model_settings(arch: str, model: dict) -> None:
-    """The architecture's own settings (dense, hidden, dropouts) within their bounds: train.py
-    checks its flags with this before any run starts."""
-    module = _module(arch)
-    for key, (low, high) in module.LIMITS.items():
-        value = model.get(key, module.DEFAULTS[key])
-        number = _whole(value) if isinstance(low, int) else isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not (number and low <= value <= high):
-            _refuse(f"{key}={value!r}", f"{'a whole number' if isinstance(low, int) else 'a number'} in {low}..{high}")
-
-
 def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _refuse(what: str, expected: str):
-    raise UserError(f"the model recipe's {what} is out of range (expected {expected}). Given as a flag: change "
-                    "it; in a stored model: it was not written by train.py, or was edited, so train the model again.")
+    raise out_of_range(what, expected)
 
 
 def build_model(recipe: dict):

@@ -13,10 +13,6 @@ from torch import nn
 
 from app.models.layers import Dropout, InputConv2d, MaxPool2d
 
-# Hyperparameters of the architecture, with the defaults train.py uses.
-DEFAULTS = {"dropout_1": 0.25, "dropout_2": 0.25, "dropout_3": 0.5, "dense": 128}
-LIMITS = {"dropout_1": (0.0, 1.0), "dropout_2": (0.0, 1.0), "dropout_3": (0.0, 1.0), "dense": (1, 65536)}
-
 
 def build(input_shape: list[int], num_classes: int, dropout_1: float, dropout_2: float,
           dropout_3: float, dense: int) -> nn.Module:

@@ -5,9 +5,6 @@ import math
 
 from torch import nn
 
-DEFAULTS = {"hidden": 512}
-LIMITS = {"hidden": (1, 65536)}
-
 
 def build(input_shape: list[int], num_classes: int, hidden: int) -> nn.Module:
     return nn.Sequential(

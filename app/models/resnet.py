@@ -13,9 +13,6 @@ from torch import nn
 
 from app.errors import UserError, summary
 
-DEFAULTS = {"pretrained": False}
-LIMITS = {}  # no sizes: the layers are torchvision's
-
 
 def build(input_shape: list[int], num_classes: int, pretrained: bool) -> nn.Module:
     from torchvision.models import resnet18

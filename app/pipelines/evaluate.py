@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 
 from app import names
-from app.cli import Parser, add_model_flags, parse_bool, unit_interval
+from app.cli import Parser, add_model_flags, unit_interval
 from app.errors import exits_cleanly
 
 SPLITS = ("val", "test")
@@ -25,9 +25,9 @@ def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
     add_model_flags(p, names.TO_EVALUATE, "WANDB_MODEL_EVAL, else wandb-registry-model/<dataset>-<arch>:to_evaluate")
     p.add_argument("--data", metavar="REF", help="dataset ref instead of the model's own dataset version")
-    p.add_argument("--promote", nargs="?", const=True, default=False, type=parse_bool,
+    p.add_argument("--promote", action="store_true",
                    help="move 'production' here if better than production on the same test split")
-    p.add_argument("--promote-ties", nargs="?", const=True, default=False, type=parse_bool,
+    p.add_argument("--promote-ties", action="store_true",
                    help="with --promote: a tie with production promotes too")
     p.add_argument("--min-accuracy", type=unit_interval, default=None, metavar="A",
                    help="with --promote: never promote below this test accuracy (0..1), not even a first model")

@@ -12,9 +12,9 @@ import os
 import sys
 
 from app import names
-from app.cli import Parser, parse_bool, positive_int
+from app.cli import Parser, positive_int
 from app.errors import UserError, exits_cleanly, speak_on_rank_0_only
-from app.training.config import PRECISIONS, DeviceOptions, TrainConfig
+from app.training.config import PRECISIONS, DeviceOptions, TrainConfig, add_flags, hyperparameter_names
 
 
 def parse_args(argv=None):
@@ -30,20 +30,12 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device")
     p.add_argument("--precision", choices=PRECISIONS, default=DeviceOptions.precision,
                    help="auto: bf16 autocast (and channels_last for convolutions) on a CUDA GPU, fp32 on the CPU")
-    p.add_argument("--compile", nargs="?", const=True, default=DeviceOptions.compile, type=parse_bool,
+    p.add_argument("--compile", action="store_true",
                    help="train through torch.compile (minutes of compiling first; on the CPU a C++ compiler)")
-    hyper = p.add_argument_group("hyperparameters (default: app/training/config.py, app/models/)")
-    TrainConfig.add_flags(hyper)
-    hyper.add_argument("--dropout_1", type=float, help="cnn: dropout after the first conv block (default 0.25)")
-    hyper.add_argument("--dropout_2", type=float, help="cnn: dropout after the second conv block (default 0.25)")
-    hyper.add_argument("--dropout_3", type=float, help="cnn: dropout after the dense layer (default 0.5)")
-    hyper.add_argument("--dense", type=positive_int, help="cnn: units of the dense layer (default 128)")
-    hyper.add_argument("--pretrained", nargs="?", const=True, default=None, type=parse_bool,
-                       help="resnet: start from torchvision's ImageNet weights (network the first time; default false)")
-    hyper.add_argument("--hidden", type=positive_int, help="mlp: units of each hidden layer (default 512)")
+    add_flags(p.add_argument_group("hyperparameters (default: TrainConfig in app/training/config.py)"))
     flow = p.add_argument_group("tuning and retraining")
     flow.add_argument("--tune", action="store_true", help="run a Bayesian sweep over sweep.yaml")
-    flow.add_argument("--max_sweep", type=positive_int, default=None,
+    flow.add_argument("--max-sweep", type=positive_int, default=None,
                       help="--tune: the sweep's size in trials (its run_cap), fixed when it is created and kept "
                            "when agents join or resume it (default: the sweep file's run_cap, else 30)")
     flow.add_argument("--count", type=positive_int, default=None,
@@ -52,12 +44,11 @@ def parse_args(argv=None):
     flow.add_argument("--sweep-id", help="--tune: join this sweep instead of creating one")
     flow.add_argument("--sweep-config", default=None,
                       help="--tune: the sweep definition (default: sweep.yaml for cnn, sweep-<arch>.yaml for the others)")
-    flow.add_argument("--no-link", nargs="?", const=True, default=False, type=parse_bool,
-                      help="--tune: do not link the best trial as 'candidate'")
+    flow.add_argument("--no-link", action="store_true", help="--tune: do not link the best trial as 'candidate'")
     flow.add_argument("--retrain", action="store_true", help="retrain the registry's candidate with its own recipe")
     flow.add_argument("--model", metavar="REF", help="--retrain: model ref (default: WANDB_MODEL_RETRAIN, "
                       "else wandb-registry-model/<dataset>-<arch>:candidate)")
-    flow.add_argument("--warm-start", nargs="?", const=True, default=False, type=parse_bool,
+    flow.add_argument("--warm-start", action="store_true",
                       help="--retrain: start from the candidate's weights instead of from scratch")
     args = p.parse_args(argv)
     if args.tune and args.retrain:
@@ -66,7 +57,7 @@ def parse_args(argv=None):
 
 
 def given_hyperparameters(args) -> dict:
-    return {k: getattr(args, k) for k in names.HYPERPARAMETERS}
+    return {k: getattr(args, k) for k in hyperparameter_names()}
 
 
 def device_options(args) -> DeviceOptions:
@@ -107,7 +98,7 @@ def baseline(args) -> None:
     from app.data import preprocessing
     from app.training import distributed
     from app.training.engine import pick_device
-    from app.training.config import from_flags
+    from app.training.config import from_flags, with_dataset_defaults
     from app.training.recipe import DEFAULT_EPOCHS, make_recipe
     from app.training.workflow import dataset_info, train_and_log
     from app.tracking import SilentRun, backend, start_run
@@ -115,6 +106,8 @@ def baseline(args) -> None:
 
     config = from_flags(args.arch, args.epochs or DEFAULT_EPOCHS, given_hyperparameters(args))
     data_ref = args.data or names.dataset_artifact(args.dataset)
+    # Defaults that depend on the data are settled before the run's config is logged, never after.
+    config = with_dataset_defaults(config, backend().peek(data_ref, names.DATASET_TYPE).metadata)
     device = distributed.device_for(pick_device(args.device))
     group = distributed.setup(device)  # under torchrun: one process of several, else alone
     trial = current_trial() if group.is_main else None
@@ -122,14 +115,11 @@ def baseline(args) -> None:
                   "world_size": group.world_size, "precision": args.precision, "compile": args.compile}
 
     def train_on(run, dataset):
-        if config.augment is None:  # the dataset's own default, recorded by data_prep
-            config.augment = dataset.metadata.get("augment", "none")
-            run.update_config({"augment": config.augment})
         seen = preprocessing.from_dataset_metadata(dataset.metadata)
         recipe = make_recipe(config, preprocessing.input_shape(seen), dataset.metadata["class_names"],
                              dataset_info(dataset), preprocessing=seen)
         return train_and_log(
-            run, dataset_version=dataset, recipe=recipe, device=device, group=group, options=device_options(args),
+            run, config, dataset_version=dataset, recipe=recipe, device=device, group=group, options=device_options(args),
             extra_metadata={"sweep": trial.metadata()} if trial else {},
             should_stop=trial.report_epoch if trial else None,
         )
@@ -182,8 +172,8 @@ def retrain(args, settings) -> None:
         candidate = run.use(model_ref, names.MODEL_TYPE)
         recipe = read_recipe(candidate.path)
         # the candidate's configuration, every key explicit (recipes from before a key: what they did)
-        recipe = {**recipe, "epochs": epochs,
-                  "hyperparameters": with_epochs(from_recipe(recipe), epochs).hyperparameters()}
+        config = with_epochs(from_recipe(recipe), epochs)
+        recipe = {**recipe, **config.recipe_part()}
         run.update_config({"candidate": candidate.ref, "arch": recipe["arch"], **recipe["hyperparameters"]})
         dataset = run.use(recipe["dataset"]["ref"], names.DATASET_TYPE)
         if dataset.digest != recipe["dataset"]["digest"]:
@@ -192,7 +182,7 @@ def retrain(args, settings) -> None:
         init_state = (torch.load(candidate.path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
                       if args.warm_start else None)
         logged, history = train_and_log(
-            run, dataset_version=dataset, recipe=recipe, device=pick_device(args.device),
+            run, config, dataset_version=dataset, recipe=recipe, device=pick_device(args.device),
             extra_metadata={"retrained_from": candidate.ref, "warm_start": args.warm_start},
             init_state=init_state, options=device_options(args),
         )

@@ -1,9 +1,13 @@
-"""One training run's configuration (imports no torch: train.py's --help reads its defaults): what train.py takes as flags, a sweep may set, and the
-model artifact keeps (as its recipe's `hyperparameters`, `epochs` and `model`), so a later
-script rebuilds the exact model, preprocessing and training from it.
+"""One training run's configuration, and the one list of hyperparameters there is.
+
+Every field of TrainConfig is what train.py takes as a flag (generated from the field), what a
+sweep may set, what --retrain locks and what the model artifact keeps as its recipe
+(`recipe_part`, read back by `from_recipe`). Fields marked `arch=...` belong to one
+architecture: app/models/<arch>.py builds from them. No torch here: train.py's --help reads it.
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field, fields, replace
 
 from app import names
@@ -11,13 +15,14 @@ from app.cli import positive_int
 from app.errors import UserError
 
 
-def option(default, help: str, **flag):
-    """A training field and its train.py flag: `help` documents both; `flag` adds argparse's
-    type or choices where the annotation's type is not enough."""
-    return field(default=default, metadata={"help": help, **flag})
+def option(default, help: str, *, arch: str | None = None, bounds: tuple | None = None, **flag):
+    """A hyperparameter and its train.py flag: `help` documents both; `arch` names the one
+    architecture that uses it; `bounds` (low, high) are checked before any run and on every
+    stored recipe; `flag` adds argparse's type or choices where the annotation's is not enough."""
+    return field(default=default, metadata={"help": help, "arch": arch, "bounds": bounds, **flag})
 
 
-@dataclass
+@dataclass(frozen=True)  # frozen: nothing changes a field after the run's config is logged
 class TrainConfig:
     arch: str = "cnn"  # app/models/: cnn (the original's), mlp, resnet
     epochs: int = 5  # passes over the training split; the best validation epoch's weights are kept
@@ -32,33 +37,83 @@ class TrainConfig:
                                  "with crop-flip (default: the dataset's: none for digits/MNIST-like sets, "
                                  "crop-flip for colour sets)", choices=names.AUGMENTATIONS)
     seed: int = option(0, "seed of weights, dropout, augmentation and batch order", type=int)
-    model: dict = field(default_factory=dict)  # the architecture's own: app/models/<arch>.py DEFAULTS
+    # The architectures' own (app/models/<arch>.py)
+    dropout_1: float = option(0.25, "dropout after the first conv block", arch="cnn", bounds=(0.0, 1.0))
+    dropout_2: float = option(0.25, "dropout after the second conv block", arch="cnn", bounds=(0.0, 1.0))
+    dropout_3: float = option(0.5, "dropout after the dense layer", arch="cnn", bounds=(0.0, 1.0))
+    dense: int = option(128, "units of the dense layer", arch="cnn", bounds=(1, 65536))
+    hidden: int = option(512, "units of each hidden layer", arch="mlp", bounds=(1, 65536))
+    pretrained: bool = option(False, "start from torchvision's ImageNet weights (network the first time)",
+                              arch="resnet")
 
-    # Keys that are not flat hyperparameters in the recipe.
-    STRUCTURE = ("arch", "epochs", "model")
+    STRUCTURE = ("arch", "epochs")  # what the recipe keeps as its own keys, not as hyperparameters
+
+    @property
+    def model(self) -> dict:
+        """This architecture's own settings: what app/models/<arch>.py's build takes."""
+        return {f.name: getattr(self, f.name) for f in model_fields(self.arch)}
 
     def hyperparameters(self) -> dict:
-        """The flat dict a recipe keeps, train.py's flags and a sweep's parameters."""
-        flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.STRUCTURE}
-        return {**flat, **self.model}
+        """The flat dict a recipe keeps: the training fields and this architecture's own."""
+        return {f.name: getattr(self, f.name) for f in hyperparameter_fields(self.arch)}
 
-    @classmethod
-    def training_keys(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls) if f.name not in cls.STRUCTURE)
+    def recipe_part(self) -> dict:
+        """What a model artifact's recipe keeps of the configuration (app/training/recipe.py), in
+        the layout every model logged so far has, so `from_recipe` reads all of them back."""
+        return {"arch": self.arch, "epochs": self.epochs, "model": self.model,
+                "hyperparameters": self.hyperparameters()}
 
-    @classmethod
-    def add_flags(cls, group) -> None:
-        """train.py's flag for every training field: its help, type or choices, and its default
-        named in the help (the flag itself defaults to None: "not given", so --retrain can tell
-        a changed value from the candidate's own)."""
-        for f in fields(cls):
-            if f.name in cls.STRUCTURE:
-                continue
-            flag = {k: v for k, v in f.metadata.items() if k != "help"}
-            if "choices" not in flag:
-                flag.setdefault("type", {"float": float, "int": int}[f.type])
-            default = "" if f.default is None else f" (default {f.default})"
-            group.add_argument(f"--{f.name}", help=f.metadata["help"] + default, **flag)
+
+def hyperparameter_fields(arch: str | None = None) -> list:
+    """Every hyperparameter (arch None), or those `arch` uses: train.py's flags, a sweep's parameters."""
+    return [f for f in fields(TrainConfig) if f.name not in TrainConfig.STRUCTURE
+            and (arch is None or f.metadata["arch"] in (None, arch))]
+
+
+def model_fields(arch: str) -> list:
+    return [f for f in fields(TrainConfig) if f.metadata.get("arch") == arch]
+
+
+def hyperparameter_names(arch: str | None = None) -> tuple[str, ...]:
+    return tuple(f.name for f in hyperparameter_fields(arch))
+
+
+def model_defaults(arch: str) -> dict:
+    return {f.name: f.default for f in model_fields(arch)}
+
+
+def add_flags(group) -> None:
+    """train.py's flag for every hyperparameter: its help, type or choices, and its default named
+    in the help. The flag itself defaults to None ("not given"), so --retrain tells a changed value
+    from the candidate's own and a default can depend on the architecture or the dataset."""
+    for f in hyperparameter_fields():
+        flag = {k: v for k, v in f.metadata.items() if k not in ("help", "arch", "bounds")}
+        if f.type == "bool":  # --pretrained / --no-pretrained; a sweep passes it as W&B's ${args_no_boolean_flags}
+            flag["action"] = argparse.BooleanOptionalAction
+        elif "choices" not in flag:
+            flag.setdefault("type", {"float": float, "int": int}[f.type])
+        owner = f"{f.metadata['arch']}: " if f.metadata["arch"] else ""
+        default = "" if f.default is None else f" (default {f.default})"
+        group.add_argument(f"--{f.name.replace('_', '-')}", help=owner + f.metadata["help"] + default, default=None, **flag)
+
+
+def check_model_settings(arch: str, model: dict) -> None:
+    """An architecture's own settings within their bounds (dense=10**9 would ask torch for
+    terabytes): checked on the flags before any run starts and on every stored recipe."""
+    for f in model_fields(arch):
+        value = model.get(f.name, f.default)
+        if f.metadata["bounds"] is None:
+            continue
+        low, high = f.metadata["bounds"]
+        whole = isinstance(low, int)
+        number = isinstance(value, int) if whole else isinstance(value, (int, float))
+        if not (number and not isinstance(value, bool) and low <= value <= high):
+            raise out_of_range(f"{f.name}={value!r}", f"{'a whole number' if whole else 'a number'} in {low}..{high}")
+
+
+def out_of_range(what: str, expected: str) -> UserError:
+    return UserError(f"the model recipe's {what} is out of range (expected {expected}). Given as a flag: change "
+                     "it; in a stored model: it was not written by train.py, or was edited, so train the model again.")
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -78,19 +133,22 @@ LEGACY = {"weight_decay": 0.0, "warmup": 0.0, "schedule": "constant", "label_smo
 
 
 def from_flags(arch: str, epochs: int, given: dict) -> TrainConfig:
-    """Defaults for `arch`, overridden by the flags that were given (not None)."""
-    from app.models import check_model_settings, model_defaults  # torch: when a run is configured, not for --help
-
-    model = model_defaults(arch)
-    known = {*TrainConfig.training_keys(), *model}
-    unknown = sorted(k for k, v in given.items() if v is not None and k not in known)
+    """Defaults for `arch`, overridden by the flags that were given (not None); checked before any run."""
+    values = {k: v for k, v in given.items() if v is not None}
+    unknown = sorted(set(values) - set(hyperparameter_names(arch)))
     if unknown:
         raise UserError(f"{', '.join(unknown)} do(es) not apply to --arch {arch}; drop the flag(s).")
-    values = {k: v for k, v in given.items() if v is not None}
-    model = {k: values.get(k, d) for k, d in model.items()}
-    check_model_settings(arch, model)  # dense=10**9 is refused here, before any run starts
-    return TrainConfig(arch=arch, epochs=epochs, model=model,
-                       **{k: values[k] for k in TrainConfig.training_keys() if k in values})
+    config = TrainConfig(arch=arch, epochs=epochs, **values)
+    check_model_settings(arch, config.model)
+    return config
+
+
+def with_dataset_defaults(config: TrainConfig, dataset_metadata: dict) -> TrainConfig:
+    """The defaults that depend on the data, taken from the dataset artifact's metadata before
+    the run's config is logged: augment (data_prep records none or crop-flip for the dataset)."""
+    if config.augment is not None:
+        return config
+    return replace(config, augment=dataset_metadata.get("augment", "none"))
 
 
 def from_recipe(recipe: dict) -> TrainConfig:
@@ -98,10 +156,12 @@ def from_recipe(recipe: dict) -> TrainConfig:
     hyper = recipe.get("hyperparameters")
     if not isinstance(hyper, dict):
         raise UserError("the model carries no recipe hyperparameters: it was not logged by train.py.")
-    model = dict(recipe.get("model", {}))
-    training = {k: hyper.get(k, LEGACY.get(k, getattr(TrainConfig, k))) for k in TrainConfig.training_keys()}
-    return TrainConfig(arch=recipe["arch"], epochs=int(recipe.get("epochs") or TrainConfig.epochs), model=model,
-                       **training)
+    arch = recipe["arch"]
+    model = recipe.get("model") or {}
+    training = {f.name: hyper.get(f.name, LEGACY.get(f.name, f.default)) for f in hyperparameter_fields(arch)
+                if f.metadata["arch"] is None}
+    own = {f.name: model.get(f.name, hyper.get(f.name, f.default)) for f in model_fields(arch)}
+    return TrainConfig(arch=arch, epochs=int(recipe.get("epochs") or TrainConfig.epochs), **training, **own)
 
 
 def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:

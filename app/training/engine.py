@@ -21,7 +21,7 @@ from torch import nn
 from app.errors import UserError, summary
 from app.training import distributed
 from app.training.augment import augment_batch
-from app.training.config import DeviceOptions
+from app.training.config import DeviceOptions, TrainConfig
 from app.training.optimizer import make_optimizer, make_schedule
 
 EVAL_BATCH = 1024  # inference batch: large is faster, memory is small at 28x28
@@ -122,24 +122,17 @@ def fit(
     model: nn.Module,
     train: Tensors,
     val: Tensors,
+    config: TrainConfig,
     *,
-    lr: float,
-    batch_size: int,
-    epochs: int,
-    seed: int,
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
     keep_best: bool = True,
-    augment: str = "none",
-    weight_decay: float = 0.0,
-    warmup: float = 0.0,
-    schedule: str = "constant",
-    label_smoothing: float = 0.0,
     acceleration: Acceleration = Acceleration(),
     group: distributed.Group = distributed.Group(),
 ) -> list[dict]:
-    """Train with AdamW (app/training/optimizer.py: `lr` is the peak of a warm-up then
-    `schedule`) and cross-entropy with `label_smoothing`; returns one metrics dict per epoch.
+    """Train `config`'s recipe: AdamW (app/training/optimizer.py: `lr` is the peak of a warm-up
+    then `schedule`) and cross-entropy with `label_smoothing`, `epochs` passes of `batch_size`
+    batches in the order `seed` draws; returns one metrics dict per epoch.
 
     `augment` (app/training/augment.py) transforms training batches only; evaluation sees the
     images as they are. Metric keys are the ones logged to W&B: train/loss, train/accuracy, val/loss, val/accuracy.
@@ -164,16 +157,18 @@ def fit(
         from torch.nn.parallel import DistributedDataParallel
 
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    eager = trained
     if acceleration.compile:
         trained = torch.compile(trained)
     mixed = (lambda: torch.autocast(device.type, dtype=acceleration.autocast)) if acceleration.autocast \
         else contextlib.nullcontext
-    optimizer = make_optimizer(model, lr, weight_decay)
-    shuffle = torch.Generator().manual_seed(seed)  # batches follow the seed, not the global RNG
+    lr, batch_size, epochs, augment = config.lr, config.batch_size, config.epochs, config.augment or "none"
+    optimizer = make_optimizer(model, lr, config.weight_decay)
+    shuffle = torch.Generator().manual_seed(config.seed)  # batches follow the seed, not the global RNG
     n = len(train)
     shard = math.ceil(n / group.world_size)  # samples per rank and epoch
     steps = math.ceil(shard / batch_size)
-    scheduler = make_schedule(optimizer, steps * epochs, warmup, schedule)
+    scheduler = make_schedule(optimizer, steps * epochs, config.warmup, config.schedule)
     if progress:  # printed right before the first step (benchmarks/bench_startup.py times it)
         ranks = f" per rank, {group.world_size} ranks" if group.active else ""
         speedups = [name for name, on in (("bf16 autocast", acceleration.autocast), ("channels_last",
@@ -198,15 +193,22 @@ def fit(
             if acceleration.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad()  # to None: backward writes fresh gradients
-            try:
+
+            def step(module: nn.Module):
                 with mixed():
-                    logits = trained(images)
-                    loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+                    logits = module(images)
+                    loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
                 loss.backward()
-            except Exception as err:  # torch.compile compiles at the first step, and again on a new shape
-                if not acceleration.compile:
+                return logits, loss
+
+            try:
+                logits, loss = step(trained)
+            except Exception as err:
+                failure = step_failure(err, batch_size, retry_eagerly=(lambda: step(eager)) if acceleration.compile
+                                       else None)
+                if failure is None:
                     raise
-                raise compile_failed(err) from err
+                raise failure from err
             optimizer.step()
             scheduler.step()
             loss_sum += loss.detach() * len(index)
@@ -256,7 +258,20 @@ def fit(
     return history
 
 
-def compile_failed(err: Exception) -> UserError:
+def step_failure(err: Exception, batch_size: int, retry_eagerly: Callable[[], object] | None) -> Exception | None:
+    """What a failed training step is, for the user: out of memory is named as such with its fix;
+    under --compile, the same step run once more without torch.compile tells the compiler's
+    failure (the eager step works) from the model's own error (it fails again: that error, as
+    itself). None: raise `err` as it is."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return UserError(f"out of memory in a training step ({summary(err)}); lower --batch-size (now {batch_size}) "
+                         "or --image-size.")
+    if retry_eagerly is None:
+        return None
+    try:
+        retry_eagerly()
+    except Exception as own:  # the model's own error: not the compiler's
+        return step_failure(own, batch_size, None) or own
     return UserError(f"--compile: torch.compile failed ({summary(err)}); "
                      "train without --compile (on the CPU it needs a C++ compiler, on a GPU Triton).")
 

@@ -14,19 +14,16 @@ DEFAULT_EPOCHS = TrainConfig.epochs  # as the original
 
 def make_recipe(config: TrainConfig, input_shape: list[int], class_names: list[str], dataset: dict,
                 preprocessing: dict | None = None) -> dict:
-    """`preprocessing` (app/data/preprocessing.py) is how evaluate and predict bring images to
-    the model as training did. The keys arch, model, hyperparameters and epochs are those of
-    recipes logged before the configuration object, so every model ever logged still loads."""
+    """The configuration's own part (TrainConfig.recipe_part: arch, epochs, model, hyperparameters,
+    the layout every model logged so far has) plus the data's description. `preprocessing`
+    (app/data/preprocessing.py) is how evaluate and predict bring images to the model as training did."""
     extra = {"preprocessing": preprocessing} if preprocessing is not None else {}
     return {
         **extra,
-        "arch": config.arch,
-        "epochs": config.epochs,
+        **config.recipe_part(),
         "input_shape": list(input_shape),
         "num_classes": len(class_names),
         "class_names": list(class_names),
-        "model": dict(config.model),
-        "hyperparameters": config.hyperparameters(),
         "dataset": dataset,  # {"ref": "digits-split:v0", "digest": ..., "name": "digits"}
     }
 

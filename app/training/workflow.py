@@ -21,7 +21,7 @@ from app.errors import UserError
 from app.models import build_model, load_pretrained
 from app.training import distributed, engine
 from app.training.checkpoint import save_checkpoint
-from app.training.config import DeviceOptions, TrainConfig, from_recipe
+from app.training.config import DeviceOptions, TrainConfig
 
 
 def code_version() -> str | None:
@@ -82,17 +82,14 @@ def train(
     else:
         load_pretrained(recipe, model)
     model = engine.prepare(model, device)
-    history = engine.fit(
-        model, data.train, data.val, lr=config.lr, batch_size=config.batch_size, epochs=config.epochs,
-        seed=config.seed, on_epoch=on_epoch, progress=progress, group=group, augment=config.augment or "none",
-        weight_decay=config.weight_decay, warmup=config.warmup, schedule=config.schedule,
-        label_smoothing=config.label_smoothing, acceleration=engine.accelerate(options, device, model),
-    )
+    history = engine.fit(model, data.train, data.val, config, on_epoch=on_epoch, progress=progress, group=group,
+                         acceleration=engine.accelerate(options, device, model))
     return model, history
 
 
 def train_and_log(
     run,
+    config: TrainConfig,
     *,
     dataset_version,
     recipe: dict,
@@ -104,11 +101,11 @@ def train_and_log(
     options: DeviceOptions = DeviceOptions(),
     group: distributed.Group = distributed.Group(),
 ):
-    """Train the recipe's configuration on the dataset version, log per-epoch metrics and the model.
+    """Train `config` on the dataset version, log per-epoch metrics and the model, which carries
+    `recipe` (make_recipe: the config's part plus the data's description).
 
     Returns (model artifact version or None when a sweep stopped the trial, history).
     """
-    config = from_recipe(recipe)
     data = load_training_data(dataset_version, device, of_recipe(recipe))
     declare_metrics(run)
 

@@ -24,12 +24,15 @@ def tune(args, settings) -> None:
         from app.tracking import backend
 
         backend()  # W&B reachable and the key accepted, before a sweep is created
-    from app.tuning.sweep_config import load_sweep_config, resolve_program, sweep_config_path, validate, with_fixed
+    from app.tuning.sweep_config import (boolean_problems, load_sweep_config, resolve_program, sweep_config_path,
+                                         validate, with_fixed)
 
     sweep_file = sweep_config_path(args.sweep_config, args.arch)
     config = load_sweep_config(sweep_file)
     validate(config, str(sweep_file), arch=args.arch)
     config = with_fixed(config, fixed_values(args), args.max_sweep)
+    for problem in boolean_problems(config):  # --tune --compile fixes a boolean for every trial
+        raise UserError(f"{sweep_file}: {problem}")
     if args.sweep_id and args.max_sweep:
         print(f"note: --max_sweep sizes a sweep when it is created; sweep {args.sweep_id} keeps the size it was "
               "created with (--count limits the trials of this agent).", file=sys.stderr)

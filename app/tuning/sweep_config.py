@@ -10,15 +10,21 @@ import yaml
 
 from app import names
 from app.errors import UserError
+from app.training.config import hyperparameter_names, model_defaults
 
 with warnings.catch_warnings():  # sweeps 0.3 declares a pydantic v1 config key; harmless
     warnings.simplefilter("ignore")
     import sweeps
 
 # Flags of train.py a sweep may set, and keys train.py logs that a sweep may optimise.
-TRIAL_FLAGS = {*names.HYPERPARAMETERS, "epochs", "dataset", "arch", "data", "device", "precision", "compile"}
+TRIAL_FLAGS = {*hyperparameter_names(), "epochs", "dataset", "arch", "data", "device", "precision", "compile"}
 LOGGED_KEYS = set(names.EPOCH_METRICS)
-MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}"}
+# W&B's agent macros this project's trials understand. Booleans are train.py's flags as a person
+# types them (--compile, --no-pretrained): ${args_no_boolean_flags} renders True as --flag and
+# leaves False out, where ${args} would pass --compile=False.
+BOOLEAN_ARGS = "${args_no_boolean_flags}"
+MACROS = {"${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}", BOOLEAN_ARGS}
+DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]  # W&B's, where a sweep has none
 
 
 def default_sweep_file(arch: str) -> str:
@@ -51,11 +57,8 @@ def load_sweep_config(path: Path) -> dict:
 def validate(config: dict, source: str = "sweep.yaml", arch: str | None = None) -> None:
     """W&B's schema, then what the schema cannot know: flags train.py has (for this --arch)
     and keys it logs."""
-    from app.models import ARCHITECTURES, model_defaults
-
     problems = list(sweeps.schema_violations_from_proposed_config(config))
-    model_keys = {k for a in ARCHITECTURES for k in model_defaults(a)}
-    other_arch_keys = model_keys - set(model_defaults(arch)) if arch else set()
+    other_arch_keys = set(hyperparameter_names()) - set(hyperparameter_names(arch)) if arch else set()
     for name in config.get("parameters") or {}:
         if name not in TRIAL_FLAGS:
             problems.append(f"parameter {name!r} is not a train.py flag (known: {', '.join(sorted(TRIAL_FLAGS))})")
@@ -69,6 +72,7 @@ def validate(config: dict, source: str = "sweep.yaml", arch: str | None = None) 
     metric = (config.get("metric") or {}).get("name")
     if metric not in LOGGED_KEYS:
         problems.append(f"metric.name {metric!r} is not a key train.py logs (logged: {', '.join(sorted(LOGGED_KEYS))})")
+    problems += boolean_problems(config)
     for part in config.get("command") or []:
         if part.startswith("${") and part not in MACROS:
             problems.append(f"command macro {part!r} is not supported (use {', '.join(sorted(MACROS))})")
@@ -76,6 +80,22 @@ def validate(config: dict, source: str = "sweep.yaml", arch: str | None = None) 
             problems.append(f"command must run one plain trial; remove {part!r}")
     if problems:
         raise UserError(f"{source} is invalid:\n  - " + "\n  - ".join(problems))
+
+
+def boolean_problems(config: dict) -> list[str]:
+    """A true/false parameter needs ${args_no_boolean_flags}: train.py's booleans are --flag or absent."""
+    booleans = sorted(name for name, spec in (config.get("parameters") or {}).items() if _takes_booleans(spec))
+    if booleans and BOOLEAN_ARGS not in (config.get("command") or DEFAULT_COMMAND):
+        return [f"parameter(s) {', '.join(booleans)} take true/false, which train.py's flags spell --flag or leave "
+                f"out: write {BOOLEAN_ARGS} instead of ${{args}} in the sweep's command"]
+    return []
+
+
+def _takes_booleans(spec) -> bool:
+    if not isinstance(spec, dict):
+        return False
+    values = spec.get("values") if isinstance(spec.get("values"), list) else [spec.get("value")]
+    return any(isinstance(v, bool) for v in values)
 
 
 DEFAULT_SWEEP_SIZE = 30  # trials of a sweep whose file sets no run_cap and no --max_sweep is given
@@ -104,7 +124,7 @@ def resolve_program(program: str, sweep_file: Path) -> str:
 
 def expand_command(config: dict, params: dict, python: str = sys.executable) -> list[str]:
     """The trial's argv, expanded as `wandb agent` expands the sweep's command."""
-    command = config.get("command") or ["${env}", "${interpreter}", "${program}", "${args}"]
+    command = config.get("command") or DEFAULT_COMMAND
     argv: list[str] = []
     for part in command:
         if part == "${env}":
@@ -115,6 +135,8 @@ def expand_command(config: dict, params: dict, python: str = sys.executable) -> 
             argv.append(config["program"])
         elif part == "${args}":
             argv.extend(f"--{k}={v}" for k, v in params.items())
+        elif part == BOOLEAN_ARGS:
+            argv.extend(f"--{k}" if v is True else f"--{k}={v}" for k, v in params.items() if v is not False)
         elif part == "${args_no_hyphens}":
             argv.extend(f"{k}={v}" for k, v in params.items())
         else:
