@@ -15,6 +15,7 @@ DATASET_TYPE = "dataset"
 MODEL_TYPE = "model"
 EVALUATION_TYPE = "evaluation"
 ONNX_TYPE = "onnx"  # a model's ONNX export (app/serving/onnx_export.py)
+CHECKPOINT_TYPE = "checkpoint"  # a training run's resumable state (app/training/checkpoint.py)
 
 REGISTRY = "wandb-registry-model"  # W&B's model registry, as it appears in refs
 
@@ -62,6 +63,14 @@ def evaluation_artifact(dataset: str, arch: str) -> str:
 def onnx_artifact(model_collection: str) -> str:
     """The export of versions of `<dataset>-<arch>`: `<dataset>-<arch>-onnx`."""
     return f"{model_collection}-onnx"
+
+
+BEST = "best"  # the checkpoint of a run's best validation epoch so far
+
+
+def checkpoint_artifact(run_id: str) -> str:
+    """One collection per run, so `--resume RUN_ID` finds it: `checkpoint-<run id>`."""
+    return f"checkpoint-{run_id}"
 
 
 def registry_ref(collection: str, alias: str) -> str:

@@ -269,3 +269,12 @@ def test_an_online_sweep_is_ranked_by_its_metric_with_each_trials_model(online, 
     assert online.peek(ranking[0]["model_ref"]).digest == "digest-strong"  # the ref names the trial's own model
     # --sweep-id as `wandb sweep` prints it is used as it is, not prefixed a second time
     assert sweep_online.sweep_path("me/proj/abc123", online.settings) == "me/proj/abc123"
+
+
+def test_checkpoint_retention_deletes_old_versions_through_the_public_api_and_keeps_the_best(online, standin):
+    ids = [standin.add_artifact("checkpoint-r1", "checkpoint", f"digest-{i}", {"epoch": i + 1}) for i in range(4)]
+    standin.collections[("me", "proj", "checkpoint-r1")]["aliases"]["best"] = 1  # epoch 2 was the best
+    assert online.prune("checkpoint-r1", keep=1) == [0, 2]
+    deleted = [r["variables"]["input"]["artifactID"] for r in standin.requests if r["operation"] == "DeleteArtifact"]
+    assert deleted == [ids[0], ids[2]]
+    assert [v.ref for v in online.list("checkpoint-r1")] == ["checkpoint-r1:v1", "checkpoint-r1:v3"]

@@ -24,7 +24,7 @@ class StandIn:
                          "ArtifactMembershipByName": self.membership_by_name, "AddAliases": self.add_aliases,
                          "LinkArtifact": self.link_artifact,
                          "IsProjectReadOnly": lambda variables: {"project": {"readOnly": False}},
-                         "UpdateArtifact": self.update_artifact,
+                         "UpdateArtifact": self.update_artifact, "DeleteArtifact": self.delete_artifact,
                          "ArtifactTypeArtifactCollections": self.collections_of_type,
                          "ProjectArtifacts": self.collection_versions,
                          # lineage: the world records no runs (runs are the offline suite's business)
@@ -144,7 +144,7 @@ class StandIn:
         if collection is None:
             return {"project": {"artifactType": {"artifactCollection": None}}}
         edges = [{"version": f"v{i}", "node": self._artifact(artifact_id)}
-                 for i, artifact_id in enumerate(collection["members"])]
+                 for i, artifact_id in enumerate(collection["members"]) if not self.artifacts[artifact_id].get("deleted")]
         return {"project": {"artifactType": {"artifactCollection": {
             "__typename": "ArtifactPortfolio" if key[1].startswith("wandb-registry-") else "ArtifactSequence",
             "artifacts": self._page(edges[::-1])}}}}
@@ -238,6 +238,12 @@ class StandIn:
     def update_artifact(self, variables):
         """Description, metadata, TTL and tags: nothing the contract depends on; echoed back."""
         return {"result": {"artifact": self._artifact(variables["input"]["artifactID"])}}
+
+    def delete_artifact(self, variables):
+        """W&B keeps the other versions' numbers: the deleted one is only left out of listings."""
+        art = self.artifacts[variables["input"]["artifactID"]]
+        art["deleted"] = True
+        return {"result": {"artifact": {"id": art["id"]}}}
 
     def link_artifact(self, variables):
         spec = variables["input"]

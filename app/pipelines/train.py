@@ -12,9 +12,10 @@ import os
 import sys
 
 from app import names
-from app.cli import Parser, positive_int
+from app.cli import Parser, non_negative_int, positive_int
 from app.errors import UserError, exits_cleanly, speak_on_rank_0_only
-from app.training.config import PRECISIONS, DeviceOptions, TrainConfig, add_flags, hyperparameter_names
+from app.training.config import (PRECISIONS, CheckpointOptions, DeviceOptions, TrainConfig, add_flags,
+                                 hyperparameter_names)
 
 
 def parse_args(argv=None):
@@ -33,6 +34,14 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true",
                    help="train through torch.compile (minutes of compiling first; on the CPU a C++ compiler)")
     add_flags(p.add_argument_group("hyperparameters (default: TrainConfig in app/training/config.py)"))
+    saving = p.add_argument_group("checkpoints (resumable training state, W&B artifacts checkpoint-<run id>)")
+    saving.add_argument("--checkpoint-every", type=non_negative_int, default=CheckpointOptions.every, metavar="N",
+                        help="save the training state every N epochs and after the last; 0: never")
+    saving.add_argument("--keep-checkpoints", type=positive_int, default=CheckpointOptions.keep, metavar="K",
+                        help="checkpoint versions kept per run, newest first (the best epoch's is kept too)")
+    saving.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_ID",
+                        help="continue a stopped run (baseline or --retrain) from its newest checkpoint, in the same "
+                             "W&B run (default: the newest run that did not finish)")
     flow = p.add_argument_group("tuning and retraining")
     flow.add_argument("--tune", action="store_true", help="run a Bayesian sweep over sweep.yaml")
     flow.add_argument("--max-sweep", type=positive_int, default=None,
@@ -51,8 +60,8 @@ def parse_args(argv=None):
     flow.add_argument("--warm-start", action="store_true",
                       help="--retrain: start from the candidate's weights instead of from scratch")
     args = p.parse_args(argv)
-    if args.tune and args.retrain:
-        p.error("--tune and --retrain are separate steps; run one at a time")
+    if sum(map(bool, (args.tune, args.retrain, args.resume is not None))) > 1:
+        p.error("--tune, --retrain and --resume are separate steps; run one at a time")
     return args
 
 
@@ -62,6 +71,10 @@ def given_hyperparameters(args) -> dict:
 
 def device_options(args) -> DeviceOptions:
     return DeviceOptions(precision=args.precision, compile=args.compile)
+
+
+def checkpoint_options(args) -> CheckpointOptions:
+    return CheckpointOptions(every=args.checkpoint_every, keep=args.keep_checkpoints)
 
 
 @exits_cleanly
@@ -76,6 +89,8 @@ def main(argv=None) -> None:
                         "(a sweep's trials can be torchrun jobs: see the README's torchrun section).")
     if args.retrain:
         return retrain(args, settings)
+    if args.resume is not None:
+        return resume(args)
     args.arch = args.arch or TrainConfig.arch
     args.dataset = args.dataset or dataset_of(args.data)
     if args.tune:
@@ -120,6 +135,7 @@ def baseline(args) -> None:
                              dataset_info(dataset), preprocessing=seen)
         return train_and_log(
             run, config, dataset_version=dataset, recipe=recipe, device=device, group=group, options=device_options(args),
+            checkpoints=checkpoint_options(args),
             extra_metadata={"sweep": trial.metadata()} if trial else {},
             should_stop=trial.report_epoch if trial else None,
         )
@@ -184,12 +200,68 @@ def retrain(args, settings) -> None:
         logged, history = train_and_log(
             run, config, dataset_version=dataset, recipe=recipe, device=pick_device(args.device),
             extra_metadata={"retrained_from": candidate.ref, "warm_start": args.warm_start},
-            init_state=init_state, options=device_options(args),
+            init_state=init_state, options=device_options(args), checkpoints=checkpoint_options(args),
         )
         target = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])
         linked = run.link(logged.ref, target, [names.TO_EVALUATE])
     report(logged, history)
     print(f"registry: {linked.ref} [{', '.join(linked.aliases)}]  (retrained from {candidate.ref})")
+
+
+def resume(args) -> None:
+    """Continue a stopped baseline or --retrain run from its newest checkpoint: the same W&B
+    run, the checkpoint's recipe and dataset version, the epochs it had left; one model at the end."""
+    from app.training.checkpoint import load_training_state, read_recipe
+    from app.training.config import from_recipe
+    from app.training.engine import pick_device
+    from app.training.workflow import train_and_log
+    from app.tracking import backend, start_run
+
+    if args.epochs or any(v is not None for v in given_hyperparameters(args).values()):
+        raise UserError("--resume continues the stopped run with its own recipe and epoch count; drop the "
+                        "training flags (train a new baseline to change them).")
+    found = stopped_run_checkpoint(backend(), args.resume)
+    meta = found.metadata
+    with start_run(meta["job_type"], {"resumed_from": found.ref}, resume_id=meta["run_id"]) as run:
+        checkpoint = backend().fetch(found.ref, names.CHECKPOINT_TYPE)  # its own output: verified, not an input
+        recipe = read_recipe(checkpoint.path)
+        state = load_training_state(checkpoint.path, recipe, checkpoint.ref)
+        dataset = run.use(recipe["dataset"]["ref"], names.DATASET_TYPE)
+        if dataset.digest != recipe["dataset"]["digest"]:
+            raise UserError(f"refused checkpoint {checkpoint.ref}: {dataset.ref} no longer has the digest it was "
+                            "trained on (the dataset version was replaced); train anew.")
+        print(f"resuming run {meta['run_id']} from {checkpoint.ref} (epoch {meta['epoch']} of {meta['epochs']})",
+              file=sys.stderr)
+        logged, history = train_and_log(
+            run, from_recipe(recipe), dataset_version=dataset, recipe=recipe, device=pick_device(args.device),
+            extra_metadata={**meta.get("extra", {}), "resumed_from": checkpoint.ref}, options=device_options(args),
+            checkpoints=checkpoint_options(args), resume_state=state,
+        )
+        if meta["job_type"] == "retrain":
+            target = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])
+            linked = run.link(logged.ref, target, [names.TO_EVALUATE])
+            print(f"registry: {linked.ref} [{', '.join(linked.aliases)}]")
+    report(logged, history)
+
+
+def stopped_run_checkpoint(connected, run_id: str):
+    """The newest checkpoint of `run_id`, or of the newest run that stopped before its last epoch."""
+    if run_id:
+        found = connected.peek(f"{names.checkpoint_artifact(run_id)}:latest", names.CHECKPOINT_TYPE)
+        if found.metadata.get("epoch", 0) >= found.metadata.get("epochs", 0):
+            raise UserError(f"run {run_id} finished all its {found.metadata.get('epochs')} epochs ({found.ref}); "
+                            "there is nothing to resume.")
+        if found.metadata.get("job_type") not in ("train", "retrain"):
+            raise UserError(f"run {run_id} is a {found.metadata.get('job_type')} run; --resume continues baseline "
+                            "and --retrain runs (a sweep resumes with `--tune --sweep-id ID`).")
+        return found
+    stopped = [c for c in connected.find(names.CHECKPOINT_TYPE, names.LATEST, registry=False)
+               if c.metadata.get("epoch", 0) < c.metadata.get("epochs", 0)
+               and c.metadata.get("job_type") in ("train", "retrain")]
+    if not stopped:
+        raise UserError("no stopped run to resume: every run with checkpoints finished its epochs (or none saved "
+                        "any; --checkpoint-every). Name one with --resume RUN_ID.")
+    return stopped[0]
 
 
 def report(logged, history) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import wandb
 
 from app.errors import UserError
-from app.names import DATASET_TYPE, EVALUATION_TYPE, LATEST, MODEL_TYPE, REGISTRY
+from app.names import CHECKPOINT_TYPE, DATASET_TYPE, EVALUATION_TYPE, LATEST, MODEL_TYPE, REGISTRY
 from app.settings import Settings
 from app.tracking.refs import Ref, parse_ref
 from app.tracking.sdk_internals import manifest_digests
@@ -148,9 +148,16 @@ class OfflineBackend:
             scope=self.settings.project, name=name, type=type, digest=art.digest, files=files,
             manifest=manifest, metadata=metadata, aliases=aliases, logged_by=run.lineage_entry(),
         )
-        # Also into the offline W&B run, so `wandb sync` later uploads the same version.
-        run.wandb_run.log_artifact(art, aliases=[LATEST, *aliases])
+        # Also into the offline W&B run, so `wandb sync` later uploads the same version. Not a
+        # checkpoint: an offline run folder cannot delete what it logged, so retention (prune)
+        # would not hold there; checkpoints are for resuming on this machine, from the store.
+        if type != CHECKPOINT_TYPE:
+            run.wandb_run.log_artifact(art, aliases=[LATEST, *aliases])
         return self._info(coll, version)
+
+    def prune(self, name: str, keep: int) -> list[int]:
+        """Keep the newest `keep` versions of a project collection and those another alias holds."""
+        return self.store.prune(self.settings.project, name, keep)
 
     def link(self, ref: str, collection: str, aliases: list[str], run=None,
              guard: dict[str, int | None] | None = None) -> ArtifactVersion:
@@ -192,7 +199,7 @@ class OfflineBackend:
                 continue
             if collection and collection not in (full, coll["name"]):
                 continue
-            rows.extend(self._info(coll, v) for v in coll["versions"])
+            rows.extend(self._info(coll, v) for v in coll["versions"] if not v.get("deleted"))
         if collection and not rows:
             existing = sorted({r.collection for r in self.list()})
             raise UserError(f"no collection {collection!r}. Existing: {', '.join(existing) or 'none'}.")
@@ -345,6 +352,21 @@ class OnlineBackend:
             ref=f"{name}:{art.version}", name=name, version=int(art.version.lstrip("v")), type=type,
             digest=art.digest, metadata=metadata, aliases=[LATEST, *aliases],
         )
+
+    def prune(self, name: str, keep: int) -> list[int]:
+        """As OfflineBackend.prune, through the public API: Artifact.delete() on each version
+        older than the newest `keep` that holds no alias but `latest`."""
+        path = self._full(f"{name}:latest").rsplit(":", 1)[0]
+        latest = self._fetch(f"{path}:latest")
+        versions = sorted(self.paged(path, self.api.artifacts(latest.type, path)),
+                          key=lambda a: int(a.name.rpartition(":v")[2]))
+        doomed = [a for a in versions[:-keep] if not set(a.aliases) - {LATEST}] if keep > 0 else []
+        for art in doomed:
+            try:
+                art.delete()
+            except wandb.errors.CommError as err:
+                raise _failure(f"deleting {art.name}", err) from err
+        return [int(a.name.rpartition(":v")[2]) for a in doomed]
 
     def _holders(self, collection_path: str, aliases) -> dict[str, int]:
         """The version number each alias is on now in the collection (aliases on none left out)."""

@@ -79,6 +79,10 @@ class Run:
         LOGGED.append(logged.ref)
         return logged
 
+    def prune(self, name: str, keep: int) -> list[int]:
+        """Delete all but the newest `keep` versions of `name` (those an alias like `best` holds stay)."""
+        return self.backend.prune(name, keep)
+
     def link(self, ref: str, collection: str, aliases: list[str],
              guard: dict[str, int | None] | None = None) -> ArtifactVersion:
         linked = self.backend.link(ref, collection, aliases, run=self, guard=guard)
@@ -145,8 +149,9 @@ class SilentRun:
 
 @contextlib.contextmanager
 def start_run(job_type: str, config: dict, *, group: str | None = None, name: str | None = None,
-              writes: bool = True):
-    """A W&B run: `with start_run("train", cfg) as run: ...`.
+              writes: bool = True, resume_id: str | None = None):
+    """A W&B run: `with start_run("train", cfg) as run: ...`. `resume_id` continues that run
+    (W&B's resume="allow": online the same run; offline a new folder with the same run id).
 
     An exception or Ctrl-C inside marks the run failed (exit code 1) and re-raises, so a
     broken run never looks finished. `writes`: the run logs to the store, so a store that
@@ -165,6 +170,8 @@ def start_run(job_type: str, config: dict, *, group: str | None = None, name: st
             config=clean_config,
             group=group,
             name=name,
+            id=resume_id,
+            resume="allow" if resume_id else None,
             mode=settings.mode,
             settings=wandb.Settings(**quiet_run_settings()),
         )

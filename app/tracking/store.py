@@ -224,6 +224,9 @@ class Store:
                 )
             )
         index = ref.version if ref.version is not None else coll["aliases"].get(ref.alias)
+        if index is not None and index < len(coll["versions"]) and coll["versions"][index].get("deleted"):
+            raise UserError(f"{shown} was deleted on {coll['versions'][index]['deleted']} (only the newest "
+                            f"checkpoints are kept); use {prefix}{ref.name}:latest.")
         if index is None or index >= len(coll["versions"]):
             count = len(coll["versions"])
             versions = "version v0" if count == 1 else f"versions v0..v{count - 1}"
@@ -328,7 +331,7 @@ class Store:
                     f"{name!r} is an artifact of type {coll['type']!r}, not {type!r}; pick another name."
                 )
             check_guard(coll, guard)
-            existing = next((v for v in coll["versions"] if v["digest"] == digest), None)
+            existing = next((v for v in coll["versions"] if v["digest"] == digest and not v.get("deleted")), None)
             if files:
                 self._store_object(digest, files, manifest)
             if existing is None:
@@ -347,6 +350,25 @@ class Store:
                 coll["aliases"][alias] = existing["version"]
             write_json_atomic(self._collection_path(scope, name), coll)
             return coll, existing
+
+    def prune(self, scope: str, name: str, keep: int) -> list[int]:
+        """Delete all but the newest `keep` versions of a collection, and any version an alias
+        other than `latest` holds (`best`); returns the versions deleted. A deleted version keeps
+        its number (W&B does not reuse them either) and its entry, marked `deleted`; its files go
+        unless another live version anywhere has the same digest."""
+        with self.locked():
+            coll = self.read_collection(scope, name)
+            held = {v for a, v in coll["aliases"].items() if a != LATEST}
+            live = [v for v in coll["versions"] if not v.get("deleted")]
+            doomed = [v for v in live[:-keep] if v["version"] not in held] if keep > 0 else []
+            for version in doomed:
+                version["deleted"] = now_iso()
+            write_json_atomic(self._collection_path(scope, name), coll)
+            in_use = {v["digest"] for c in self.collections() for v in c["versions"] if not v.get("deleted")}
+            for version in doomed:
+                if version["digest"] not in in_use:
+                    shutil.rmtree(self.objects / version["digest"], ignore_errors=True)
+            return [v["version"] for v in doomed]
 
     def record_use(self, scope: str, name: str, version: int, run: dict) -> None:
         """Lineage: note that `run` consumed this version."""

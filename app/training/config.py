@@ -128,6 +128,15 @@ class DeviceOptions:
     compile: bool = False  # torch.compile the training model (a C++ compiler on CPU, Triton on GPU)
 
 
+@dataclass(frozen=True)
+class CheckpointOptions:
+    """How often a run saves its resumable state (a `checkpoint` artifact) and how many it
+    keeps: like DeviceOptions, not part of the recipe (the same training, saved more or less often)."""
+
+    every: int = 1  # epochs between checkpoints (and always after the last); 0: none
+    keep: int = 2  # newest checkpoint versions kept per run (the `best` one is kept too)
+
+
 # What a recipe logged before a key existed means: the training it describes did without.
 LEGACY = {"weight_decay": 0.0, "warmup": 0.0, "schedule": "constant", "label_smoothing": 0.0, "augment": "none"}
 

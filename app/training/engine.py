@@ -129,6 +129,7 @@ def fit(
     keep_best: bool = True,
     acceleration: Acceleration = Acceleration(),
     group: distributed.Group = distributed.Group(),
+    checkpoint: Checkpointing | None = None,
 ) -> list[dict]:
     """Train `config`'s recipe: AdamW (app/training/optimizer.py: `lr` is the peak of a warm-up
     then `schedule`) and cross-entropy with `label_smoothing`, `epochs` passes of `batch_size`
@@ -148,6 +149,11 @@ def fit(
 
     `acceleration` (see `accelerate`): training steps under bf16 autocast, in channels_last, or
     through torch.compile; evaluation runs the plain module in fp32.
+
+    `checkpoint` (see Checkpointing): every `every` epochs (and after the last) rank 0 hands
+    `save` the whole training state (`training_state`); with `resume`, a state saved so,
+    training continues after that epoch exactly as if it had never stopped (on the CPU, the
+    same weights bit for bit: the batch order's and torch's random states are part of it).
     """
     device = train.images.device
     if acceleration.channels_last:
@@ -177,7 +183,21 @@ def fit(
               + (f" ({', '.join(speedups)})" if speedups else ""), file=sys.stderr, flush=True)
     history = []
     best_state, best_accuracy = None, -1.0
-    for epoch in range(1, epochs + 1):
+    first = 1
+    if checkpoint is not None and checkpoint.resume is not None:
+        state = checkpoint.resume
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        shuffle.set_state(state["shuffle_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        history, best_state, best_accuracy = list(state["history"]), state["best_state"], state["best_accuracy"]
+        first = state["epoch"] + 1
+        if progress and group.is_main:
+            print(f"resumed after epoch {state['epoch']}/{epochs}", file=sys.stderr, flush=True)
+    for epoch in range(first, epochs + 1):
         started = time.perf_counter()
         trained.train()
         loss_sum = torch.zeros((), device=device)
@@ -237,7 +257,8 @@ def fit(
             "samples_per_second": seen / seconds,
         }
         history.append(record)
-        if keep_best and record["val/accuracy"] > best_accuracy:  # strictly: the first best epoch wins
+        improved = record["val/accuracy"] > best_accuracy  # strictly: the first best epoch wins
+        if keep_best and improved:
             best_accuracy = record["val/accuracy"]
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if progress and group.is_main:
@@ -251,11 +272,40 @@ def fit(
         stop = on_epoch(record) if on_epoch is not None and group.is_main else False
         if distributed.broadcast(group, stop):
             break
+        if checkpoint is not None and checkpoint.due(epoch, epochs) and group.is_main:
+            checkpoint.save(training_state(epoch, model, optimizer, scheduler, shuffle, history, best_state,
+                                           best_accuracy), improved)
     if best_state is not None:
         model.load_state_dict(best_state)
     if acceleration.channels_last:
         model.to(memory_format=torch.contiguous_format)
     return history
+
+
+@dataclass
+class Checkpointing:
+    """engine.fit's checkpoints: `save(state, is_best)` every `every` epochs and after the last
+    (0: never); `resume`: a state to continue from (training_state, loaded back)."""
+
+    save: Callable[[dict, bool], None]
+    every: int = 1
+    resume: dict | None = None
+
+    def due(self, epoch: int, epochs: int) -> bool:
+        return self.every > 0 and (epoch % self.every == 0 or epoch == epochs)
+
+
+def training_state(epoch, model, optimizer, scheduler, shuffle, history, best_state, best_accuracy) -> dict:
+    """Everything the next epoch depends on, as tensors and plain values (loads with
+    weights_only=True): weights, AdamW's moments, the schedule's step, the batch order's and
+    torch's random states, and the best epoch so far with its weights."""
+    cuda = next(model.parameters()).device
+    return {
+        "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(cuda) if cuda.type == "cuda" else None,
+        "history": history, "best_state": best_state, "best_accuracy": best_accuracy,
+    }
 
 
 def step_failure(err: Exception, batch_size: int, retry_eagerly: Callable[[], object] | None) -> Exception | None:

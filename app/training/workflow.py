@@ -20,8 +20,8 @@ from app.data.split_files import read_split
 from app.errors import UserError
 from app.models import build_model, load_pretrained
 from app.training import distributed, engine
-from app.training.checkpoint import save_checkpoint
-from app.training.config import DeviceOptions, TrainConfig
+from app.training.checkpoint import save_checkpoint, save_training_state
+from app.training.config import CheckpointOptions, DeviceOptions, TrainConfig
 
 
 def code_version() -> str | None:
@@ -68,6 +68,7 @@ def train(
     progress: bool = True,
     options: DeviceOptions = DeviceOptions(),
     group: distributed.Group = distributed.Group(),
+    checkpoint: engine.Checkpointing | None = None,
 ) -> tuple[torch.nn.Module, list[dict]]:
     """Train `config` on `data`: the one training call of the baseline, sweep trials, --retrain
     and benchmarks/bench_quality.py. Returns the model (the best validation epoch's weights)
@@ -79,11 +80,11 @@ def train(
     model = build_model(recipe)
     if init_state is not None:
         model.load_state_dict(init_state)
-    else:
+    elif checkpoint is None or checkpoint.resume is None:  # a resumed run has its own weights
         load_pretrained(recipe, model)
     model = engine.prepare(model, device)
     history = engine.fit(model, data.train, data.val, config, on_epoch=on_epoch, progress=progress, group=group,
-                         acceleration=engine.accelerate(options, device, model))
+                         acceleration=engine.accelerate(options, device, model), checkpoint=checkpoint)
     return model, history
 
 
@@ -100,9 +101,15 @@ def train_and_log(
     should_stop: Callable[[dict], bool] | None = None,
     options: DeviceOptions = DeviceOptions(),
     group: distributed.Group = distributed.Group(),
+    checkpoints: CheckpointOptions = CheckpointOptions(),
+    resume_state: dict | None = None,
 ):
     """Train `config` on the dataset version, log per-epoch metrics and the model, which carries
     `recipe` (make_recipe: the config's part plus the data's description).
+
+    Every `checkpoints.every` epochs the training state is logged as `checkpoint-<run id>`
+    (type checkpoint; `best` on the best epoch's) and only the newest `checkpoints.keep` are kept;
+    `resume_state` (one of them, loaded) continues that training.
 
     Returns (model artifact version or None when a sweep stopped the trial, history).
     """
@@ -121,7 +128,11 @@ def train_and_log(
 
     print(f"training {config.arch} on {dataset_version.ref} ({len(data.train)} images) on {device}",
           file=sys.stderr)
-    model, history = train(config, data, init_state=init_state, on_epoch=on_epoch, options=options, group=group)
+    checkpoint = engine.Checkpointing(
+        save=lambda state, is_best: log_checkpoint(run, state, is_best, recipe, checkpoints.keep, extra_metadata),
+        every=checkpoints.every, resume=resume_state)
+    model, history = train(config, data, init_state=init_state, on_epoch=on_epoch, options=options, group=group,
+                           checkpoint=checkpoint)
     # The model holds the weights of its best validation epoch (engine.fit keeps them), so its
     # metrics are that epoch's: the score a sweep ranks it by is the score its weights have.
     kept = engine.best_epoch(history)
@@ -152,6 +163,21 @@ def train_and_log(
         files = save_checkpoint(model, recipe, Path(tmp))
         logged = run.log_artifact(collection, names.MODEL_TYPE, files, metadata, aliases)
     return logged, history
+
+
+def log_checkpoint(run, state: dict, is_best: bool, recipe: dict, keep: int, extra_metadata: dict) -> None:
+    """One checkpoint version of this run, then the older ones beyond `keep` deleted. Its
+    metadata says what `train.py --resume` needs to go on: the run, its job and the epoch."""
+    name = names.checkpoint_artifact(run.id)
+    metadata = {"run_id": run.id, "job_type": run.lineage_entry()["job_type"], "epoch": state["epoch"],
+                "epochs": recipe["epochs"], "best_val_accuracy": state["best_accuracy"], "dataset": recipe["dataset"],
+                "extra": extra_metadata}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = save_training_state(state, recipe, Path(tmp))
+        logged = run.log_artifact(name, names.CHECKPOINT_TYPE, files, metadata, [names.BEST] if is_best else [])
+    deleted = run.prune(name, keep)
+    print(f"checkpoint: {logged.ref} (epoch {state['epoch']}{', best so far' if is_best else ''})"
+          + (f"; deleted {', '.join(f'v{v}' for v in deleted)}" if deleted else ""), file=sys.stderr, flush=True)
 
 
 def dataset_info(dataset_version) -> dict:
