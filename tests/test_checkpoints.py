@@ -126,3 +126,54 @@ def test_resume_refuses_training_flags_and_says_when_there_is_nothing(workspace)
     changed = ws.run("train", "--resume", "abc", "--lr", "0.1", check=False)
     assert changed.returncode == 2 and "drop the training flags" in changed.stderr
     assert not (ws.path / "wandb").exists()  # refused before any run
+
+
+def test_a_killed_sweep_trial_goes_on_from_its_checkpoint_when_the_sweep_resumes(workspace, tmp_path):
+    import os
+
+    from test_tune import small_sweep, sweep_state
+
+    ws = workspace
+    ws.run("data_prep", "--dataset", "digits")
+    import yaml
+
+    path = small_sweep(tmp_path)
+    path.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "early_terminate"}))
+    config = str(path)
+    agent = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--tune", "--max-sweep", "1", "--epochs", "4",
+                              "--sweep-config", config], cwd=ws.path, env=ws.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for line in agent.stderr:
+        if line.startswith("checkpoint:") and "(epoch 2" in line:
+            os.killpg(agent.pid, signal.SIGKILL)  # the agent and its trial: a lost machine
+            break
+    agent.wait(timeout=120)
+    [killed] = sweep_state(ws)["trials"]
+    run_id = killed["run_id"]
+    assert killed["state"] == "running" and len(killed["history"]) >= 2  # as the killed agent left it
+
+    resumed = ws.run("train", "--tune", "--sweep-id", sweep_state(ws)["id"], "--sweep-config", config)
+    assert "--- trial 0 (killed before, re-run from its checkpoint of epoch 2)" in resumed.stderr
+    assert "resumed after epoch 2/4" in resumed.stderr and "epoch 1/4 " not in resumed.stderr
+    [trial] = sweep_state(ws)["trials"]  # the same trial, its run continued: no new place under the cap
+    assert trial["state"] == "finished" and trial["run_id"] == run_id and len(trial["history"]) == 4
+    assert "candidate: wandb-registry-model/digits-cnn:v0" in resumed.stdout
+
+
+def test_a_killed_retrain_resumes_and_links_its_model_as_to_evaluate(trained_copy):
+    ws = trained_copy
+    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "candidate")
+    retrain = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--retrain", "--epochs", "4"],
+                               cwd=ws.path, env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in retrain.stderr:
+        if line.startswith("checkpoint:") and "(epoch 2" in line:
+            retrain.send_signal(signal.SIGKILL)
+            break
+    retrain.wait(timeout=120)
+    assert not [v for v in ws.versions("wandb-registry-model/digits-cnn") if "to_evaluate" in v["aliases"]]
+    resumed = ws.run("train", "--resume")
+    assert "resumed after epoch 2/4" in resumed.stderr
+    [linked] = [v for v in ws.versions("wandb-registry-model/digits-cnn") if "to_evaluate" in v["aliases"]]
+    model = next(v for v in ws.versions("digits-cnn") if v["digest"] == linked["digest"])
+    assert model["metadata"]["retrained_from"] == "wandb-registry-model/digits-cnn:v0"
+    assert model["metadata"]["resumed_from"].startswith("checkpoint-")

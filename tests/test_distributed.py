@@ -82,7 +82,7 @@ def test_a_rank_that_fails_ends_the_job_and_logs_no_model(workspace, tmp_path):
 
 def test_retrain_under_torchrun_is_refused_with_the_reason(trained_copy):
     proc = torchrun(trained_copy, "--retrain")
-    assert proc.returncode != 0 and "--retrain and --tune run as one process" in proc.stderr
+    assert proc.returncode != 0 and "--retrain, --tune and --resume run as one process" in proc.stderr
 
 
 def test_an_offline_sweep_of_torchrun_trials(workspace, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import multiprocessing
 from pathlib import Path
 
@@ -279,3 +280,22 @@ def test_the_sdk_internals_are_there_and_agree_with_their_fallbacks(tmp_path):
     assert sdk_internals.manifest_digests(art, files) == {n: sdk_internals.md5_b64_fallback(p) for n, p in files.items()}
     assert "x_disable_stats" in wandb.Settings.model_fields  # ... and the experimental setting
     assert sdk_internals.quiet_run_settings()["x_disable_stats"] is True
+
+
+def test_a_process_that_ended_but_was_not_reaped_yet_is_not_alive():
+    """A trial killed with its agent waits for init to reap it (seconds, in some containers): a
+    zombie runs no more, so its sweep slot is free."""
+    import subprocess
+    import sys
+    import time
+
+    from app.tracking.store import pid_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    stat = Path(f"/proc/{child.pid}/stat")
+    deadline = time.monotonic() + 30
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(child.pid)
+    child.wait()
+    assert pid_alive(os.getpid())

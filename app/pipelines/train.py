@@ -84,8 +84,8 @@ def main(argv=None) -> None:
     from app.settings import load_settings
 
     settings = load_settings()
-    if (args.retrain or args.tune) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError("--retrain and --tune run as one process; under torchrun, run plain training "
+    if (args.retrain or args.tune or args.resume is not None) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--retrain, --tune and --resume run as one process; under torchrun, run plain training "
                         "(a sweep's trials can be torchrun jobs: see the README's torchrun section).")
     if args.retrain:
         return retrain(args, settings)
@@ -115,7 +115,8 @@ def baseline(args) -> None:
     from app.training.engine import pick_device
     from app.training.config import from_flags, with_dataset_defaults
     from app.training.recipe import DEFAULT_EPOCHS, make_recipe
-    from app.training.workflow import dataset_info, train_and_log
+    from app.training.config import from_recipe
+    from app.training.workflow import dataset_info, resumed_from, train_and_log
     from app.tracking import SilentRun, backend, start_run
     from app.tuning.trial import current_trial
 
@@ -129,7 +130,7 @@ def baseline(args) -> None:
     run_config = {"arch": args.arch, "epochs": config.epochs, "data": data_ref, **config.hyperparameters(),
                   "world_size": group.world_size, "precision": args.precision, "compile": args.compile}
 
-    def train_on(run, dataset):
+    def train_on(run, dataset, resumed=None):
         seen = preprocessing.from_dataset_metadata(dataset.metadata)
         recipe = make_recipe(config, preprocessing.input_shape(seen), dataset.metadata["class_names"],
                              dataset_info(dataset), preprocessing=seen)
@@ -137,7 +138,7 @@ def baseline(args) -> None:
             run, config, dataset_version=dataset, recipe=recipe, device=device, group=group, options=device_options(args),
             checkpoints=checkpoint_options(args),
             extra_metadata={"sweep": trial.metadata()} if trial else {},
-            should_stop=trial.report_epoch if trial else None,
+            should_stop=trial.report_epoch if trial else None, resume_state=resumed.state if resumed else None,
         )
 
     if config.model.get("pretrained") and group.is_main:
@@ -146,20 +147,31 @@ def baseline(args) -> None:
         resnet.fetch_pretrained()  # before any run: no network is an error that logs nothing
     try:
         if group.is_main:  # owns the W&B run: uses the dataset on its behalf, logs the one model
-            with start_run("sweep_trial" if trial else "train", run_config, group=trial.group if trial else None) as run:
-                dataset = run.use(data_ref, names.DATASET_TYPE)
-                distributed.broadcast(group, (dataset.ref, dataset.digest))
+            # A sweep trial that was killed is re-run by its controller from its checkpoint, in its own run.
+            resume_id = trial.resume_run if trial else None
+            with start_run("sweep_trial" if trial else "train", run_config, group=trial.group if trial else None,
+                           resume_id=resume_id) as run:
+                if trial:
+                    trial.started(run.id)
+                resumed = resumed_from(backend(), resume_id) if resume_id else None
+                if resumed and from_recipe(resumed.recipe) != config:
+                    raise UserError(f"refused checkpoint {resumed.ref}: its recipe is not this trial's; the trial "
+                                    "starts anew if its checkpoints are removed.")
+                dataset = run.use(resumed.recipe["dataset"]["ref"] if resumed else data_ref, names.DATASET_TYPE)
+                if resumed:
+                    resumed.check_dataset(dataset)
+                distributed.broadcast(group, (dataset.ref, dataset.digest, resume_id))
                 run.update_config({"dataset_ref": dataset.ref, "dataset_digest": dataset.digest})
-                logged, history = train_on(run, dataset)
+                logged, history = train_on(run, dataset, resumed)
                 if trial:
                     trial.finish(logged.ref if logged else None)
         else:  # torchrun's other ranks: the very version rank 0 uses, verified; nothing logged
-            ref, digest = distributed.broadcast(group, None)
+            ref, digest, resume_id = distributed.broadcast(group, None)
             dataset = backend().fetch(ref, names.DATASET_TYPE)
             if dataset.digest != digest:
                 raise UserError(f"rank {group.rank} found {ref} with another digest than rank 0; is the "
                                 "artifact store shared between the machines? (PIPELINE_STORE_DIR)")
-            train_on(SilentRun(), dataset)
+            train_on(SilentRun(), dataset, resumed_from(backend(), resume_id) if resume_id else None)
     finally:
         distributed.shutdown(group)
     if group.is_main:
@@ -211,57 +223,33 @@ def retrain(args, settings) -> None:
 def resume(args) -> None:
     """Continue a stopped baseline or --retrain run from its newest checkpoint: the same W&B
     run, the checkpoint's recipe and dataset version, the epochs it had left; one model at the end."""
-    from app.training.checkpoint import load_training_state, read_recipe
     from app.training.config import from_recipe
     from app.training.engine import pick_device
-    from app.training.workflow import train_and_log
-    from app.tracking import backend, start_run
+    from app.training.workflow import resumed_from, train_and_log
+    from app.tracking import backend, discovery, start_run
 
     if args.epochs or any(v is not None for v in given_hyperparameters(args).values()):
         raise UserError("--resume continues the stopped run with its own recipe and epoch count; drop the "
                         "training flags (train a new baseline to change them).")
-    found = stopped_run_checkpoint(backend(), args.resume)
+    found = discovery.stopped_run_checkpoint(backend(), args.resume)
     meta = found.metadata
     with start_run(meta["job_type"], {"resumed_from": found.ref}, resume_id=meta["run_id"]) as run:
-        checkpoint = backend().fetch(found.ref, names.CHECKPOINT_TYPE)  # its own output: verified, not an input
-        recipe = read_recipe(checkpoint.path)
-        state = load_training_state(checkpoint.path, recipe, checkpoint.ref)
-        dataset = run.use(recipe["dataset"]["ref"], names.DATASET_TYPE)
-        if dataset.digest != recipe["dataset"]["digest"]:
-            raise UserError(f"refused checkpoint {checkpoint.ref}: {dataset.ref} no longer has the digest it was "
-                            "trained on (the dataset version was replaced); train anew.")
-        print(f"resuming run {meta['run_id']} from {checkpoint.ref} (epoch {meta['epoch']} of {meta['epochs']})",
+        resumed = resumed_from(backend(), meta["run_id"])
+        dataset = run.use(resumed.recipe["dataset"]["ref"], names.DATASET_TYPE)
+        resumed.check_dataset(dataset)
+        print(f"resuming run {meta['run_id']} from {resumed.ref} (epoch {resumed.state['epoch']} of {meta['epochs']})",
               file=sys.stderr)
+        recipe = resumed.recipe
         logged, history = train_and_log(
             run, from_recipe(recipe), dataset_version=dataset, recipe=recipe, device=pick_device(args.device),
-            extra_metadata={**meta.get("extra", {}), "resumed_from": checkpoint.ref}, options=device_options(args),
-            checkpoints=checkpoint_options(args), resume_state=state,
+            extra_metadata={**meta.get("extra", {}), "resumed_from": resumed.ref}, options=device_options(args),
+            checkpoints=checkpoint_options(args), resume_state=resumed.state,
         )
         if meta["job_type"] == "retrain":
             target = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])
             linked = run.link(logged.ref, target, [names.TO_EVALUATE])
             print(f"registry: {linked.ref} [{', '.join(linked.aliases)}]")
     report(logged, history)
-
-
-def stopped_run_checkpoint(connected, run_id: str):
-    """The newest checkpoint of `run_id`, or of the newest run that stopped before its last epoch."""
-    if run_id:
-        found = connected.peek(f"{names.checkpoint_artifact(run_id)}:latest", names.CHECKPOINT_TYPE)
-        if found.metadata.get("epoch", 0) >= found.metadata.get("epochs", 0):
-            raise UserError(f"run {run_id} finished all its {found.metadata.get('epochs')} epochs ({found.ref}); "
-                            "there is nothing to resume.")
-        if found.metadata.get("job_type") not in ("train", "retrain"):
-            raise UserError(f"run {run_id} is a {found.metadata.get('job_type')} run; --resume continues baseline "
-                            "and --retrain runs (a sweep resumes with `--tune --sweep-id ID`).")
-        return found
-    stopped = [c for c in connected.find(names.CHECKPOINT_TYPE, names.LATEST, registry=False)
-               if c.metadata.get("epoch", 0) < c.metadata.get("epochs", 0)
-               and c.metadata.get("job_type") in ("train", "retrain")]
-    if not stopped:
-        raise UserError("no stopped run to resume: every run with checkpoints finished its epochs (or none saved "
-                        "any; --checkpoint-every). Name one with --resume RUN_ID.")
-    return stopped[0]
 
 
 def report(logged, history) -> None:

@@ -125,7 +125,17 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that has ended but whose parent has not reaped it yet (Linux /proc): killed
+    with its parent, it waits for init, for seconds in some containers, yet it runs no more."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
 
 
 def process_start_time(pid: int) -> str | None:

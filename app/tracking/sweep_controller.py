@@ -35,6 +35,14 @@ def search_seed(config: dict) -> int:
     return int(digest[:8], 16)
 
 
+def killed(trial: dict) -> bool:
+    """Its process died without a word (crashed), or was ended by a signal: Ctrl-C's 130,
+    SIGKILL's and SIGTERM's 137 and 143 (or -9, -15 as Python reports a child's signal)."""
+    code = trial.get("returncode")
+    return bool(trial.get("run_id")) and (trial["state"] == "crashed" or (
+        trial["state"] == "failed" and code is not None and (code < 0 or code in (130, 137, 143))))
+
+
 class LocalSweeps:
     def __init__(self, store: Store):
         self.store = store
@@ -82,11 +90,24 @@ class LocalSweeps:
                 trial["state"] = "crashed"
                 trial["finished_at"] = now_iso()
 
-    def next_trial(self, sweep_id: str, cap: int | None) -> dict | None:
-        """Claim the next trial's parameters, or None when the sweep has reached its cap."""
+    def next_trial(self, sweep_id: str, cap: int | None, checkpointed=None) -> dict | None:
+        """Claim the next trial's parameters, or None when the sweep has reached its cap.
+
+        `checkpointed(run_id)`: the epoch of a run's newest checkpoint when it stopped before its
+        last (else None). A trial killed with such a checkpoint is claimed again first, as it
+        was (its number, its parameters, its run), with `resume_run` set: it goes on from there
+        and takes no new place under the cap."""
         with self.store.locked():
             state = self.read(sweep_id)
             self._mark_dead(state)
+            for trial in state["trials"]:
+                epoch = checkpointed(trial["run_id"]) if checkpointed and killed(trial) else None
+                if epoch is not None:
+                    trial.update(state="running", agent=process_identity(os.getpid()), process=None,
+                                 resume_run=trial["run_id"], history=trial["history"][:epoch], resumed_at=now_iso())
+                    trial["summary"] = dict(trial["history"][-1]) if trial["history"] else {}
+                    self._write(state)
+                    return trial
             # As on W&B's server, every trial the sweep started counts toward run_cap,
             # failed and crashed ones included, so a broken trial cannot make a sweep endless.
             run_cap = state["config"].get("run_cap")
@@ -120,6 +141,14 @@ class LocalSweeps:
             result = change(state, trial)
             self._write(state)
             return result
+
+    def set_run(self, sweep_id: str, number: int, run_id: str) -> None:
+        """Record the trial's W&B run (its checkpoints are `checkpoint-<run id>`)."""
+
+        def change(state, trial):
+            trial["run_id"] = run_id
+
+        self._update(sweep_id, number, change)
 
     def set_process(self, sweep_id: str, number: int, pid: int) -> None:
         """Record the trial's own process, as soon as the agent has started it."""

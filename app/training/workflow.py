@@ -20,7 +20,7 @@ from app.data.split_files import read_split
 from app.errors import UserError
 from app.models import build_model, load_pretrained
 from app.training import distributed, engine
-from app.training.checkpoint import save_checkpoint, save_training_state
+from app.training.checkpoint import load_training_state, read_recipe, save_checkpoint, save_training_state
 from app.training.config import CheckpointOptions, DeviceOptions, TrainConfig
 
 
@@ -178,6 +178,29 @@ def log_checkpoint(run, state: dict, is_best: bool, recipe: dict, keep: int, ext
     deleted = run.prune(name, keep)
     print(f"checkpoint: {logged.ref} (epoch {state['epoch']}{', best so far' if is_best else ''})"
           + (f"; deleted {', '.join(f'v{v}' for v in deleted)}" if deleted else ""), file=sys.stderr, flush=True)
+
+
+@dataclass
+class Resumed:
+    """A stopped run's newest checkpoint, loaded: what train_and_log continues from."""
+
+    ref: str
+    recipe: dict
+    state: dict
+
+    def check_dataset(self, dataset_version) -> None:
+        if dataset_version.digest != self.recipe["dataset"]["digest"]:
+            raise UserError(f"refused checkpoint {self.ref}: {dataset_version.ref} is not the dataset version it was "
+                            f"trained on ({self.recipe['dataset']['ref']}, digest {self.recipe['dataset']['digest']}); "
+                            "train anew.")
+
+
+def resumed_from(connected, run_id: str) -> Resumed:
+    """The newest checkpoint of `run_id`, verified and loaded (a damaged or foreign one is refused).
+    Fetched, not used: it is the run's own output, not one of its inputs."""
+    checkpoint = connected.fetch(f"{names.checkpoint_artifact(run_id)}:latest", names.CHECKPOINT_TYPE)
+    recipe = read_recipe(checkpoint.path)
+    return Resumed(checkpoint.ref, recipe, load_training_state(checkpoint.path, recipe, checkpoint.ref))
 
 
 def dataset_info(dataset_version) -> dict:

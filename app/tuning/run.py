@@ -13,7 +13,7 @@ from pathlib import Path
 
 from app import names
 from app.errors import Interrupted, UserError
-from app.tuning.trial import SWEEP_ID_ENV, TRIAL_ENV
+from app.tuning.trial import RESUME_ENV, SWEEP_ID_ENV, TRIAL_ENV
 from app.tuning.trial_runner import run_trial, start_warm_process
 
 
@@ -86,11 +86,14 @@ def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
     failures, trial = 0, None
     try:
         for _ in range(args.count or sys.maxsize):  # --count trials, or until the sweep has its size
-            trial = controller.next_trial(sweep_id, cap=None)
+            trial = controller.next_trial(sweep_id, cap=None, checkpointed=checkpointed_epoch)
             if trial is None:
                 break
-            print(f"--- trial {trial['number']}: {trial['params']}", file=sys.stderr, flush=True)
-            env = {**os.environ, SWEEP_ID_ENV: sweep_id, TRIAL_ENV: str(trial["number"])}
+            again = f" (killed before, re-run from its checkpoint of epoch {len(trial['history'])})" \
+                if trial.get("resume_run") else ""
+            print(f"--- trial {trial['number']}{again}: {trial['params']}", file=sys.stderr, flush=True)
+            env = {**os.environ, SWEEP_ID_ENV: sweep_id, TRIAL_ENV: str(trial["number"]),
+                   **({RESUME_ENV: trial["resume_run"]} if trial.get("resume_run") else {})}
             argv = expand_command({**config, "program": program}, trial["params"])
             returncode = run_trial(argv, env,
                                    on_start=lambda pid, n=trial["number"]: controller.set_process(sweep_id, n, pid))
@@ -105,6 +108,14 @@ def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
         raise Interrupted(f"local sweep {sweep_id} stopped with {started} of {size or 'unlimited'} trials started "
                           f"(models of finished trials are kept). Resume it with `{join}`.") from None
     return controller.ranking(sweep_id)
+
+
+def checkpointed_epoch(run_id: str) -> int | None:
+    """The epoch of a run's newest checkpoint, when the run stopped before its last epoch."""
+    from app.tracking import backend, discovery
+
+    found = backend().lookup(f"{names.checkpoint_artifact(run_id)}:latest")
+    return found.metadata["epoch"] if found is not None and discovery.stopped_early(found) else None
 
 
 def tune_online(config: dict, args, settings) -> list[dict]:

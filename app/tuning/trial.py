@@ -7,6 +7,7 @@ from dataclasses import dataclass
 # Set by the local controller for each trial process it starts.
 SWEEP_ID_ENV = "PIPELINE_SWEEP_ID"
 TRIAL_ENV = "PIPELINE_SWEEP_TRIAL"
+RESUME_ENV = "PIPELINE_SWEEP_RESUME_RUN"  # a killed trial's run, re-run from its newest checkpoint
 
 
 @dataclass
@@ -14,6 +15,7 @@ class Trial:
     sweep_id: str
     number: int | None  # local trials are numbered; W&B's agent names its runs itself
     local: bool
+    resume_run: str | None = None  # the run this trial continues (local controller), else a new one
 
     @property
     def group(self) -> str | None:
@@ -36,6 +38,11 @@ class Trial:
             return False  # online, W&B's server stops the run through its agent
         return self._controller().report_epoch(self.sweep_id, self.number, record)
 
+    def started(self, run_id: str) -> None:
+        """Tell the controller this trial's run, so a killed trial can be re-run from its checkpoints."""
+        if self.local:
+            self._controller().set_run(self.sweep_id, self.number, run_id)
+
     def finish(self, model_ref: str | None) -> None:
         if self.local:
             self._controller().finish(self.sweep_id, self.number, model_ref)
@@ -43,7 +50,8 @@ class Trial:
 
 def current_trial() -> Trial | None:
     if os.environ.get(SWEEP_ID_ENV):
-        return Trial(os.environ[SWEEP_ID_ENV], int(os.environ[TRIAL_ENV]), local=True)
+        return Trial(os.environ[SWEEP_ID_ENV], int(os.environ[TRIAL_ENV]), local=True,
+                     resume_run=os.environ.get(RESUME_ENV) or None)
     if os.environ.get("WANDB_SWEEP_ID"):
         return Trial(os.environ["WANDB_SWEEP_ID"], None, local=False)
     return None
