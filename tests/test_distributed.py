@@ -44,6 +44,8 @@ def test_torchrun_logs_one_run_and_one_model_that_evaluate_reads(workspace):
     [model] = ws.versions("digits-cnn")
     assert model["metadata"]["world_size"] == 2
     assert len(runs_of(ws, "train")) == 1  # rank 1 started no W&B run
+    checkpoints = ws.versions(f"checkpoint-{model['logged_by']['id']}")  # rank 0 saved them, for that run
+    assert [c["metadata"]["epoch"] for c in checkpoints][-1] == 8 and len(checkpoints) <= 3
     [dataset] = ws.versions("digits-split")
     assert [u["id"] for u in dataset["used_by"]] == [model["logged_by"]["id"]]  # one use, by rank 0's run
 
