@@ -7,7 +7,9 @@ BUNDLED_DATASETS = ("mnist", "fashion_mnist", "digits", "cifar10")  # data_prep'
 # A dataset name is the prefix of its artifacts (<name>-split, <name>-<arch>): W&B's artifact
 # name characters, starting with a letter or digit.
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-ARCHITECTURES = ("cnn", "mlp", "resnet")
+# torchvision's ImageNet classifiers for transfer learning (app/models/zoo.py), at their own input size
+PRETRAINED_ARCHITECTURES = ("resnet18", "resnet50", "efficientnet_b0", "mobilenet_v3_large", "convnext_tiny")
+ARCHITECTURES = ("cnn", "mlp", "resnet", *PRETRAINED_ARCHITECTURES)
 AUGMENTATIONS = ("none", "crop", "crop-flip")  # train.py --augment (app/training/augment.py)
 SCHEDULES = ("cosine", "constant")  # train.py --schedule, after warm-up (app/training/optimizer.py)
 

@@ -143,8 +143,8 @@ def test_schedule_warms_up_then_decays_to_zero_and_reaches_the_optimizer(monkeyp
     """engine.fit steps the learning rate the recipe asks for: recorded at every optimizer step."""
     seen = []
 
-    def recording(model, lr, weight_decay=0.0):
-        optimizer = make_optimizer(model, lr, weight_decay)
+    def recording(model, lr, weight_decay=0.0, backbone=None):
+        optimizer = make_optimizer(model, lr, weight_decay, backbone)
         optimizer.register_step_pre_hook(
             lambda opt, args, kwargs: seen.append((opt.param_groups[0]["lr"], opt.param_groups[0]["weight_decay"])))
         return optimizer
@@ -192,10 +192,14 @@ def test_train_py_has_a_flag_for_every_training_field_with_its_default_in_the_he
     capsys.readouterr()
     with pytest.raises(SystemExit):
         parse_args(["--help"])
-    text = " ".join(capsys.readouterr().out.split("options:")[1].split())  # the list, not the usage line
+    out = capsys.readouterr().out
+    text = " ".join(out.split("options:")[1].split())  # the list, not the usage line
+    import re
+
+    listed = re.findall(r"^  (--[\w-]+)", out, re.M)  # each option line's first flag
     for f in fields(TrainConfig):
         if f.name in hyperparameter_names():  # every one, the architectures' own included, shown once
-            assert text.count(f"--{f.name.replace('_', '-')} ") + text.count(f"--{f.name}, ") == 1, f.name
+            assert listed.count(f"--{f.name.replace('_', '-')}") == 1 and ("_" not in f.name or f"--{f.name}" not in listed), f.name
             assert " ".join(f.metadata["help"].split()) in text
             if f.default is not None:
                 assert f"(default {f.default})" in text
@@ -254,3 +258,13 @@ def test_the_config_is_settled_before_the_run_logs_it_and_never_changed_after(wo
     later = [r["config"]["update"] for r in records if r["type"] == "config"]
     assert logged["augment"] == "none" and logged["hidden"] == 512 and "dense" not in logged
     assert all(set(update) <= {"dataset_ref", "dataset_digest"} for update in later), later
+
+
+def test_a_validation_loss_that_is_not_finite_stops_training_with_a_clear_message():
+    model = engine.prepare(build_model(recipe_for("cnn")), torch.device("cpu"))
+    x, y = separable(100)
+    data = engine.to_tensors(x, y, torch.device("cpu"))
+    # the training step is fine; the model that evaluation sees is not
+    model.register_forward_hook(lambda module, args, out: out if module.training else out * float("nan"))
+    with pytest.raises(engine.NonFiniteLoss, match="validation loss became nan in epoch 1"):
+        engine.fit(model, data, data, TrainConfig(epochs=2, batch_size=32), progress=False)

@@ -164,7 +164,7 @@ def test_a_model_recipe_of_an_unknown_architecture_is_refused(trained_copy, tmp_
 
     folder = tmp_path / "foreign"
     folder.mkdir()
-    (folder / "recipe.json").write_text(json.dumps({"arch": "resnet50", "input_shape": [1, 28, 28], "num_classes": 10,
+    (folder / "recipe.json").write_text(json.dumps({"arch": "vgg16", "input_shape": [1, 28, 28], "num_classes": 10,
                                                     "model": {}, "hyperparameters": {}, "dataset": {}}))
     (folder / "model.pt").write_bytes(b"not used")
     backend = OfflineBackend(Settings(mode="offline", project="wandb-image-pipeline", entity=None, model_retrain=None,
@@ -173,6 +173,6 @@ def test_a_model_recipe_of_an_unknown_architecture_is_refused(trained_copy, tmp_
                                                        "model.pt": folder / "model.pt"}, {}, [])
     versions_before = {(v["collection"], v["version"], tuple(v["aliases"])) for v in trained_copy.registry()}
     proc = trained_copy.run("evaluate", "--model", "foreign-model:v0", check=False)
-    assert proc.returncode == 2 and "unknown architecture 'resnet50'" in proc.stderr
+    assert proc.returncode == 2 and "unknown architecture 'vgg16'" in proc.stderr
     # no version or alias changed (lineage does record the failed run's use, as W&B would)
     assert {(v["collection"], v["version"], tuple(v["aliases"])) for v in trained_copy.registry()} == versions_before

@@ -8,12 +8,29 @@ from __future__ import annotations
 import torch
 
 from app.errors import UserError
-from app.models import cnn, mlp, resnet
+from app.models import cnn, mlp, resnet, zoo
 from app.training.config import check_model_settings, out_of_range
 
-# Each module's build(input_shape, num_classes, **settings) takes the settings TrainConfig
-# marks with its arch (app/training/config.py): the one list of them.
-ARCHITECTURES = {"cnn": cnn, "mlp": mlp, "resnet": resnet}
+
+class _ZooArchitecture:
+    """One of torchvision's classifiers (app/models/zoo.py), with the interface of a module here."""
+
+    def __init__(self, arch: str):
+        self.arch = arch
+
+    def build(self, input_shape, num_classes, pretrained):
+        return zoo.build(self.arch, input_shape, num_classes, pretrained)
+
+    def load_pretrained(self, model) -> None:
+        zoo.load_pretrained(self.arch, model)
+
+    def fetch_pretrained(self) -> None:
+        zoo.fetch_pretrained(self.arch)
+
+
+# Each one's build(input_shape, num_classes, **settings) takes the settings TrainConfig marks
+# with its arch (app/training/config.py): the one list of them.
+ARCHITECTURES = {"cnn": cnn, "mlp": mlp, "resnet": resnet, **{a: _ZooArchitecture(a) for a in zoo.ARCHITECTURES}}
 
 
 # Bounds a recipe's sizes are checked against before torch allocates anything: a recipe comes
@@ -71,6 +88,23 @@ def load_pretrained(recipe: dict, model) -> None:
     module = _module(recipe.get("arch"))
     if recipe["model"].get("pretrained") and hasattr(module, "load_pretrained"):
         module.load_pretrained(model)
+
+
+def fetch_pretrained(arch: str) -> None:
+    """Before any run: the architecture's pretrained weights are in torch's cache or can be
+    downloaded; otherwise a UserError with the fix, and nothing is logged."""
+    _module(arch).fetch_pretrained()
+
+
+def model_preprocessing(arch: str, preprocessing: dict) -> dict:
+    """The recipe's preprocessing for `arch`: the dataset's own normalisation, or for torchvision's
+    pretrained classifiers none (they normalise with their weights' mean and std inside, at their
+    input size: `model_input`, recorded for whoever reads the recipe)."""
+    if arch not in zoo.ARCHITECTURES:
+        return preprocessing
+    channels = int(preprocessing["channels"])
+    return {**preprocessing, "mean": [0.0] * channels, "std": [1.0] * channels,
+            "model_input": zoo.input_transform(arch)}
 
 
 def _module(arch):

@@ -131,7 +131,9 @@ def baseline(args) -> None:
                   "world_size": group.world_size, "precision": args.precision, "compile": args.compile}
 
     def train_on(run, dataset, resumed=None):
-        seen = preprocessing.from_dataset_metadata(dataset.metadata)
+        from app.models import model_preprocessing
+
+        seen = model_preprocessing(config.arch, preprocessing.from_dataset_metadata(dataset.metadata))
         recipe = make_recipe(config, preprocessing.input_shape(seen), dataset.metadata["class_names"],
                              dataset_info(dataset), preprocessing=seen)
         return train_and_log(
@@ -142,9 +144,9 @@ def baseline(args) -> None:
         )
 
     if config.model.get("pretrained") and group.is_main:
-        from app.models import resnet
+        from app.models import fetch_pretrained
 
-        resnet.fetch_pretrained()  # before any run: no network is an error that logs nothing
+        fetch_pretrained(config.arch)  # before any run: no network is an error that logs nothing
     try:
         if group.is_main:  # owns the W&B run: uses the dataset on its behalf, logs the one model
             # A sweep trial that was killed is re-run by its controller from its checkpoint, in its own run.

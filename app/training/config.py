@@ -15,11 +15,13 @@ from app.cli import positive_int
 from app.errors import UserError
 
 
-def option(default, help: str, *, arch: str | None = None, bounds: tuple | None = None, **flag):
-    """A hyperparameter and its train.py flag: `help` documents both; `arch` names the one
-    architecture that uses it; `bounds` (low, high) are checked before any run and on every
+def option(default, help: str, *, arch: str | tuple | None = None, bounds: tuple | None = None, model: bool = True,
+           **flag):
+    """A hyperparameter and its train.py flag: `help` documents both; `arch` names the
+    architecture(s) that use it (`model`: as a setting its build takes, else in training only); `bounds` (low, high) are checked before any run and on every
     stored recipe; `flag` adds argparse's type or choices where the annotation's is not enough."""
-    return field(default=default, metadata={"help": help, "arch": arch, "bounds": bounds, **flag})
+    archs = (arch,) if isinstance(arch, str) else arch
+    return field(default=default, metadata={"help": help, "arch": archs, "bounds": bounds, "model": model, **flag})
 
 
 @dataclass(frozen=True)  # frozen: nothing changes a field after the run's config is logged
@@ -43,8 +45,15 @@ class TrainConfig:
     dropout_3: float = option(0.5, "dropout after the dense layer", arch="cnn", bounds=(0.0, 1.0))
     dense: int = option(128, "units of the dense layer", arch="cnn", bounds=(1, 65536))
     hidden: int = option(512, "units of each hidden layer", arch="mlp", bounds=(1, 65536))
-    pretrained: bool = option(False, "start from torchvision's ImageNet weights (network the first time)",
-                              arch="resnet")
+    pretrained: bool = option(False, "resnet and torchvision's classifiers (resnet18, resnet50, efficientnet_b0, "
+                              "mobilenet_v3_large, convnext_tiny): start from ImageNet weights (network the first time)",
+                              arch=("resnet", *names.PRETRAINED_ARCHITECTURES))
+    # Fine-tuning torchvision's pretrained classifiers (app/models/zoo.py): the new classifier learns
+    # alone first, then the pretrained layers join at a lower rate (app/training/optimizer.py).
+    head_only: float = option(0.1, "with --pretrained: share of all steps that train only the new classifier",
+                              arch=names.PRETRAINED_ARCHITECTURES, model=False)
+    backbone_lr: float = option(0.1, "with --pretrained: the pretrained layers' learning rate, as a share of --lr",
+                                arch=names.PRETRAINED_ARCHITECTURES, model=False)
 
     STRUCTURE = ("arch", "epochs")  # what the recipe keeps as its own keys, not as hyperparameters
 
@@ -67,11 +76,11 @@ class TrainConfig:
 def hyperparameter_fields(arch: str | None = None) -> list:
     """Every hyperparameter (arch None), or those `arch` uses: train.py's flags, a sweep's parameters."""
     return [f for f in fields(TrainConfig) if f.name not in TrainConfig.STRUCTURE
-            and (arch is None or f.metadata["arch"] in (None, arch))]
+            and (arch is None or f.metadata["arch"] is None or arch in f.metadata["arch"])]
 
 
 def model_fields(arch: str) -> list:
-    return [f for f in fields(TrainConfig) if f.metadata.get("arch") == arch]
+    return [f for f in fields(TrainConfig) if arch in (f.metadata.get("arch") or ()) and f.metadata["model"]]
 
 
 def hyperparameter_names(arch: str | None = None) -> tuple[str, ...]:
@@ -87,12 +96,13 @@ def add_flags(group) -> None:
     in the help. The flag itself defaults to None ("not given"), so --retrain tells a changed value
     from the candidate's own and a default can depend on the architecture or the dataset."""
     for f in hyperparameter_fields():
-        flag = {k: v for k, v in f.metadata.items() if k not in ("help", "arch", "bounds")}
+        flag = {k: v for k, v in f.metadata.items() if k not in ("help", "arch", "bounds", "model")}
         if f.type == "bool":  # --pretrained / --no-pretrained; a sweep passes it as W&B's ${args_no_boolean_flags}
             flag["action"] = argparse.BooleanOptionalAction
         elif "choices" not in flag:
             flag.setdefault("type", {"float": float, "int": int}[f.type])
-        owner = f"{f.metadata['arch']}: " if f.metadata["arch"] else ""
+        archs = f.metadata["arch"] or ()
+        owner = f"{archs[0]}: " if len(archs) == 1 else ""  # several: the help names them
         default = "" if f.default is None else f" (default {f.default})"
         group.add_argument(f"--{f.name.replace('_', '-')}", help=owner + f.metadata["help"] + default, default=None, **flag)
 
@@ -167,9 +177,9 @@ def from_recipe(recipe: dict) -> TrainConfig:
         raise UserError("the model carries no recipe hyperparameters: it was not logged by train.py.")
     arch = recipe["arch"]
     model = recipe.get("model") or {}
-    training = {f.name: hyper.get(f.name, LEGACY.get(f.name, f.default)) for f in hyperparameter_fields(arch)
-                if f.metadata["arch"] is None}
     own = {f.name: model.get(f.name, hyper.get(f.name, f.default)) for f in model_fields(arch)}
+    training = {f.name: hyper.get(f.name, LEGACY.get(f.name, f.default)) for f in hyperparameter_fields(arch)
+                if f.name not in own}
     return TrainConfig(arch=arch, epochs=int(recipe.get("epochs") or TrainConfig.epochs), **training, **own)
 
 

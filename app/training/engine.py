@@ -169,12 +169,16 @@ def fit(
     mixed = (lambda: torch.autocast(device.type, dtype=acceleration.autocast)) if acceleration.autocast \
         else contextlib.nullcontext
     lr, batch_size, epochs, augment = config.lr, config.batch_size, config.epochs, config.augment or "none"
-    optimizer = make_optimizer(model, lr, config.weight_decay)
+    # Fine-tuning pretrained weights: the new classifier alone first, then the rest at a lower rate.
+    fine_tuning = config.pretrained and hasattr(model, "backbone_parameters")
+    backbone = {id(p) for p in model.backbone_parameters()} if fine_tuning else None
+    optimizer = make_optimizer(model, lr, config.weight_decay, backbone)
     shuffle = torch.Generator().manual_seed(config.seed)  # batches follow the seed, not the global RNG
     n = len(train)
     shard = math.ceil(n / group.world_size)  # samples per rank and epoch
     steps = math.ceil(shard / batch_size)
-    scheduler = make_schedule(optimizer, steps * epochs, config.warmup, config.schedule)
+    scheduler = make_schedule(optimizer, steps * epochs, config.warmup, config.schedule,
+                              *((config.head_only, config.backbone_lr) if fine_tuning else ()))
     if progress:  # printed right before the first step (benchmarks/bench_startup.py times it)
         ranks = f" per rank, {group.world_size} ranks" if group.active else ""
         speedups = [name for name, on in (("bf16 autocast", acceleration.autocast), ("channels_last",
@@ -247,6 +251,11 @@ def fit(
                 f"Lower the learning rate (now {lr})."
             )
         val_metrics = evaluate(model, val)
+        if not math.isfinite(val_metrics["loss"]):  # e.g. normalisation statistics gone bad: no model to keep
+            raise NonFiniteLoss(
+                f"the validation loss became {val_metrics['loss']} in epoch {epoch} (training loss {train_loss:.4f}); "
+                f"no model was logged. Lower the learning rate (now {lr}), or check the starting weights."
+            )
         seconds = time.perf_counter() - started
         record = {
             "epoch": epoch,

@@ -20,11 +20,17 @@ from app.names import SCHEDULES
 BETAS = (0.9, 0.999)  # torch.optim's defaults, as the original keras Adam's
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters; biases and normalisation weights (1-d) are not decayed."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    plain = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0,
+                   backbone: set[int] | None = None) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; biases and normalisation weights (1-d) are not decayed.
+    `backbone`: ids of pretrained parameters, put in groups of their own (`"backbone": True`) so
+    the schedule can give them another rate."""
+    backbone = backbone or set()
+    groups = []
+    for pretrained in (False, True):
+        own = [p for p in model.parameters() if p.requires_grad and (id(p) in backbone) == pretrained]
+        groups += [{"params": [p for p in own if p.dim() > 1], "weight_decay": weight_decay, "backbone": pretrained},
+                   {"params": [p for p in own if p.dim() <= 1], "weight_decay": 0.0, "backbone": pretrained}]
     groups = [g for g in groups if g["params"]]
     try:
         return torch.optim.AdamW(groups, lr=lr, betas=BETAS, fused=True)
@@ -43,11 +49,22 @@ def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float,
-                  schedule: str) -> torch.optim.lr_scheduler.LambdaLR:
+def make_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float, schedule: str,
+                  head_only: float = 0.0, backbone_lr: float = 1.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """One rate for every group; the backbone's groups (make_optimizer) stand still for the first
+    `head_only` of all steps, then follow at `backbone_lr` of it (fine-tuning pretrained weights)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup, schedule))
+    frozen = int(round(head_only * total_steps))
+
+    def factor(step: int) -> float:
+        return lr_factor(step, total_steps, warmup, schedule)
+
+    def backbone_factor(step: int) -> float:
+        return 0.0 if step < frozen else backbone_lr * factor(step)
+
+    lambdas = [backbone_factor if group.get("backbone") else factor for group in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 
 
 def warm_up() -> None:

@@ -28,7 +28,10 @@ DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]  # W&B's
 
 
 def default_sweep_file(arch: str) -> str:
-    """The CNN's sweep.yaml (the original's), or the architecture's own sweep-<arch>.yaml."""
+    """The CNN's sweep.yaml (the original's), sweep-pretrained.yaml for torchvision's pretrained
+    classifiers, or the architecture's own sweep-<arch>.yaml."""
+    if arch in names.PRETRAINED_ARCHITECTURES:
+        return "sweep-pretrained.yaml"
     return "sweep.yaml" if arch == "cnn" else f"sweep-{arch}.yaml"
 
 
