@@ -72,7 +72,7 @@ def test_pretrained_fine_tuning_runs_the_flow_and_without_weights_stops_before_a
     ws.run("data_prep", "--dataset", "digits", "--fraction", "10")
     before, runs = ws.store_snapshot(), len(ws.run_dirs())
     missing = ws.run("train", "--arch", "mobilenet_v3_large", "--pretrained", "--epochs", "1", check=False)
-    assert missing.returncode == 2 and "--pretrained needs torchvision's MobileNet_V3_Large_Weights" in missing.stderr
+    assert missing.returncode == 2 and "--pretrained needs torchvision's ImageNet weights MobileNet_V3_Large_Weights" in missing.stderr
     assert ws.store_snapshot() == before and len(ws.run_dirs()) == runs
 
     plant_weights("mobilenet_v3_large", tmp_path / "torch")

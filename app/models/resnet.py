@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from app.errors import UserError, summary
-
 
 def build(input_shape: list[int], num_classes: int, pretrained: bool) -> nn.Module:
     from torchvision.models import resnet18
@@ -33,15 +31,8 @@ def load_pretrained(model: nn.Module) -> None:
 
 
 def fetch_pretrained() -> dict:
-    """torchvision's ImageNet state_dict of ResNet-18, from torch's cache or downloaded into it."""
-    from torchvision.models import ResNet18_Weights
+    """torchvision's ImageNet state_dict of ResNet-18 (the zoo's resnet18 weights), from torch's
+    cache or downloaded into it."""
+    from app.models import zoo
 
-    weights = ResNet18_Weights.IMAGENET1K_V1
-    try:
-        return weights.get_state_dict(progress=False)
-    except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
-        raise UserError(
-            f"--pretrained needs torchvision's ImageNet weights ({weights.url}), which could not be fetched "
-            f"({summary(err)}). Without network, put the "
-            "file in torch's cache (torch.hub.get_dir()/checkpoints, or $TORCH_HOME) or train without --pretrained."
-        ) from err
+    return zoo.fetch_pretrained("resnet18")

@@ -98,7 +98,7 @@ def fetch_pretrained(arch: str) -> dict:
         return weights.get_state_dict(progress=False)
     except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
         raise UserError(
-            f"--pretrained needs torchvision's {weights} ({weights.url}), which could not be fetched "
+            f"--pretrained needs torchvision's ImageNet weights {weights} ({weights.url}), which could not be fetched "
             f"({summary(err)}). Without network, put the file in torch's cache (torch.hub.get_dir()/checkpoints, "
             "or $TORCH_HOME) or train without --pretrained."
         ) from err
