@@ -113,9 +113,8 @@ def baseline(args) -> None:
     from app.data import preprocessing
     from app.training import distributed
     from app.training.engine import pick_device
-    from app.training.config import from_flags, with_dataset_defaults
+    from app.training.config import from_flags, from_recipe, with_dataset_defaults
     from app.training.recipe import DEFAULT_EPOCHS, make_recipe
-    from app.training.config import from_recipe
     from app.training.workflow import dataset_info, resumed_from, train_and_log
     from app.tracking import SilentRun, backend, start_run
     from app.tuning.trial import current_trial
@@ -216,10 +215,14 @@ def retrain(args, settings) -> None:
             extra_metadata={"retrained_from": candidate.ref, "warm_start": args.warm_start},
             init_state=init_state, options=device_options(args), checkpoints=checkpoint_options(args),
         )
-        target = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])
-        linked = run.link(logged.ref, target, [names.TO_EVALUATE])
+        linked = link_to_evaluate(run, logged, recipe)
     report(logged, history)
     print(f"registry: {linked.ref} [{', '.join(linked.aliases)}]  (retrained from {candidate.ref})")
+
+
+def link_to_evaluate(run, logged, recipe: dict):
+    """A retrained model into its registry collection, as `to_evaluate` (--retrain, and its --resume)."""
+    return run.link(logged.ref, names.model_artifact(recipe["dataset"]["name"], recipe["arch"]), [names.TO_EVALUATE])
 
 
 def resume(args) -> None:
@@ -248,8 +251,7 @@ def resume(args) -> None:
             checkpoints=checkpoint_options(args), resume_state=resumed.state,
         )
         if meta["job_type"] == "retrain":
-            target = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])
-            linked = run.link(logged.ref, target, [names.TO_EVALUATE])
+            linked = link_to_evaluate(run, logged, recipe)
             print(f"registry: {linked.ref} [{', '.join(linked.aliases)}]")
     report(logged, history)
 

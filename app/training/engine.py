@@ -185,6 +185,15 @@ def fit(
                     acceleration.channels_last), ("torch.compile", acceleration.compile)) if on]
         print(f"fit: {n} samples, {steps} steps per epoch{ranks}, {epochs} epochs"
               + (f" ({', '.join(speedups)})" if speedups else ""), file=sys.stderr, flush=True)
+
+    def step(module: nn.Module, images: torch.Tensor, labels: torch.Tensor):
+        """Forward, loss and backward of one batch (through `module`: the trained or the eager one)."""
+        with mixed():
+            logits = module(images)
+            loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+        loss.backward()
+        return logits, loss
+
     history = []
     best_state, best_accuracy = None, -1.0
     first = 1
@@ -217,19 +226,11 @@ def fit(
             if acceleration.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad()  # to None: backward writes fresh gradients
-
-            def step(module: nn.Module):
-                with mixed():
-                    logits = module(images)
-                    loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
-                loss.backward()
-                return logits, loss
-
             try:
-                logits, loss = step(trained)
+                logits, loss = step(trained, images, labels)
             except Exception as err:
-                failure = step_failure(err, batch_size, retry_eagerly=(lambda: step(eager)) if acceleration.compile
-                                       else None)
+                retry = (lambda: step(eager, images, labels)) if acceleration.compile else None
+                failure = step_failure(err, batch_size, retry_eagerly=retry)
                 if failure is None:
                     raise
                 raise failure from err
