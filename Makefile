@@ -21,8 +21,8 @@ setup: $(STAMP)
 demo: $(STAMP)
 	mkdir -p demo
 	cd demo && ../$(PY) ../app/pipelines/data_prep.py --dataset digits
-	cd demo && ../$(PY) ../app/pipelines/train.py --epochs 5
-	cd demo && ../$(PY) ../app/pipelines/train.py --tune --max_sweep 4 --epochs 2 --sweep-config ../sweep.yaml
+	cd demo && ../$(PY) ../app/pipelines/train.py
+	cd demo && ../$(PY) ../app/pipelines/train.py --tune --max_sweep 4 --epochs 3 --sweep-config ../sweep.yaml
 	cd demo && ../$(PY) ../app/pipelines/train.py --retrain --epochs 10
 	cd demo && ../$(PY) ../app/pipelines/evaluate.py --promote
 	cd demo && ../$(PY) ../app/pipelines/registry.py list

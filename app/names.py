@@ -9,7 +9,7 @@ BUNDLED_DATASETS = ("mnist", "fashion_mnist", "digits", "cifar10")  # data_prep'
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # torchvision's ImageNet classifiers for transfer learning (app/models/zoo.py), at their own input size
 PRETRAINED_ARCHITECTURES = ("resnet18", "resnet50", "efficientnet_b0", "mobilenet_v3_large", "convnext_tiny")
-ARCHITECTURES = ("cnn", "mlp", "resnet", *PRETRAINED_ARCHITECTURES)
+ARCHITECTURES = ("convnet", "cnn", "mlp", "resnet", *PRETRAINED_ARCHITECTURES)
 AUGMENTATIONS = ("none", "crop", "crop-flip")  # train.py --augment (app/training/augment.py)
 SCHEDULES = ("cosine", "constant")  # train.py --schedule, after warm-up (app/training/optimizer.py)
 

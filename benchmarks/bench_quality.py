@@ -1,10 +1,11 @@
 """Quality: the project's default recipe beside classical baselines on the same split.
 
     python app/pipelines/data_prep.py --dataset digits
-    python benchmarks/bench_quality.py [--data digits-split:latest] [--epochs 15] [--arch cnn]
+    python benchmarks/bench_quality.py [--data digits-split:latest] [--epochs N] [--arch cnn]
 
 Reads a dataset artifact (from W&B or the embedded store, as the scripts do), trains the
-default recipe of `--arch` on its train split (the model kept is the best validation epoch's,
+default recipe of `--arch` (as `train.py` with no training flag: the step budget's epochs,
+unless --epochs) on its train split (the model kept is the best validation epoch's,
 as train.py keeps it), and fits scikit-learn's logistic regression and RBF SVC on the same
 train split's pixels (scaled to [0, 1], default settings). Printed: test accuracy of each,
 and the seconds each took on this machine.
@@ -25,7 +26,7 @@ from app.errors import exits_cleanly  # noqa: E402
 from app.tracking import backend, discovery  # noqa: E402
 from app.training import engine  # noqa: E402
 from app.data.preprocessing import from_dataset_metadata  # noqa: E402
-from app.training.config import from_flags  # noqa: E402
+from app.training.config import TrainConfig, from_flags, with_dataset_defaults  # noqa: E402
 from app.training.workflow import load_training_data, train  # noqa: E402
 
 
@@ -52,8 +53,9 @@ def classical(split) -> list[tuple[str, float, float]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", metavar="REF", help="dataset artifact (default: the newest <dataset>-split:latest)")
-    p.add_argument("--arch", choices=names.ARCHITECTURES, default="cnn", help="the recipe's architecture")
-    p.add_argument("--epochs", type=int, default=15, help="epochs of the recipe (best validation epoch kept)")
+    p.add_argument("--arch", choices=names.ARCHITECTURES, default=TrainConfig.arch, help="the recipe's architecture")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of the recipe (default: train.py's, from the step budget; best validation epoch kept)")
     args = p.parse_args()
     store = backend()
     ref = args.data or names.dataset_artifact(discovery.dataset_name(store, None))
@@ -65,13 +67,13 @@ def main() -> None:
           f"shape {list(split.images['train'].shape[1:])}, {len(split.class_names)} classes); device {device}")
 
     started = time.perf_counter()
-    config = from_flags(args.arch, args.epochs, {"augment": dataset.metadata.get("augment", "none")})
+    config = with_dataset_defaults(from_flags(args.arch, args.epochs, {}), dataset.metadata)
     seen = from_dataset_metadata(dataset.metadata)
     model, _ = train(config, load_training_data(dataset, device, seen), progress=False)
     test = engine.to_tensors(split.images["test"], split.labels["test"], device, seen)
     ours = engine.evaluate(model, test)["accuracy"]
     recipe_seconds = time.perf_counter() - started
-    rows = [(f"this project: {args.arch}, default recipe, {args.epochs} epochs, augment {config.augment}", ours,
+    rows = [(f"this project: {args.arch}, default recipe, {config.epochs} epochs, augment {config.augment}", ours,
              recipe_seconds),
             *classical(split)]
     width = max(len(r[0]) for r in rows)

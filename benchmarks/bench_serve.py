@@ -118,7 +118,7 @@ def serving(requests: int, rounds: int) -> None:
         ws = make_workspace(Path(tmp) / "ws")
         ws.run("data_prep", "--dataset", "digits")
         ws.run("train", "--epochs", "1")
-        ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "production")
+        ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "production")
         images = np.random.default_rng(0).integers(0, 256, (20, 40, 40), dtype=np.uint8)
         pngs = []
         for image in images:
@@ -127,7 +127,7 @@ def serving(requests: int, rounds: int) -> None:
             pngs.append(path.read_bytes())
         uploads = [pngs[i % len(pngs)] for i in range(requests)]
         plain = serve_round(ws, uploads, rounds)
-        ws.run("registry", "export", "wandb-registry-model/digits-cnn:production")
+        ws.run("registry", "export", "wandb-registry-model/digits-convnet:production")
         fast = serve_round(ws, uploads, rounds)
     for r in (plain, fast):
         print(f"serve.py, {requests} concurrent uploads x {rounds} rounds, {r['engine']:11}: latency p50 {r['p50']:.0f} ms, "

@@ -20,12 +20,17 @@ def run_benchmark(name: str, *args: str, tmp_path) -> str:
 
 
 def test_bench_train_prints_rates_ratios_peak_share_and_accuracies(tmp_path):
-    out = run_benchmark("bench_train.py", "--samples", "256", "--rounds", "1", tmp_path=tmp_path)
+    out = run_benchmark("bench_train.py", "--samples", "256", "--rounds", "1", "--colour-images", "60",
+                        "--max-epochs", "2", tmp_path=tmp_path)
     for arch in ("cnn", "mlp"):
         assert re.search(rf"^{arch}: reference \d+ samples/s, engine \d+ samples/s, ratio [\d.]+x", out, re.M), out
     assert re.search(r"engine: \d+ GFLOP/s = \d+% of the median peak", out), out
     assert len(re.findall(r"accuracy after the same 4 steps, mean of the rounds: reference 0\.\d+, engine 0\.\d+", out)) == 2
     assert re.search(r"W&B logging once per epoch: [\d.]+% of a CNN epoch", out), out
+    # the default architecture beside the original's on coloured shapes: speed and time to 95%
+    for arch in ("convnet", "cnn"):
+        assert re.search(rf"^{arch}: \d+ samples/s, 95% (validation accuracy after [\d.]+ s \(epoch [12]\)|not reached "
+                         rf"in 2 epochs \(best [01]\.\d{{4}}\))$", out, re.M), out
 
 
 def test_bench_eval_prints_the_ratio_and_predict_throughput(tmp_path):
@@ -40,7 +45,7 @@ def test_bench_quality_prints_the_recipe_beside_both_classical_baselines(tmp_pat
     subprocess.run([sys.executable, str(REPO / "app" / "pipelines" / "data_prep.py"), "--dataset", "digits"],
                    env=env, cwd=tmp_path, capture_output=True, check=True, timeout=300)
     out = run_benchmark("bench_quality.py", "--epochs", "1", tmp_path=tmp_path)
-    assert re.search(r"^this project: cnn, default recipe, 1 epochs, augment none +0\.\d{4} +[\d.]+$", out, re.M), out
+    assert re.search(r"^this project: convnet, default recipe, 1 epochs, augment none +0\.\d{4} +[\d.]+$", out, re.M), out
     assert re.search(r"^logistic regression \(pixels\) +0\.\d{4}", out, re.M), out
     assert re.search(r"^RBF SVC \(pixels\) +0\.\d{4}", out, re.M), out
     assert re.search(r"recipe minus the best classical baseline: [+-]\d+\.\d\d points", out), out

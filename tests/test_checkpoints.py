@@ -99,7 +99,7 @@ def test_killed_after_epoch_3_of_6_resumes_without_rerunning_and_ends_as_if_neve
     # the store's digest dedup gives it the same version.
     model_ref = resumed.stdout.split("model artifact: ")[1].split()[0]
     uninterrupted = ws.run("train", "--epochs", "6", "--seed", "3", "--checkpoint-every", "0")
-    assert uninterrupted.stdout.split("model artifact: ")[1].split()[0] == model_ref == "digits-cnn:v0"
+    assert uninterrupted.stdout.split("model artifact: ")[1].split()[0] == model_ref == "digits-convnet:v0"
     assert ws.run("train", "--resume", check=False).returncode == 2  # nothing left to resume
 
 
@@ -157,12 +157,12 @@ def test_a_killed_sweep_trial_goes_on_from_its_checkpoint_when_the_sweep_resumes
     assert "resumed after epoch 2/4" in resumed.stderr and "epoch 1/4 " not in resumed.stderr
     [trial] = sweep_state(ws)["trials"]  # the same trial, its run continued: no new place under the cap
     assert trial["state"] == "finished" and trial["run_id"] == run_id and len(trial["history"]) == 4
-    assert "candidate: wandb-registry-model/digits-cnn:v0" in resumed.stdout
+    assert "candidate: wandb-registry-model/digits-convnet:v0" in resumed.stdout
 
 
 def test_a_killed_retrain_resumes_and_links_its_model_as_to_evaluate(trained_copy):
     ws = trained_copy
-    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "candidate")
+    ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "candidate")
     retrain = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--retrain", "--epochs", "4"],
                                cwd=ws.path, env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in retrain.stderr:
@@ -170,10 +170,10 @@ def test_a_killed_retrain_resumes_and_links_its_model_as_to_evaluate(trained_cop
             retrain.send_signal(signal.SIGKILL)
             break
     retrain.wait(timeout=120)
-    assert not [v for v in ws.versions("wandb-registry-model/digits-cnn") if "to_evaluate" in v["aliases"]]
+    assert not [v for v in ws.versions("wandb-registry-model/digits-convnet") if "to_evaluate" in v["aliases"]]
     resumed = ws.run("train", "--resume")
     assert "resumed after epoch 2/4" in resumed.stderr
-    [linked] = [v for v in ws.versions("wandb-registry-model/digits-cnn") if "to_evaluate" in v["aliases"]]
-    model = next(v for v in ws.versions("digits-cnn") if v["digest"] == linked["digest"])
-    assert model["metadata"]["retrained_from"] == "wandb-registry-model/digits-cnn:v0"
+    [linked] = [v for v in ws.versions("wandb-registry-model/digits-convnet") if "to_evaluate" in v["aliases"]]
+    model = next(v for v in ws.versions("digits-convnet") if v["digest"] == linked["digest"])
+    assert model["metadata"]["retrained_from"] == "wandb-registry-model/digits-convnet:v0"
     assert model["metadata"]["resumed_from"].startswith("checkpoint-")

@@ -34,14 +34,14 @@ def test_torchrun_logs_one_run_and_one_model_that_evaluate_reads(workspace):
     # global batch 64 either way: 2 processes of 32, or one of 64
     proc = torchrun(ws, "--device", "cpu", "--epochs", "8", "--batch_size", "32")
     assert proc.returncode == 0, proc.stderr
-    assert "2 ranks" in proc.stderr and "digits-cnn:v0" in proc.stdout
+    assert "2 ranks" in proc.stderr and "digits-convnet:v0" in proc.stdout
     # rank 0 speaks: each notice once, each on its own line
-    markers = ("training cnn on", "fit: ", "epoch 8/8", "W&B run (offline)", "model artifact: ")
+    markers = ("training convnet on", "fit: ", "epoch 8/8", "W&B run (offline)", "model artifact: ")
     for marker in markers:
         assert (proc.stdout + proc.stderr).count(marker) == 1, (marker, proc.stderr)
     lines = (proc.stdout + proc.stderr).splitlines()
     assert all(line.startswith(m) for line in lines for m in markers if m in line), proc.stderr  # none run together
-    [model] = ws.versions("digits-cnn")
+    [model] = ws.versions("digits-convnet")
     assert model["metadata"]["world_size"] == 2
     assert len(runs_of(ws, "train")) == 1  # rank 1 started no W&B run
     checkpoints = ws.versions(f"checkpoint-{model['logged_by']['id']}")  # rank 0 saved them, for that run
@@ -50,7 +50,7 @@ def test_torchrun_logs_one_run_and_one_model_that_evaluate_reads(workspace):
     assert [u["id"] for u in dataset["used_by"]] == [model["logged_by"]["id"]]  # one use, by rank 0's run
 
     ws.run("train", "--epochs", "8", "--batch_size", "64")
-    single = ws.versions("digits-cnn")[1]["metadata"]["metrics"]["val_accuracy"]
+    single = ws.versions("digits-convnet")[1]["metadata"]["metrics"]["val_accuracy"]
     distributed = model["metadata"]["metrics"]["val_accuracy"]
     assert distributed >= single - 0.03, (distributed, single)  # as good, within noise
 
@@ -58,9 +58,9 @@ def test_torchrun_logs_one_run_and_one_model_that_evaluate_reads(workspace):
 
     state = torch.load(ws.store / "objects" / model["digest"] / "model.pt", weights_only=True)
     assert not any(key.startswith("module.") for key in state)  # the plain module's weights
-    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "to_evaluate")
+    ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "to_evaluate")
     out = ws.run("evaluate", "--no-generate-images").stdout
-    assert "evaluated wandb-registry-model/digits-cnn:v0" in out
+    assert "evaluated wandb-registry-model/digits-convnet:v0" in out
 
 
 def test_a_rank_that_fails_ends_the_job_and_logs_no_model(workspace, tmp_path):
@@ -79,7 +79,7 @@ def test_a_rank_that_fails_ends_the_job_and_logs_no_model(workspace, tmp_path):
     proc = torchrun(ws, "--device", "cpu", "--epochs", "3", env={"PYTHONPATH": str(hook)})
     assert proc.returncode != 0
     assert "injected failure in rank 1" in proc.stderr and "Traceback" in proc.stderr  # the quiet rank's error shows
-    assert ws.versions("digits-cnn") == []
+    assert ws.versions("digits-convnet") == []
 
 
 def test_retrain_under_torchrun_is_refused_with_the_reason(trained_copy):
@@ -105,6 +105,6 @@ def test_an_offline_sweep_of_torchrun_trials(workspace, tmp_path):
     trials = json.loads(state_file.read_text())["trials"]
     assert [t["state"] for t in trials] == ["finished", "finished"]
     assert len(runs_of(ws, "sweep_trial")) == 2  # one W&B run per trial, not per process
-    models = ws.versions("digits-cnn")
+    models = ws.versions("digits-convnet")
     assert len(models) == 2 and all(m["metadata"]["world_size"] == 2 for m in models)
     assert "candidate:" in proc.stdout

@@ -23,7 +23,7 @@ def recipe_for(arch, **over):
                        {"ref": "x-split:v0", "digest": "d", "name": "digits"})
 
 
-@pytest.mark.parametrize("arch, params", [("cnn", 454_922), ("mlp", 669_706)])
+@pytest.mark.parametrize("arch, params", [("convnet", 297_450), ("cnn", 454_922), ("mlp", 669_706)])
 def test_models_map_28x28_to_ten_logits(arch, params):
     model = build_model(recipe_for(arch))
     assert model(torch.zeros(5, 1, 28, 28)).shape == (5, 10)
@@ -37,6 +37,43 @@ def test_cnn_matches_the_original_layout():
     dense = [m for m in model if isinstance(m, torch.nn.Linear)]
     assert dense[0].in_features == 7 * 7 * 64 and dense[0].out_features == 256
     assert [m.p for m in model if isinstance(m, torch.nn.Dropout)] == [0.25, 0.25, 0.5]
+
+
+@pytest.mark.parametrize("shape", [[1, 1, 1], [1, 7, 5], [3, 200, 160], [4, 28, 28]])
+def test_the_convnet_takes_any_image_size_with_a_classifier_of_the_same_size(shape):
+    recipe = {**recipe_for("convnet"), "input_shape": shape}
+    model = build_model(recipe)
+    assert model(torch.zeros(2, *shape)).shape == (2, 10)
+    # only the stem's weights depend on the input (its channels); the image size changes nothing
+    assert sum(p.numel() for p in model.parameters()) == 297_450 + 32 * 9 * (shape[0] - 1)
+    assert [type(m).__name__ for m in model.modules()].count("BatchNorm2d") == 7
+
+
+def test_the_convnet_trains_in_channels_last_on_the_cpu_and_the_cnn_does_not():
+    from app.training.config import DeviceOptions
+
+    cpu = torch.device("cpu")
+    assert engine.accelerate(DeviceOptions(), cpu, build_model(recipe_for("convnet"))).channels_last
+    assert not engine.accelerate(DeviceOptions(), cpu, build_model(recipe_for("cnn"))).channels_last
+    assert not engine.accelerate(DeviceOptions(), cpu, build_model(recipe_for("mlp"))).channels_last
+
+
+def test_the_default_length_is_a_step_budget_chosen_from_the_training_split():
+    from app.training.config import MAX_EPOCHS, MIN_EPOCHS, STEP_BUDGET, epochs_for_budget, with_dataset_defaults
+
+    assert TrainConfig().epochs is None and TrainConfig().arch == "convnet" and TrainConfig().schedule == "cosine"
+    assert epochs_for_budget(1257, 64) == 10  # digits: 20 steps per epoch
+    assert epochs_for_budget(840, 64) == 15  # 1,200 colour images at 70%: 14 steps
+    assert epochs_for_budget(1257, 64, world_size=2) == 20  # 10 steps per epoch and process
+    assert epochs_for_budget(60_000, 64) == MIN_EPOCHS and epochs_for_budget(10, 64) == MAX_EPOCHS
+    for size in (100, 840, 4900, 20_000):
+        epochs = epochs_for_budget(size, 32)
+        steps = epochs * -(-size // 32)
+        assert epochs in (MIN_EPOCHS, MAX_EPOCHS) or STEP_BUDGET <= steps < STEP_BUDGET + -(-size // 32)
+    settled = with_dataset_defaults(from_flags("convnet", None, {}), {"split_sizes": {"train": 840}, "augment": "crop"})
+    assert (settled.epochs, settled.augment) == (15, "crop")
+    assert with_dataset_defaults(from_flags("convnet", 4, {}), {"split_sizes": {"train": 840}}).epochs == 4
+    assert with_dataset_defaults(from_flags("convnet", None, {}), {}).epochs == 5  # a dataset that does not say
 
 
 def separable(n=600, seed=0):
@@ -61,7 +98,7 @@ def fit_once(arch="cnn", epochs=3, seed=0):
     return model, history
 
 
-@pytest.mark.parametrize("arch", ["cnn", "mlp"])
+@pytest.mark.parametrize("arch", ["convnet", "cnn", "mlp"])
 def test_engine_learns_a_separable_task(arch):
     _, history = fit_once(arch)
     assert history[-1]["val/accuracy"] >= 0.95

@@ -67,19 +67,22 @@ def test_gate_promotes_better_or_first_and_refuses_worse_ties_leakage_or_incompa
 
 def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
     ws = trained_copy
-    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "to_evaluate")
-    # an absolute floor refuses even a first model, and says so
-    floor = ws.run("evaluate", "--dataset", "digits", "--promote", "--min-accuracy", "1.0", "--no-generate-images")
-    assert "refused (test accuracy" in floor.stdout and "below the --min-accuracy floor 1.0000" in floor.stdout
-    assert not [v for v in ws.versions("wandb-registry-model/digits-cnn") if "production" in v["aliases"]]
-    out = ws.run("evaluate", "--dataset", "digits", "--promote", "--min-accuracy", "0.5").stdout
-    assert "promoted to wandb-registry-model/digits-cnn:v0" in out and "no production model yet" in out
+    # an absolute floor refuses even a first model, and says so (a model that has hardly learnt:
+    # the default one scores 100% on digits' 180 test images)
+    ws.run("train", "--arch", "mlp", "--epochs", "1", "--lr", "0.00001", "--checkpoint-every", "0")
+    ws.run("registry", "link", "digits-mlp:v0", "digits-mlp", "--alias", "to_evaluate")
+    floor = ws.run("evaluate", "--arch", "mlp", "--promote", "--min-accuracy", "0.99", "--no-generate-images")
+    assert "refused (test accuracy" in floor.stdout and "below the --min-accuracy floor 0.9900" in floor.stdout
+    assert not [v for v in ws.versions("wandb-registry-model/digits-mlp") if "production" in v["aliases"]]
+    ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "to_evaluate")
+    out = ws.run("evaluate", "--arch", "convnet", "--promote", "--min-accuracy", "0.5").stdout
+    assert "promoted to wandb-registry-model/digits-convnet:v0" in out and "no production model yet" in out
     assert "the --min-accuracy floor 0.5000 is met" in out
-    assert "onnx export: digits-cnn-onnx:v0" in out  # the promoted version, servable without this repo
-    assert ws.versions("digits-cnn-onnx")[0]["metadata"]["model_digest"] == ws.versions("digits-cnn")[0]["digest"]
+    assert "onnx export: digits-convnet-onnx:v0" in out  # the promoted version, servable without this repo
+    assert ws.versions("digits-convnet-onnx")[0]["metadata"]["model_digest"] == ws.versions("digits-convnet")[0]["digest"]
 
     # row counts of both tables equal the split sizes, in the evaluation artifact and the W&B run
-    evaluation = ws.versions("digits-cnn-evaluation")[-1]
+    evaluation = ws.versions("digits-convnet-evaluation")[-1]
     sizes = ws.versions("digits-split")[0]["metadata"]["split_sizes"]
     store_dir = ws.store / "objects" / evaluation["digest"]
     for split in ("val", "test"):
@@ -121,17 +124,17 @@ def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
 
     # lineage: the evaluation run used both the model version and the dataset version
     eval_run = evaluation["logged_by"]["id"]
-    assert eval_run in [u["id"] for u in ws.versions("digits-cnn")[0]["used_by"]]
+    assert eval_run in [u["id"] for u in ws.versions("digits-convnet")[0]["used_by"]]
     assert eval_run in [u["id"] for u in ws.versions("digits-split")[0]["used_by"]]
 
     # a deliberately worse model is refused, production stays
     ws.run("train", "--dataset", "digits", "--epochs", "1", "--lr", "0.00001")
-    ws.run("registry", "link", "digits-cnn:v1", "digits-cnn", "--alias", "to_evaluate")
-    out = ws.run("evaluate", "--dataset", "digits", "--promote", "--no-generate-images").stdout
+    ws.run("registry", "link", "digits-convnet:v1", "digits-convnet", "--alias", "to_evaluate")
+    out = ws.run("evaluate", "--arch", "convnet", "--promote", "--no-generate-images").stdout
     assert "promotion: refused" in out and "< production's" in out
     page = Path(out.split("report: ")[1].splitlines()[0]).read_text()
-    assert "production (wandb-registry-model/digits-cnn:v0)" in page  # the two models side by side
-    production = [v for v in ws.versions("wandb-registry-model/digits-cnn") if "production" in v["aliases"]]
+    assert "production (wandb-registry-model/digits-convnet:v0)" in page  # the two models side by side
+    production = [v for v in ws.versions("wandb-registry-model/digits-convnet") if "production" in v["aliases"]]
     assert [v["version"] for v in production] == ["v0"]
 
     # predict on PNG renderings of test digits
@@ -144,7 +147,7 @@ def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
         files.append(str(path))
     result = json.loads(ws.run("predict", "--dataset", "digits", "--json", *files).stdout)
     predicted = [int(p["class"]) for p in result["predictions"]]
-    assert result["model"] == "wandb-registry-model/digits-cnn:v0"
+    assert result["model"] == "wandb-registry-model/digits-convnet:v0"
     assert np.mean(np.array(predicted) == labels[:60]) >= 0.9
 
     not_image = tmp_path / "fake.png"

@@ -56,7 +56,7 @@ def assert_clean_refusal(proc, *phrases: str) -> None:
 @pytest.fixture
 def production(trained_copy):
     """The session's trained digits model as production, in a private store."""
-    trained_copy.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "production")
+    trained_copy.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "production")
     return trained_copy
 
 
@@ -195,7 +195,7 @@ def test_a_recipe_with_an_impossible_input_or_class_count_is_refused(shape, clas
 
 def test_train_refuses_an_absurd_flag_before_its_run(trained_copy):
     before = trained_copy.store_snapshot()
-    proc = trained_copy.run("train", "--dataset", "digits", "--epochs", "1", "--dense", "1000000000", check=False)
+    proc = trained_copy.run("train", "--dataset", "digits", "--epochs", "1", "--arch", "cnn", "--dense", "1000000000", check=False)
     assert_clean_refusal(proc, "dense=1000000000 is out of range", "Given as a flag: change it")
     assert trained_copy.store_snapshot() == before and trained_copy.run_dirs() == []
 
@@ -232,9 +232,9 @@ def test_aliases_no_ref_can_name_are_refused_and_nothing_moves(trained_copy):
     ws = trained_copy
     before = ws.store_snapshot()
     for alias in ("", "../../x", "a\nb", "a:b"):
-        moved = ws.run("registry", "alias", "digits-cnn:v0", alias, check=False)
+        moved = ws.run("registry", "alias", "digits-convnet:v0", alias, check=False)
         assert_clean_refusal(moved, "cannot be an alias")
-    linked = ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias=../../x", check=False)
+    linked = ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias=../../x", check=False)
     assert_clean_refusal(linked, "cannot be an alias")
     assert ws.store_snapshot() == before
 
@@ -245,12 +245,12 @@ def test_an_alias_refs_can_name_is_accepted():
 
     for alias in ("production", "best.v2", "to_evaluate", "2026-12-04"):
         check_alias(alias)
-        assert parse_ref(f"digits-cnn:{alias}").alias == alias
+        assert parse_ref(f"digits-convnet:{alias}").alias == alias
     for alias in ("with space", "_lead", "a/b", "prod\n"):
         with pytest.raises(UserError, match="cannot be an alias"):
             check_alias(alias)
     with pytest.raises(UserError):
-        parse_ref("digits-cnn:v1\nx")
+        parse_ref("digits-convnet:v1\nx")
 
 
 # 8. 16-bit greyscale ------------------------------------------------------------------------

@@ -44,16 +44,21 @@ def registry_entry(ws, collection: str, alias: str) -> dict:
 def test_the_original_flow_runs_without_dataset_flags(workspace, tmp_path):
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
-    assert "digits-cnn:v0" in ws.run("train").stdout
+    out = ws.run("train").stdout
+    # no --epochs: the step budget's, from the training split's size (1,257 images, 20 steps each)
+    assert "digits-convnet:v0" in out and "epochs: 10, for about 200 steps" in out
+    baseline = ws.versions("digits-convnet")[0]["metadata"]
+    assert baseline["epochs"] == baseline["metrics"]["epochs_trained"] == 10
+    assert baseline["arch"] == "convnet" and baseline["hyperparameters"]["schedule"] == "cosine"
 
     # --tune: the candidate's weights have the score it was ranked by
     ws.run("train", "--tune", "--max_sweep", "3", "--sweep-config", sweep_file(tmp_path))
     state = sweep_state(ws)
     assert all(t["params"]["dataset"] == "digits" for t in state["trials"])
-    candidate = registry_entry(ws, "digits-cnn", "candidate")
+    candidate = registry_entry(ws, "digits-convnet", "candidate")
     ranked = next(t for t in state["trials"] if t["model_ref"] == candidate["source"])
-    ws.run("evaluate", "--model", "wandb-registry-model/digits-cnn:candidate", "--no-generate-images")
-    evaluation = ws.versions("digits-cnn-evaluation")[-1]["metadata"]
+    ws.run("evaluate", "--model", "wandb-registry-model/digits-convnet:candidate", "--no-generate-images")
+    evaluation = ws.versions("digits-convnet-evaluation")[-1]["metadata"]
     assert evaluation["metrics"]["val_accuracy"] == pytest.approx(ranked["summary"]["val/best_accuracy"], abs=1e-6)
     candidate_meta = candidate["metadata"]
     assert candidate_meta["metrics"]["best_epoch"] <= candidate_meta["metrics"]["epochs_trained"]
@@ -61,15 +66,15 @@ def test_the_original_flow_runs_without_dataset_flags(workspace, tmp_path):
 
     # --retrain with no --epochs trains the candidate's own epoch count
     ws.run("train", "--retrain")
-    retrained = registry_entry(ws, "digits-cnn", "to_evaluate")["metadata"]
+    retrained = registry_entry(ws, "digits-convnet", "to_evaluate")["metadata"]
     assert retrained["epochs"] == candidate_meta["epochs"] == ranked["params"]["epochs"]
     assert retrained["metrics"]["epochs_trained"] == candidate_meta["epochs"]
-    recipe_file = ws.store / "objects" / registry_entry(ws, "digits-cnn", "to_evaluate")["digest"] / "recipe.json"
+    recipe_file = ws.store / "objects" / registry_entry(ws, "digits-convnet", "to_evaluate")["digest"] / "recipe.json"
     assert json.loads(recipe_file.read_text())["epochs"] == candidate_meta["epochs"]
 
     out = ws.run("evaluate", "--promote").stdout
-    assert "promoted to wandb-registry-model/digits-cnn:" in out
-    production = registry_entry(ws, "digits-cnn", "production")
+    assert "promoted to wandb-registry-model/digits-convnet:" in out
+    production = registry_entry(ws, "digits-convnet", "production")
 
     split_dir = ws.store / "objects" / ws.versions("digits-split")[0]["digest"]
     image = np.load(split_dir / "test_images.npy")[0]
@@ -78,10 +83,10 @@ def test_the_original_flow_runs_without_dataset_flags(workspace, tmp_path):
 
     # the leakage gate: scored on another dataset version, --promote refuses and production stays
     ws.run("data_prep", "--dataset", "digits", "--seed", "7")
-    out = ws.run("evaluate", "--model", "wandb-registry-model/digits-cnn:candidate", "--data", "digits-split:v1",
+    out = ws.run("evaluate", "--model", "wandb-registry-model/digits-convnet:candidate", "--data", "digits-split:v1",
                  "--promote", "--no-generate-images").stdout
     assert "promotion: refused" in out and "dataset version other than" in out
-    assert registry_entry(ws, "digits-cnn", "production")["version"] == production["version"]
+    assert registry_entry(ws, "digits-convnet", "production")["version"] == production["version"]
 
     # with two dataset artifacts, train takes the newest and says which
     proc = ws.run("train", "--epochs", "1", "--arch", "mlp")
@@ -90,11 +95,11 @@ def test_the_original_flow_runs_without_dataset_flags(workspace, tmp_path):
 
 def test_several_collections_with_the_alias_ask_for_dataset(trained_copy):
     ws = trained_copy
-    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "to_evaluate")
+    ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "to_evaluate")
     ws.run("train", "--epochs", "1", "--arch", "mlp")
     ws.run("registry", "link", "digits-mlp:v0", "digits-mlp", "--alias", "to_evaluate")
     proc = ws.run("evaluate", check=False)
-    assert proc.returncode == 2 and "digits-cnn, digits-mlp" in proc.stderr and "--dataset" in proc.stderr
+    assert proc.returncode == 2 and "digits-convnet, digits-mlp" in proc.stderr and "--dataset" in proc.stderr
     assert "digits-mlp:v0" in ws.run("evaluate", "--arch", "mlp", "--no-generate-images").stdout
 
 
@@ -149,7 +154,7 @@ def test_an_agent_killed_during_a_trial_leaves_it_crashed_and_the_sweep_resumes(
     assert [t["state"] for t in trials[killed + 1:]] == ["finished"] * (2 - killed)
     # every finished trial's model is listed whole (a kill between logging the model and the
     # trial's report may list one more, for the crashed trial, as W&B would keep it too)
-    listed = {f"digits-cnn:{v['version']}" for v in ws.versions("digits-cnn")}
+    listed = {f"digits-convnet:{v['version']}" for v in ws.versions("digits-convnet")}
     assert all(t["model_ref"] in listed for t in trials if t["state"] == "finished")
 
 
@@ -176,8 +181,8 @@ def test_make_demo_twice_gives_the_same_production_model_at_98_percent(tmp_path)
         ws = make_workspace(tmp_path / attempt)
         for script, *args in steps:
             ws.run(script, *args)
-        production = registry_entry(ws, "digits-cnn", "production")
-        evaluation = ws.versions("digits-cnn-evaluation")[-1]["metadata"]["metrics"]
+        production = registry_entry(ws, "digits-convnet", "production")
+        evaluation = ws.versions("digits-convnet-evaluation")[-1]["metadata"]["metrics"]
         results.append((production["digest"], evaluation["test_accuracy"]))
     assert results[0] == results[1]
     assert results[0][1] >= 0.98

@@ -44,18 +44,18 @@ def test_an_interrupted_sweep_says_how_to_resume_once_and_keeps_its_size(workspa
     assert "keeps the size it was created with" in joined.stderr
     trials = sweep_state(ws)["trials"]
     assert len(trials) == 3 and [t["state"] for t in trials] == ["failed", "finished", "finished"]
-    assert len(ws.versions("digits-cnn")) == 2  # the interrupted trial logged no model
+    assert len(ws.versions("digits-convnet")) == 2  # the interrupted trial logged no model
 
 
 def test_push_dry_run_without_a_login_shows_the_plan_and_what_it_could_not_check(trained_copy):
     ws = trained_copy
-    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "candidate")
+    ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "candidate")
     before = ws.store_snapshot()
     [split] = ws.versions("digits-split")
     train_run = split["used_by"][0]["id"]
     out = ws.run("registry", "push", "--dry-run").stdout
     assert f"use   run {train_run} (train) used digits-split:v0" in out
-    assert "link  wandb-registry-model/digits-cnn: link digits-cnn:v0 with candidate" in out
+    assert "link  wandb-registry-model/digits-convnet: link digits-convnet:v0 with candidate" in out
     assert "not checked without a login" in out
     assert f"run {train_run}: no folder offline-run-*-{train_run}" in out  # this copy holds no run folders
     refused = ws.run("registry", "push", check=False)
@@ -65,11 +65,11 @@ def test_push_dry_run_without_a_login_shows_the_plan_and_what_it_could_not_check
 
 def test_errors_name_refs_as_written_and_one_version_reads_v0(trained_copy, tmp_path):
     ws = trained_copy
-    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "production")
-    proc = ws.run("evaluate", "--model", "wandb-registry-model/digits-cnn:nope", check=False)
+    ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "production")
+    proc = ws.run("evaluate", "--model", "wandb-registry-model/digits-convnet:nope", check=False)
     assert proc.returncode == 2
-    assert ("wandb-registry-model/digits-cnn:nope does not exist: wandb-registry-model/digits-cnn has version v0 "
+    assert ("wandb-registry-model/digits-convnet:nope does not exist: wandb-registry-model/digits-convnet has version v0 "
             "and aliases") in proc.stderr and "v0..v0" not in proc.stderr
     proc = ws.run("evaluate", "--model", "wandb-registry-model/nosuch:production", check=False)
     assert "no collection wandb-registry-model/nosuch in the model registry" in proc.stderr
-    assert "Existing: wandb-registry-model/digits-cnn (model)" in proc.stderr
+    assert "Existing: wandb-registry-model/digits-convnet (model)" in proc.stderr

@@ -57,15 +57,15 @@ def test_the_whole_flow_online(tmp_path):
     run("train", "--tune", "--max_sweep", "2", "--epochs", "1")
     run("train", "--retrain")
     out = run("evaluate", "--promote", "--no-generate-images")
-    assert "promoted to wandb-registry-model/digits-cnn:" in out
-    listing = run("registry", "list", "wandb-registry-model/digits-cnn")
+    assert "promoted to wandb-registry-model/digits-convnet:" in out
+    listing = run("registry", "list", "wandb-registry-model/digits-convnet")
     assert "production" in listing and "candidate" in listing and "to_evaluate" in listing
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "x.png")
     run("predict", str(tmp_path / "x.png"))
 
     api = wandb.Api()
-    production = api.artifact("wandb-registry-model/digits-cnn:production")
-    to_evaluate = api.artifact("wandb-registry-model/digits-cnn:to_evaluate")
+    production = api.artifact("wandb-registry-model/digits-convnet:production")
+    to_evaluate = api.artifact("wandb-registry-model/digits-convnet:to_evaluate")
     assert production.source_qualified_name == to_evaluate.source_qualified_name
     evaluation_run = next(r for r in api.runs(project) if r.job_type == "evaluate")
     used = {a.type for a in evaluation_run.used_artifacts()}
@@ -86,7 +86,7 @@ def test_an_offline_history_moves_to_wandb_with_sync_and_push(tmp_path):
     ws = make_workspace(tmp_path / "ws", WANDB_PROJECT=project)
     ws.run("data_prep", "--dataset", "digits")
     ws.run("train", "--epochs", "1")
-    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "candidate")
+    ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "candidate")
     ws.run("train", "--retrain", "--epochs", "1")
     ws.run("evaluate", "--promote", "--no-generate-images")
     online = {**os.environ, "WANDB_PROJECT": project, "PIPELINE_STORE_DIR": str(ws.store)}
@@ -100,5 +100,5 @@ def test_an_offline_history_moves_to_wandb_with_sync_and_push(tmp_path):
     api = wandb.Api()
     evaluation_run = next(r for r in api.runs(project) if r.job_type == "evaluate")
     assert {a.type for a in evaluation_run.used_artifacts()} >= {"model", "dataset"}
-    offline_production = next(v for v in ws.versions("wandb-registry-model/digits-cnn") if "production" in v["aliases"])
-    assert api.artifact("wandb-registry-model/digits-cnn:production").digest == offline_production["digest"]
+    offline_production = next(v for v in ws.versions("wandb-registry-model/digits-convnet") if "production" in v["aliases"])
+    assert api.artifact("wandb-registry-model/digits-convnet:production").digest == offline_production["digest"]

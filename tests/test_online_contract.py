@@ -51,22 +51,22 @@ def online(standin, tmp_path, monkeypatch):
 
 
 def registry_world(standin) -> dict:
-    """Project versions digits-cnn v0 and v1; the registry's v0 links the project's v1, with
+    """Project versions digits-convnet v0 and v1; the registry's v0 links the project's v1, with
     `to_evaluate`: the registry's and the project's version numbers differ on purpose."""
-    ids = {"v0": standin.add_artifact("digits-cnn", "model", "digest-0", {"metrics": {"test_accuracy": 0.5}}),
-           "v1": standin.add_artifact("digits-cnn", "model", "digest-1", {"metrics": {"test_accuracy": 0.9}})}
-    standin.link(ids["v1"], "digits-cnn", ["to_evaluate"])
+    ids = {"v0": standin.add_artifact("digits-convnet", "model", "digest-0", {"metrics": {"test_accuracy": 0.5}}),
+           "v1": standin.add_artifact("digits-convnet", "model", "digest-1", {"metrics": {"test_accuracy": 0.9}})}
+    standin.link(ids["v1"], "digits-convnet", ["to_evaluate"])
     return ids
 
 
 def test_a_registry_version_keeps_its_registry_identity_and_its_source(online, standin):
     registry_world(standin)
-    info = online.peek("wandb-registry-model/digits-cnn:to_evaluate", "model")
-    assert info.ref == "wandb-registry-model/digits-cnn:v0"  # never the project's digits-cnn:v0
-    assert info.source == "me/proj/digits-cnn:v1" and info.digest == "digest-1"
-    assert info.collection == "wandb-registry-model/digits-cnn" and "to_evaluate" in info.aliases
-    project_version = online.peek("digits-cnn:v0")
-    assert (project_version.ref, project_version.digest, project_version.source) == ("digits-cnn:v0", "digest-0", None)
+    info = online.peek("wandb-registry-model/digits-convnet:to_evaluate", "model")
+    assert info.ref == "wandb-registry-model/digits-convnet:v0"  # never the project's digits-convnet:v0
+    assert info.source == "me/proj/digits-convnet:v1" and info.digest == "digest-1"
+    assert info.collection == "wandb-registry-model/digits-convnet" and "to_evaluate" in info.aliases
+    project_version = online.peek("digits-convnet:v0")
+    assert (project_version.ref, project_version.digest, project_version.source) == ("digits-convnet:v0", "digest-0", None)
 
 
 def test_promotion_moves_production_onto_the_evaluated_version(online, standin):
@@ -74,64 +74,64 @@ def test_promotion_moves_production_onto_the_evaluated_version(online, standin):
     from app.evaluation.promotion import promote
 
     ids = registry_world(standin)
-    evaluated = online.peek("wandb-registry-model/digits-cnn:to_evaluate", "model")
+    evaluated = online.peek("wandb-registry-model/digits-convnet:to_evaluate", "model")
     run = SimpleNamespace(backend=online)
-    promoted = promote(run, evaluated, "digits-cnn", production=None)
-    assert promoted == "wandb-registry-model/digits-cnn:v0"
+    promoted = promote(run, evaluated, "digits-convnet", production=None)
+    assert promoted == "wandb-registry-model/digits-convnet:v0"
     [mutation] = [r for r in standin.requests if r["operation"] == "AddAliases"]
     spec = mutation["variables"]["input"]
     assert spec["artifactID"] == ids["v1"]  # the evaluated artifact, not the project's v0 (ids["v0"])
-    assert spec["aliases"] == [{"alias": "production", "artifactCollectionName": "digits-cnn",
+    assert spec["aliases"] == [{"alias": "production", "artifactCollectionName": "digits-convnet",
                                 "entityName": "my-org-entity", "projectName": "wandb-registry-model"}]
-    assert standin.aliases_of("my-org-entity", "wandb-registry-model", "digits-cnn")["production"] == 0
-    assert "production" not in standin.aliases_of("me", "proj", "digits-cnn")
+    assert standin.aliases_of("my-org-entity", "wandb-registry-model", "digits-convnet")["production"] == 0
+    assert "production" not in standin.aliases_of("me", "proj", "digits-convnet")
 
 
 def test_linking_names_the_artifact_of_the_ref(online, standin):
     ids = registry_world(standin)
-    linked = online.link("digits-cnn:v0", "digits-cnn", ["candidate"])
+    linked = online.link("digits-convnet:v0", "digits-convnet", ["candidate"])
     [mutation] = [r for r in standin.requests if r["operation"] == "LinkArtifact"]
     assert mutation["variables"]["input"]["artifactID"] == ids["v0"]
-    assert mutation["variables"]["input"]["artifactPortfolioName"] == "digits-cnn"
-    assert linked.ref == "wandb-registry-model/digits-cnn:v1" and linked.source == "me/proj/digits-cnn:v0"
+    assert mutation["variables"]["input"]["artifactPortfolioName"] == "digits-convnet"
+    assert linked.ref == "wandb-registry-model/digits-convnet:v1" and linked.source == "me/proj/digits-convnet:v0"
 
 
 def test_a_guard_refuses_to_move_production_that_moved_meanwhile(online, standin):
     from app.evaluation.promotion import promote
 
     ids = registry_world(standin)
-    evaluated = online.peek("wandb-registry-model/digits-cnn:to_evaluate", "model")
-    standin.link(ids["v0"], "digits-cnn", ["production"])  # someone else promoted meanwhile
+    evaluated = online.peek("wandb-registry-model/digits-convnet:to_evaluate", "model")
+    standin.link(ids["v0"], "digits-convnet", ["production"])  # someone else promoted meanwhile
     with pytest.raises(UserError, match="'production' of .* moved to v1 while this step ran"):
-        promote(SimpleNamespace(backend=online), evaluated, "digits-cnn", production=None)
+        promote(SimpleNamespace(backend=online), evaluated, "digits-convnet", production=None)
     assert "AddAliases" not in standin.operations()
 
 
 def test_not_found_is_told_apart_from_every_other_failure(online, standin):
     registry_world(standin)
     with pytest.raises(UserError, match="was not found in W&B"):
-        online.peek("wandb-registry-model/digits-cnn:production")
-    assert online.lookup("wandb-registry-model/digits-cnn:production") is None
+        online.peek("wandb-registry-model/digits-convnet:production")
+    assert online.lookup("wandb-registry-model/digits-convnet:production") is None
 
     # a server failure is not "no production model": the gate's lookup raises instead of None
     standin.failures["ArtifactMembershipByName"] = "permission denied"
     with pytest.raises(UserError, match="not a 'not found'"):
-        online.lookup("wandb-registry-model/digits-cnn:production")
+        online.lookup("wandb-registry-model/digits-convnet:production")
     with pytest.raises(UserError, match="not a 'not found'"):
-        online.peek("wandb-registry-model/digits-cnn:to_evaluate")
+        online.peek("wandb-registry-model/digits-convnet:to_evaluate")
 
 
 def test_registry_refs_keep_their_organization(online, standin):
     standin.orgs["other-org"] = "other-org-entity"
-    art = standin.add_artifact("digits-cnn", "model", "digest-x")
-    standin.link(art, "digits-cnn", ["production"], org_entity="other-org-entity")
-    info = online.peek("other-org/wandb-registry-model/digits-cnn:production")
-    assert info.ref == "other-org/wandb-registry-model/digits-cnn:v0" and info.digest == "digest-x"
+    art = standin.add_artifact("digits-convnet", "model", "digest-x")
+    standin.link(art, "digits-convnet", ["production"], org_entity="other-org-entity")
+    info = online.peek("other-org/wandb-registry-model/digits-convnet:production")
+    assert info.ref == "other-org/wandb-registry-model/digits-convnet:v0" and info.digest == "digest-x"
     [fetch] = [r for r in standin.requests if r["operation"] == "ArtifactMembershipByName"]
     assert fetch["variables"]["entity"] == "other-org-entity"
     # an organization the user is not in is an error of its own, not a "not found"
     with pytest.raises(UserError, match="not a 'not found'"):
-        online.peek("no-such-org/wandb-registry-model/digits-cnn:production")
+        online.peek("no-such-org/wandb-registry-model/digits-convnet:production")
 
 
 def test_the_sdks_own_netrc_reader_is_still_there():
@@ -198,7 +198,7 @@ def test_wandb_login_with_a_host_is_enough_to_run_online(standin, tmp_path):
     env = script_env(standin, tmp_path, WANDB_API_KEY=None, WANDB_BASE_URL=None, WANDB_MODE=None,
                      WANDB_CONFIG_DIR=str(config_dir), NETRC=str(netrc))
     proc, _ = run_script(env, tmp_path, str(SCRIPTS / "train.py"), "--retrain",
-                         "--model", "wandb-registry-model/digits-cnn:candidate")
+                         "--model", "wandb-registry-model/digits-convnet:candidate")
     assert proc.returncode == 2 and "was not found in W&B" in proc.stderr, proc.stderr  # online: asked W&B
     assert "runs offline" not in proc.stderr
     assert standin.operations()[:1] == ["Viewer"]
@@ -212,8 +212,7 @@ def test_the_sweep_command_wandb_agent_builds_runs_train(tmp_path):
     ws = make_workspace(tmp_path / "ws")
     ws.run("data_prep", "--dataset", "digits")
     config = yaml.safe_load((REPO / "sweep.yaml").read_text())
-    params = {"lr": 0.001, "batch_size": 64, "dropout_1": 0.1, "dropout_2": 0.2, "dropout_3": 0.3, "dense": 64,
-              "epochs": 1}
+    params = {"arch": "convnet", "lr": 0.001, "batch_size": 64, "width": 8, "label_smoothing": 0.1, "epochs": 1}
     command = {"args": {k: {"value": v} for k, v in params.items()}, "program": config["program"]}
     sweep_vars = sweep_utils.create_sweep_command_args(command)
     # the agent's own substitution (wandb_agent.Agent._command_run), for a command-line agent
@@ -224,7 +223,7 @@ def test_the_sweep_command_wandb_agent_builds_runs_train(tmp_path):
     env = {**ws.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(argv, cwd=ws.path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert "digits-cnn:v0" in proc.stdout and "--lr=0.001" in argv
+    assert "digits-convnet:v0" in proc.stdout and "--lr=0.001" in argv
 
 
 def test_listing_shows_datasets_models_and_registry_versions_with_aliases(online, standin):
@@ -232,15 +231,15 @@ def test_listing_shows_datasets_models_and_registry_versions_with_aliases(online
     registry_world(standin)
     rows = {(r.collection, r.ref): r for r in online.list()}
     assert set(rows) == {
-        ("digits-split", "digits-split:v0"), ("digits-cnn", "digits-cnn:v0"), ("digits-cnn", "digits-cnn:v1"),
-        ("wandb-registry-model/digits-cnn", "wandb-registry-model/digits-cnn:v0"),
+        ("digits-split", "digits-split:v0"), ("digits-convnet", "digits-convnet:v0"), ("digits-convnet", "digits-convnet:v1"),
+        ("wandb-registry-model/digits-convnet", "wandb-registry-model/digits-convnet:v0"),
     }
-    registry_row = rows[("wandb-registry-model/digits-cnn", "wandb-registry-model/digits-cnn:v0")]
-    assert "to_evaluate" in registry_row.aliases and registry_row.source == "me/proj/digits-cnn:v1"
-    assert "to_evaluate" not in rows[("digits-cnn", "digits-cnn:v1")].aliases  # aliases stay per collection
-    only = online.list("wandb-registry-model/digits-cnn")
-    assert [r.ref for r in only] == ["wandb-registry-model/digits-cnn:v0"]
-    assert [v.ref for v in online.find("model", "to_evaluate", registry=True)] == ["wandb-registry-model/digits-cnn:v0"]
+    registry_row = rows[("wandb-registry-model/digits-convnet", "wandb-registry-model/digits-convnet:v0")]
+    assert "to_evaluate" in registry_row.aliases and registry_row.source == "me/proj/digits-convnet:v1"
+    assert "to_evaluate" not in rows[("digits-convnet", "digits-convnet:v1")].aliases  # aliases stay per collection
+    only = online.list("wandb-registry-model/digits-convnet")
+    assert [r.ref for r in only] == ["wandb-registry-model/digits-convnet:v0"]
+    assert [v.ref for v in online.find("model", "to_evaluate", registry=True)] == ["wandb-registry-model/digits-convnet:v0"]
 
 
 def test_a_listing_failure_is_an_error_never_an_empty_list(online, standin):
@@ -253,8 +252,8 @@ def test_a_listing_failure_is_an_error_never_an_empty_list(online, standin):
 def test_an_online_sweep_is_ranked_by_its_metric_with_each_trials_model(online, standin):
     from app.tracking import sweep_online
 
-    weak = standin.add_artifact("digits-cnn", "model", "digest-weak")
-    strong = standin.add_artifact("digits-cnn", "model", "digest-strong")
+    weak = standin.add_artifact("digits-convnet", "model", "digest-weak")
+    strong = standin.add_artifact("digits-convnet", "model", "digest-strong")
     metric = {"name": "val/best_accuracy", "goal": "maximize"}
     standin.sweeps["abc123"] = {"config": {"method": "bayes", "metric": metric}, "runs": [
         {"name": "trial-a", "state": "finished", "summary": {metric["name"]: 0.81}, "config": {"lr": 0.01},
@@ -264,7 +263,7 @@ def test_an_online_sweep_is_ranked_by_its_metric_with_each_trials_model(online, 
         {"name": "trial-c", "state": "crashed", "summary": {}, "config": {"lr": 0.1}},
     ]}
     ranking = sweep_online.ranking("me/proj/abc123", metric)
-    assert [(t["name"], t["model_ref"]) for t in ranking] == [("trial-b", "digits-cnn:v1"), ("trial-a", "digits-cnn:v0")]
+    assert [(t["name"], t["model_ref"]) for t in ranking] == [("trial-b", "digits-convnet:v1"), ("trial-a", "digits-convnet:v0")]
     assert ranking[0]["params"] == {"lr": 0.001} and ranking[0]["summary"][metric["name"]] == 0.93
     assert online.peek(ranking[0]["model_ref"]).digest == "digest-strong"  # the ref names the trial's own model
     # --sweep-id as `wandb sweep` prints it is used as it is, not prefixed a second time

@@ -171,7 +171,7 @@ def test_own_images_through_the_whole_flow(workspace):
     ws.run("train", "--epochs", "2")
     ws.run("train", "--tune", "--max_sweep", "2", "--epochs", "1", "--sweep-config", str(Path(__file__).parents[1] / "sweep.yaml"))
     ws.run("train", "--retrain", "--epochs", "2")
-    model = ws.versions("My-Pics-cnn")[-1]["metadata"]
+    model = ws.versions("My-Pics-convnet")[-1]["metadata"]
     assert model["input_shape"] == [3, 20, 20]
     seen = model["preprocessing"]
     assert seen["mean"] == meta["mean"] and seen["std"] == meta["std"] and seen["size"] == [20, 20]
@@ -187,7 +187,7 @@ def test_own_images_through_the_whole_flow(workspace):
     # (same preprocessing and normalisation from the recipe); new files of other sizes classify.
     test_images = np.load(ws.store / "objects" / dataset["digest"] / "test_images.npy")
     Image.fromarray(test_images[0]).save(ws.path / "test0.png")
-    [evaluation] = ws.versions("My-Pics-cnn-evaluation")
+    [evaluation] = ws.versions("My-Pics-convnet-evaluation")
     with open(ws.store / "objects" / evaluation["digest"] / "test_predictions.csv") as f:
         first = next(csv.DictReader(f))
     import random

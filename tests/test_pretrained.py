@@ -110,7 +110,7 @@ def test_fine_tuning_trains_the_new_head_alone_first_then_the_backbone_at_a_lowe
     model = build_model(recipe_for("mobilenet_v3_large"))
     backbone, head = model.backbone_parameters()[0], model.head().weight
     seen = [(backbone.detach().clone(), head.detach().clone())]
-    config = TrainConfig(arch="mobilenet_v3_large", pretrained=True, epochs=2, batch_size=8, warmup=0.0,
+    config = TrainConfig(arch="mobilenet_v3_large", pretrained=True, epochs=2, batch_size=8, warmup=0.0, schedule="constant",
                          head_only=0.5, backbone_lr=0.1)
     rates = []
     original = engine.make_schedule

@@ -39,7 +39,7 @@ def offline_flow(tmp_path_factory):
     ws = make_workspace(tmp_path_factory.mktemp("offline-flow"))
     ws.run("data_prep", "--dataset", "digits")
     ws.run("train", "--epochs", "1")
-    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "candidate")
+    ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "candidate")
     ws.run("train", "--retrain", "--epochs", "1")
     ws.run("evaluate", "--promote", "--no-generate-images")
     return ws
@@ -85,10 +85,10 @@ def test_push_replays_every_use_link_and_alias_once(offline_flow, standin):
                 for r in mutations(standin) if r["operation"] == "UseArtifact"}
     assert declared == uses  # one input declaration per recorded use, on the run that used it
     links = [r["variables"]["input"] for r in mutations(standin) if r["operation"] == "LinkArtifact"]
-    sources = [standin.collections[("me", PROJECT, "digits-cnn")]["members"][int(v["source"].split(":v")[1])]
+    sources = [standin.collections[("me", PROJECT, "digits-convnet")]["members"][int(v["source"].split(":v")[1])]
                for v in registry["versions"]]
     assert [link["artifactID"] for link in links] == sources  # in the store's version order
-    online = standin.aliases_of("my-org-entity", "wandb-registry-model", "digits-cnn")
+    online = standin.aliases_of("my-org-entity", "wandb-registry-model", "digits-convnet")
     offline = {a: v for a, v in registry["aliases"].items()}
     assert {a: online[a] for a in ("candidate", "to_evaluate", "production")} == \
         {a: offline[a] for a in ("candidate", "to_evaluate", "production")}
@@ -101,7 +101,7 @@ def test_push_replays_every_use_link_and_alias_once(offline_flow, standin):
 
 def test_an_unsynced_run_is_reported_with_its_sync_command_and_skipped(offline_flow, standin):
     ws = offline_flow
-    evaluation = Store(ws.store).read_collection(PROJECT, "digits-cnn-evaluation")["versions"][0]
+    evaluation = Store(ws.store).read_collection(PROJECT, "digits-convnet-evaluation")["versions"][0]
     eval_run = evaluation["logged_by"]["id"]
     mirror_sync(standin, ws.store, skip_runs={eval_run})
     proc = push(ws, standin)

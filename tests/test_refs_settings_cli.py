@@ -16,8 +16,8 @@ from app.tracking.refs import parse_ref
     ("digits-split:v3", ("digits-split", "v3", None, None, False)),
     ("digits-split:golden", ("digits-split", "golden", None, None, False)),
     ("me/proj/digits-split:latest", ("digits-split", "latest", "proj", "me", False)),
-    ("wandb-registry-model/digits-cnn:candidate", ("digits-cnn", "candidate", None, None, True)),
-    ("my-org/wandb-registry-model/digits-cnn:v0", ("digits-cnn", "v0", None, None, True)),
+    ("wandb-registry-model/digits-convnet:candidate", ("digits-convnet", "candidate", None, None, True)),
+    ("my-org/wandb-registry-model/digits-convnet:v0", ("digits-convnet", "v0", None, None, True)),
 ])
 def test_ref_forms(text, expected):
     ref = parse_ref(text)
@@ -25,9 +25,9 @@ def test_ref_forms(text, expected):
 
 
 def test_a_registry_ref_keeps_its_org():
-    ref = parse_ref("my-org/wandb-registry-model/digits-cnn:production")
-    assert ref.org == "my-org" and str(ref) == "my-org/wandb-registry-model/digits-cnn:production"
-    assert parse_ref("wandb-registry-model/digits-cnn:v0").org is None
+    ref = parse_ref("my-org/wandb-registry-model/digits-convnet:production")
+    assert ref.org == "my-org" and str(ref) == "my-org/wandb-registry-model/digits-convnet:production"
+    assert parse_ref("wandb-registry-model/digits-convnet:v0").org is None
     with pytest.raises(UserError, match="not a registry ref"):
         parse_ref("wandb-registry-model/x/y:v0")
 
@@ -125,11 +125,11 @@ def test_an_interrupt_says_what_was_already_logged(capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         errors.exits_cleanly(interrupted)()
     assert exit_info.value.code == 130 and "nothing was logged" in capsys.readouterr().err
-    monkeypatch.setattr(errors, "LOGGED", ["digits-cnn:v3"])
+    monkeypatch.setattr(errors, "LOGGED", ["digits-convnet:v3"])
     with pytest.raises(SystemExit):
         errors.exits_cleanly(interrupted)()
     message = capsys.readouterr().err
-    assert "digits-cnn:v3" in message and "nothing was logged" not in message
+    assert "digits-convnet:v3" in message and "nothing was logged" not in message
 
 
 def test_a_logged_figure_is_closed():

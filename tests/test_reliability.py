@@ -123,7 +123,7 @@ def test_training_killed_mid_epoch_logs_no_model_and_moves_no_alias(trained_copy
     checkpoints = [json.loads((trained.store / k).read_text()) for k in changed if "/checkpoint-" in k]
     their_files = tuple(f"objects/{v['digest']}/" for c in checkpoints for v in c["versions"])
     assert all("digits-split" in k or "/checkpoint-" in k or k.startswith(their_files) for k in changed), changed
-    assert len(trained.versions("digits-cnn")) == 1
+    assert len(trained.versions("digits-convnet")) == 1
 
 
 def test_online_without_network_fails_fast_with_the_fix(workspace):

@@ -43,14 +43,14 @@ def test_resnet_trains_through_the_flow_and_evaluates(workspace):
     assert "test accuracy" in workspace.run("evaluate", "--arch", "resnet").stdout
 
 
-@pytest.mark.parametrize("arch", ["cnn", "mlp", "resnet"])
+@pytest.mark.parametrize("arch", ["convnet", "cnn", "mlp", "resnet"])
 def test_each_architecture_has_a_valid_sweep_file_of_its_own(arch, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # found from any directory
     path = sweep_config_path(None, arch)
-    assert path == REPO / ("sweep.yaml" if arch == "cnn" else f"sweep-{arch}.yaml")
+    assert path == REPO / ("sweep.yaml" if arch == "convnet" else f"sweep-{arch}.yaml")
     config = load_sweep_config(path)
     validate(config, str(path), arch)
-    if arch != "cnn":
-        assert config["parameters"]["arch"] == {"value": arch}  # `wandb agent` trials train it too
-        with pytest.raises(UserError, match=f"this sweep file is for --arch {arch}, not cnn"):
-            validate(config, str(path), "cnn")
+    assert config["parameters"]["arch"] == {"value": arch}  # `wandb agent` trials train it too
+    other = "mlp" if arch != "mlp" else "cnn"
+    with pytest.raises(UserError, match=f"this sweep file is for --arch {arch}, not {other}"):
+        validate(config, str(path), other)

@@ -12,7 +12,7 @@ def test_api_key_is_found_nowhere_after_a_full_offline_pipeline(workspace, tmp_p
     workspace.env.update({"WANDB_API_KEY": FAKE_KEY, "WANDB_MODE": "offline"})
     workspace.run("data_prep", "--dataset", "digits")
     workspace.run("train", "--dataset", "digits", "--epochs", "1")
-    workspace.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "candidate")
+    workspace.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "candidate")
     workspace.run("train", "--dataset", "digits", "--retrain", "--epochs", "1")
     workspace.run("evaluate", "--dataset", "digits", "--promote")
     scanned = 0

@@ -29,7 +29,7 @@ def test_the_onnx_export_equals_torch_on_the_test_split(trained, tmp_path):
     from app.serving.predictor import Predictor
     from app.training.checkpoint import load_checkpoint
 
-    [model_version] = trained.versions("digits-cnn")
+    [model_version] = trained.versions("digits-convnet")
     [split] = trained.versions("digits-split")
     folder = trained.store / "objects" / model_version["digest"]
     test_images = np.load(trained.store / "objects" / split["digest"] / "test_images.npy")
@@ -74,11 +74,11 @@ def digit_pngs(ws, folder, count: int) -> list[str]:
 
 def test_export_logs_an_onnx_artifact_that_predict_runs_like_torch(trained_copy, tmp_path):
     ws = trained_copy
-    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "production")
-    out = ws.run("registry", "export", "wandb-registry-model/digits-cnn:production").stdout
-    assert "onnx export: digits-cnn-onnx:v0" in out
-    [export] = ws.versions("digits-cnn-onnx")
-    [model] = ws.versions("digits-cnn")
+    ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "production")
+    out = ws.run("registry", "export", "wandb-registry-model/digits-convnet:production").stdout
+    assert "onnx export: digits-convnet-onnx:v0" in out
+    [export] = ws.versions("digits-convnet-onnx")
+    [model] = ws.versions("digits-convnet")
     assert export["type"] == "onnx" and export["metadata"]["model_digest"] == model["digest"]
     assert export["logged_by"]["id"] in [u["id"] for u in model["used_by"]]  # lineage: model -> export run
 
@@ -87,7 +87,7 @@ def test_export_logs_an_onnx_artifact_that_predict_runs_like_torch(trained_copy,
     csv_path = tmp_path / "predictions.csv"
     fast = json.loads(ws.run("predict", str(folder), "--json", "--batch-size", "7", "--output", str(csv_path)).stdout)
     plain = json.loads(ws.run("predict", str(folder), "--json", "--engine", "torch").stdout)
-    assert fast["engine"] == "onnxruntime (digits-cnn-onnx:v0)" and plain["engine"] == "torch"
+    assert fast["engine"] == "onnxruntime (digits-convnet-onnx:v0)" and plain["engine"] == "torch"
     assert [p["class"] for p in fast["predictions"]] == [p["class"] for p in plain["predictions"]]
     assert np.allclose([p["confidence"] for p in fast["predictions"]],
                        [p["confidence"] for p in plain["predictions"]], atol=1e-4)
@@ -126,8 +126,8 @@ async def hammer(url: str, uploads: list[bytes]) -> list:
 
 def test_serve_answers_200_concurrent_uploads_refuses_bad_ones_and_follows_production(trained_copy, tmp_path):
     ws = trained_copy
-    ws.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "production")
-    ws.run("train", "--dataset", "digits", "--epochs", "1", "--seed", "3")  # digits-cnn:v1, promoted below
+    ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "production")
+    ws.run("train", "--dataset", "digits", "--epochs", "1", "--seed", "3")  # digits-convnet:v1, promoted below
     port = free_port()
     server = subprocess.Popen([sys.executable, str(SCRIPTS / "serve.py"), "--port", str(port), "--reload-every", "0.5",
                                "--max-upload-mb", "1"], cwd=ws.path, env=ws.env, stdout=subprocess.DEVNULL,
@@ -135,8 +135,8 @@ def test_serve_answers_200_concurrent_uploads_refuses_bad_ones_and_follows_produ
     base = f"http://127.0.0.1:{port}"
     try:
         health = wait_for(f"{base}/health", server)
-        [first] = [v for v in ws.versions("wandb-registry-model/digits-cnn")]
-        assert health["model"] == "wandb-registry-model/digits-cnn:v0" and health["digest"] == first["digest"]
+        [first] = [v for v in ws.versions("wandb-registry-model/digits-convnet")]
+        assert health["model"] == "wandb-registry-model/digits-convnet:v0" and health["digest"] == first["digest"]
 
         files = digit_pngs(ws, tmp_path / "digits", 20)
         uploads = [open(files[i % 20], "rb").read() for i in range(200)]
@@ -153,13 +153,13 @@ def test_serve_answers_200_concurrent_uploads_refuses_bad_ones_and_follows_produ
         assert "empty" in empty.json()["detail"] and "not an image" in text.json()["detail"]
         assert "larger than" in big.json()["detail"]
 
-        ws.run("registry", "link", "digits-cnn:v1", "digits-cnn", "--alias", "production")
+        ws.run("registry", "link", "digits-convnet:v1", "digits-convnet", "--alias", "production")
         deadline = time.monotonic() + 60
-        while httpx.get(f"{base}/health").json()["model"] != "wandb-registry-model/digits-cnn:v1":
+        while httpx.get(f"{base}/health").json()["model"] != "wandb-registry-model/digits-convnet:v1":
             assert time.monotonic() < deadline, "the server did not follow production"
             time.sleep(0.3)
         after = httpx.post(f"{base}/predict", files={"file": ("x.png", uploads[0], "image/png")}).json()
-        assert after["model"] == "wandb-registry-model/digits-cnn:v1"
+        assert after["model"] == "wandb-registry-model/digits-convnet:v1"
     finally:
         server.terminate()
         server.wait(30)

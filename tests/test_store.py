@@ -136,17 +136,17 @@ def test_relogging_repairs_a_damaged_object(backend, tmp_path):
 
 
 def test_registry_link_and_resolution(backend, tmp_path):
-    log(backend, tmp_path, b"w1", name="digits-cnn", type="model")
-    log(backend, tmp_path, b"w2", name="digits-cnn", type="model")
-    linked = backend.link("digits-cnn:v1", "digits-cnn", ["candidate"])
-    assert linked.ref == "wandb-registry-model/digits-cnn:v0"
-    assert linked.source == "digits-cnn:v1"
-    assert backend.peek("wandb-registry-model/digits-cnn:candidate").digest == backend.peek("digits-cnn:v1").digest
+    log(backend, tmp_path, b"w1", name="digits-convnet", type="model")
+    log(backend, tmp_path, b"w2", name="digits-convnet", type="model")
+    linked = backend.link("digits-convnet:v1", "digits-convnet", ["candidate"])
+    assert linked.ref == "wandb-registry-model/digits-convnet:v0"
+    assert linked.source == "digits-convnet:v1"
+    assert backend.peek("wandb-registry-model/digits-convnet:candidate").digest == backend.peek("digits-convnet:v1").digest
     # linking the same version again is the same registry version
-    assert backend.link("digits-cnn:v1", "digits-cnn", ["production"]).version == 0
+    assert backend.link("digits-convnet:v1", "digits-convnet", ["production"]).version == 0
     # use through the registry records lineage on the source version too
-    backend.use(FakeRun("evaluator", "evaluate"), "wandb-registry-model/digits-cnn:production", "model")
-    assert [u["id"] for u in backend.peek("digits-cnn:v1").used_by] == ["evaluator"]
+    backend.use(FakeRun("evaluator", "evaluate"), "wandb-registry-model/digits-convnet:production", "model")
+    assert [u["id"] for u in backend.peek("digits-convnet:v1").used_by] == ["evaluator"]
 
 
 def test_unknown_refs_list_what_exists(backend, tmp_path):

@@ -7,14 +7,14 @@ from conftest import leet_records
 
 
 def test_baseline_logs_a_model_with_its_recipe_and_lineage(trained):
-    [model] = trained.versions("digits-cnn")
+    [model] = trained.versions("digits-convnet")
     [dataset] = trained.versions("digits-split")
     meta = model["metadata"]
     assert meta["dataset"] == {"ref": "digits-split:v0", "digest": dataset["digest"], "name": "digits"}
-    assert meta["arch"] == "cnn" and meta["input_shape"] == [1, 28, 28] and len(meta["class_names"]) == 10
-    assert set(meta["hyperparameters"]) >= {"lr", "batch_size", "seed", "dropout_1", "dropout_2", "dropout_3", "dense"}
-    assert meta["parameters"] == 454_922 and "Conv2d" in meta["summary"]
-    assert meta["metrics"]["epochs_trained"] == 15
+    assert meta["arch"] == "convnet" and meta["input_shape"] == [1, 28, 28] and len(meta["class_names"]) == 10
+    assert set(meta["hyperparameters"]) >= {"lr", "batch_size", "seed", "width", "schedule"}
+    assert meta["parameters"] == 297_450 and "BatchNorm2d" in meta["summary"]
+    assert meta["metrics"]["epochs_trained"] == meta["epochs"] == 10  # the step budget's on digits' 1,257
     assert meta["metrics"]["val_accuracy"] >= 0.95  # the default hyperparameters learn digits
     train_run = model["logged_by"]["id"]
     assert train_run in [u["id"] for u in dataset["used_by"]]
@@ -27,30 +27,30 @@ def test_training_run_record_holds_config_metrics_and_model(trained):
     config = next(r["run"]["config"]["update"] for r in records if r["type"] == "run")
     history = [r["history"]["item"] for r in records if r["type"] == "history"]
     epochs = [h for h in history if "val/accuracy" in h]
-    assert [h["epoch"] for h in epochs] == list(range(1, 16))
+    assert [h["epoch"] for h in epochs] == list(range(1, 11))
     assert all("train/loss" in h and "val/best_accuracy" in h for h in epochs)
     config_text = json.dumps(config)
     assert "digits-split" in config_text
     artifacts = [r["artifact"] for r in records if r["type"] == "artifact"]
-    assert any(a.get("name") == "digits-cnn" and a["type"] == "model" for a in artifacts)
+    assert any(a.get("name") == "digits-convnet" and a["type"] == "model" for a in artifacts)
 
 
 def test_link_candidate_then_retrain_to_evaluate(workspace):
     workspace.run("data_prep", "--dataset", "digits")
-    workspace.run("train", "--dataset", "digits", "--epochs", "1", "--lr", "0.002", "--dense", "64")
-    workspace.run("registry", "link", "digits-cnn:v0", "digits-cnn", "--alias", "candidate")
+    workspace.run("train", "--dataset", "digits", "--epochs", "1", "--lr", "0.002", "--width", "8")
+    workspace.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "candidate")
     proc = workspace.run("train", "--dataset", "digits", "--retrain", "--epochs", "2")
     assert "to_evaluate" in proc.stdout
-    models = workspace.versions("digits-cnn")
+    models = workspace.versions("digits-convnet")
     assert len(models) == 2
     retrained = models[1]["metadata"]
-    assert retrained["retrained_from"] == "wandb-registry-model/digits-cnn:v0"
-    assert retrained["hyperparameters"]["lr"] == 0.002 and retrained["model"]["dense"] == 64
+    assert retrained["retrained_from"] == "wandb-registry-model/digits-convnet:v0"
+    assert retrained["hyperparameters"]["lr"] == 0.002 and retrained["model"]["width"] == 8
     assert retrained["dataset"] == models[0]["metadata"]["dataset"]
     assert retrained["epochs"] == 2
-    registry = workspace.versions("wandb-registry-model/digits-cnn")
+    registry = workspace.versions("wandb-registry-model/digits-convnet")
     to_evaluate = next(v for v in registry if "to_evaluate" in v["aliases"])
-    assert to_evaluate["source"] == "digits-cnn:v1"
+    assert to_evaluate["source"] == "digits-convnet:v1"
     assert "candidate" in registry[0]["aliases"]
 
     # a locked hyperparameter is refused, names itself, and changes nothing

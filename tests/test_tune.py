@@ -91,9 +91,12 @@ def test_invalid_sweep_yaml_is_refused_naming_the_key(change, message):
 
 
 def test_cnn_parameters_are_refused_for_the_mlp():
+    cnn_sweep = load_sweep_config(SWEEP.parent / "sweep-cnn.yaml")
     with pytest.raises(UserError, match="'dropout_1' does not apply to --arch mlp"):
-        validate(load_sweep_config(SWEEP), arch="mlp")
-    validate(load_sweep_config(SWEEP), arch="cnn")
+        validate(cnn_sweep, arch="mlp")
+    validate(cnn_sweep, arch="cnn")
+    with pytest.raises(UserError, match="'width' does not apply to --arch cnn"):
+        validate(load_sweep_config(SWEEP), arch="cnn")
 
 
 def test_invalid_sweep_yaml_stops_tune_before_anything_runs(workspace, tmp_path):
@@ -115,12 +118,12 @@ def test_offline_sweep_runs_trials_and_links_the_best_as_candidate(workspace, tm
     metric = state["config"]["metric"]["name"]
     assert all(len(t["history"]) >= 1 and metric in t["summary"] for t in trials)
     finished = [t for t in trials if t["state"] == "finished"]
-    models = {v["version"]: v for v in workspace.versions("digits-cnn")}
+    models = {v["version"]: v for v in workspace.versions("digits-convnet")}
     assert len(models) == len(finished)
     for v in models.values():
         assert v["metadata"]["sweep"]["sweep_id"] == state["id"]
     best = max(finished, key=lambda t: t["summary"][metric])
-    candidate = next(v for v in workspace.versions("wandb-registry-model/digits-cnn") if "candidate" in v["aliases"])
+    candidate = next(v for v in workspace.versions("wandb-registry-model/digits-convnet") if "candidate" in v["aliases"])
     assert candidate["source"] == best["model_ref"]
     assert "ranking by val/best_accuracy" in out
 

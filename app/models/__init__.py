@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from app.errors import UserError
-from app.models import cnn, mlp, resnet, zoo
+from app.models import cnn, convnet, mlp, resnet, zoo
 from app.training.config import check_model_settings, out_of_range
 
 
@@ -30,7 +30,7 @@ class _ZooArchitecture:
 
 # Each one's build(input_shape, num_classes, **settings) takes the settings TrainConfig marks
 # with its arch (app/training/config.py): the one list of them.
-ARCHITECTURES = {"cnn": cnn, "mlp": mlp, "resnet": resnet, **{a: _ZooArchitecture(a) for a in zoo.ARCHITECTURES}}
+ARCHITECTURES = {"convnet": convnet, "cnn": cnn, "mlp": mlp, "resnet": resnet, **{a: _ZooArchitecture(a) for a in zoo.ARCHITECTURES}}
 
 
 # Bounds a recipe's sizes are checked against before torch allocates anything: a recipe comes

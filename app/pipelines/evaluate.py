@@ -1,7 +1,7 @@
 """Evaluate a registry model on validation and test: metrics, confusion matrices, error tables.
 
     python app/pipelines/evaluate.py --dataset digits            # the registry's to_evaluate
-    python app/pipelines/evaluate.py --model digits-cnn:v3 --promote
+    python app/pipelines/evaluate.py --model digits-convnet:v3 --promote
 
 The data is the dataset version the model was trained on (from its recipe), unless --data.
 With --promote, `production` moves to this model only if it was evaluated on its own dataset

@@ -2,7 +2,7 @@
 
     python app/pipelines/predict.py seven.png scan.jpg         # the one production model
     python app/pipelines/predict.py --dataset my-photos cat.jpg
-    python app/pipelines/predict.py --model digits-cnn:v3 --json batch.npy
+    python app/pipelines/predict.py --model digits-convnet:v3 --json batch.npy
     python app/pipelines/predict.py photos/ --output predictions.csv   # every image in a folder
 
 Image files of any size and mode (PNG, JPEG, anything Pillow reads), .npy arrays of uint8

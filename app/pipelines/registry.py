@@ -1,14 +1,14 @@
 """The artifact store and the W&B model registry from the shell, on either backend.
 
     python app/pipelines/registry.py list [COLLECTION] [--json]
-    python app/pipelines/registry.py link digits-cnn:v3 digits-cnn --alias candidate
-    python app/pipelines/registry.py alias wandb-registry-model/digits-cnn:v1 production
-    python app/pipelines/registry.py export wandb-registry-model/digits-cnn:production   # -> digits-cnn-onnx
+    python app/pipelines/registry.py link digits-convnet:v3 digits-convnet --alias candidate
+    python app/pipelines/registry.py alias wandb-registry-model/digits-convnet:v1 production
+    python app/pipelines/registry.py export wandb-registry-model/digits-convnet:production   # -> digits-convnet-onnx
     wandb sync wandb/offline-run-* && python app/pipelines/registry.py push [--dry-run]
     python app/pipelines/registry.py push --dry-run      # before a login: the plan from the store alone
 
 COLLECTION is an artifact name (`digits-split`) or a registry collection
-(`wandb-registry-model/digits-cnn`).
+(`wandb-registry-model/digits-convnet`).
 """
 from __future__ import annotations
 
@@ -29,14 +29,14 @@ def parse_args(argv=None):
     ls.add_argument("collection", nargs="?", help="only this collection")
     ls.add_argument("--json", action="store_true", help="one JSON document, for machines")
     link = sub.add_parser("link", help="link an artifact version into a registry collection")
-    link.add_argument("ref", help="the version to link, e.g. digits-cnn:v3")
-    link.add_argument("collection", help="registry collection, e.g. digits-cnn")
+    link.add_argument("ref", help="the version to link, e.g. digits-convnet:v3")
+    link.add_argument("collection", help="registry collection, e.g. digits-convnet")
     link.add_argument("--alias", action="append", default=[], help="alias to set on the linked version (repeatable)")
     alias = sub.add_parser("alias", help="move an alias to a version (it leaves the version that had it)")
     alias.add_argument("ref", help="the version to get the alias")
     alias.add_argument("alias", help="the alias, e.g. production")
     export = sub.add_parser("export", help="log a model version's ONNX export (<collection>-onnx, type onnx)")
-    export.add_argument("ref", help="the model version, e.g. wandb-registry-model/digits-cnn:production")
+    export.add_argument("ref", help="the model version, e.g. wandb-registry-model/digits-convnet:production")
     push = sub.add_parser("push", help="after `wandb sync`: replay the embedded store's run inputs, registry "
                                        "links and aliases into W&B (online; idempotent)")
     push.add_argument("--dry-run", action="store_true",

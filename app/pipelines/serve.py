@@ -2,7 +2,7 @@
 
     python app/pipelines/serve.py                               # the one production model, port 8000
     curl -F file=@seven.png http://127.0.0.1:8000/predict       # {"class": "7", "confidence": ..., "top3": ...}
-    python app/pipelines/serve.py --model wandb-registry-model/digits-cnn:candidate --port 9000
+    python app/pipelines/serve.py --model wandb-registry-model/digits-convnet:candidate --port 9000
 
 POST /predict takes an image of any size and mode as the form field `file`, brought to the
 model's input by its recipe as predict.py does; GET /health names the version served. Every

@@ -14,7 +14,7 @@ import sys
 from app import names
 from app.cli import Parser, non_negative_int, positive_int
 from app.errors import UserError, exits_cleanly, speak_on_rank_0_only
-from app.training.config import (PRECISIONS, CheckpointOptions, DeviceOptions, TrainConfig, add_flags,
+from app.training.config import (PRECISIONS, STEP_BUDGET, CheckpointOptions, DeviceOptions, TrainConfig, add_flags,
                                  hyperparameter_names)
 
 
@@ -27,7 +27,8 @@ def parse_args(argv=None):
                    help=f"architecture, app/models/ (default: {TrainConfig.arch}; --retrain: the candidate's)")
     p.add_argument("--data", metavar="REF", help="dataset artifact ref (default: <dataset>-split:latest)")
     p.add_argument("--epochs", type=positive_int, default=None,
-                   help=f"epochs to train (default {TrainConfig.epochs}; --retrain: the candidate's own count)")
+                   help=f"epochs to train (default: about {STEP_BUDGET} optimizer steps' worth, from the training split's size; "
+                        "--retrain: the candidate's own count)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device")
     p.add_argument("--precision", choices=PRECISIONS, default=DeviceOptions.precision,
                    help="auto: bf16 autocast (and channels_last for convolutions) on a CUDA GPU, fp32 on the CPU")
@@ -52,7 +53,8 @@ def parse_args(argv=None):
                            "sweep has its size)")
     flow.add_argument("--sweep-id", help="--tune: join this sweep instead of creating one")
     flow.add_argument("--sweep-config", default=None,
-                      help="--tune: the sweep definition (default: sweep.yaml for cnn, sweep-<arch>.yaml for the others)")
+                      help=f"--tune: the sweep definition (default: sweep.yaml for {TrainConfig.arch}, sweep-<arch>.yaml for the "
+                           "others)")
     flow.add_argument("--no-link", action="store_true", help="--tune: do not link the best trial as 'candidate'")
     flow.add_argument("--retrain", action="store_true", help="retrain the registry's candidate with its own recipe")
     flow.add_argument("--model", metavar="REF", help="--retrain: model ref (default: WANDB_MODEL_RETRAIN, "
@@ -114,15 +116,18 @@ def baseline(args) -> None:
     from app.training import distributed
     from app.training.engine import pick_device
     from app.training.config import from_flags, from_recipe, with_dataset_defaults
-    from app.training.recipe import DEFAULT_EPOCHS, make_recipe
+    from app.training.recipe import make_recipe
     from app.training.workflow import dataset_info, resumed_from, train_and_log
     from app.tracking import SilentRun, backend, start_run
     from app.tuning.trial import current_trial
 
-    config = from_flags(args.arch, args.epochs or DEFAULT_EPOCHS, given_hyperparameters(args))
+    config = from_flags(args.arch, args.epochs, given_hyperparameters(args))
     data_ref = args.data or names.dataset_artifact(args.dataset)
     # Defaults that depend on the data are settled before the run's config is logged, never after.
-    config = with_dataset_defaults(config, backend().peek(data_ref, names.DATASET_TYPE).metadata)
+    config = with_dataset_defaults(config, backend().peek(data_ref, names.DATASET_TYPE).metadata,
+                                   int(os.environ.get("WORLD_SIZE", "1")))
+    if args.epochs is None:
+        print(f"epochs: {config.epochs}, for about {STEP_BUDGET} steps over this training split (--epochs sets them)")
     device = distributed.device_for(pick_device(args.device))
     group = distributed.setup(device)  # under torchrun: one process of several, else alone
     trial = current_trial() if group.is_main else None
@@ -185,7 +190,8 @@ def retrain(args, settings) -> None:
     from app.training.checkpoint import WEIGHTS_FILE, read_recipe
     from app.training.engine import pick_device
     from app.training.config import from_recipe, with_epochs
-    from app.training.recipe import DEFAULT_EPOCHS, check_locked
+    from app.training.config import LEGACY_EPOCHS
+    from app.training.recipe import check_locked
     from app.training.workflow import train_and_log
     from app.tracking import backend, discovery, start_run
 
@@ -193,7 +199,7 @@ def retrain(args, settings) -> None:
                  or discovery.registry_model(backend(), names.CANDIDATE, args.dataset, args.arch))
     candidate_metadata = backend().peek(model_ref, names.MODEL_TYPE).metadata
     # The candidate's own epoch count unless --epochs asks for more (or fewer) on purpose.
-    epochs = args.epochs or candidate_metadata.get("epochs") or DEFAULT_EPOCHS
+    epochs = args.epochs or candidate_metadata.get("epochs") or LEGACY_EPOCHS
     # Refuse a changed hyperparameter before any run starts, so a refusal changes nothing.
     check_locked(candidate_metadata, given_hyperparameters(args))
     with start_run("retrain", {"model": model_ref, "epochs": epochs, "warm_start": args.warm_start,

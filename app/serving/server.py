@@ -28,7 +28,7 @@ from app.serving.predictor import Predictor
 
 @dataclass(frozen=True)
 class Loaded:
-    ref: str  # the version, e.g. wandb-registry-model/digits-cnn:v3
+    ref: str  # the version, e.g. wandb-registry-model/digits-convnet:v3
     digest: str
     predictor: Predictor
 

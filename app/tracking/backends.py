@@ -252,7 +252,7 @@ class OnlineBackend:
 
     def _info(self, art, path: Path | None = None, lineage: bool = False, org: str | None = None) -> ArtifactVersion:
         """A version as this project names it. Fetched through a registry ref, the SDK's name and
-        version are the registry collection's (`digits-cnn:v0` may link project `digits-cnn:v3`),
+        version are the registry collection's (`digits-convnet:v0` may link project `digits-convnet:v3`),
         so such a version keeps its registry ref, and `source` names the version it links to."""
         collection, _, suffix = art.name.partition(":")
         registry = art.project.startswith("wandb-registry-")

@@ -89,14 +89,16 @@ def accelerate(options: DeviceOptions, device: torch.device, model: nn.Module) -
     """bf16 autocast and channels_last on a CUDA GPU with bf16 (tensor cores; PyTorch's advice for
     convolutions, not yet measured by this project on a GPU); on the CPU neither (bf16 autocast
     ran 13x slower on this project's CPU, and the CNN's convolutions run fastest in NCHW there:
-    see `prepare`), unless --precision bf16 asks for it. --compile wherever it is asked for."""
+    see `prepare`), unless --precision bf16 asks for it; channels_last on the CPU for a model that
+    says it gains from it (`channels_last_on_cpu`: the convnet). --compile wherever it is asked for."""
     cuda = device.type == "cuda"
     bf16_here = torch.cuda.is_bf16_supported() if cuda else True
     if options.precision == "bf16" and not bf16_here:
         raise UserError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use --precision fp32.")
     bf16 = options.precision == "bf16" or (options.precision == "auto" and cuda and bf16_here)
     convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    return Acceleration(autocast=torch.bfloat16 if bf16 else None, channels_last=cuda and convolutional,
+    nhwc = convolutional and (cuda or getattr(model, "channels_last_on_cpu", False))
+    return Acceleration(autocast=torch.bfloat16 if bf16 else None, channels_last=nhwc,
                         compile=options.compile)
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 from app.errors import UserError
 from app.training.config import TrainConfig
 
-DEFAULT_EPOCHS = TrainConfig.epochs  # as the original
-
 
 def make_recipe(config: TrainConfig, input_shape: list[int], class_names: list[str], dataset: dict,
                 preprocessing: dict | None = None) -> dict:

@@ -10,7 +10,7 @@ import yaml
 
 from app import names
 from app.errors import UserError
-from app.training.config import hyperparameter_names, model_defaults
+from app.training.config import TrainConfig, hyperparameter_names, model_defaults
 
 with warnings.catch_warnings():  # sweeps 0.3 declares a pydantic v1 config key; harmless
     warnings.simplefilter("ignore")
@@ -28,14 +28,14 @@ DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]  # W&B's
 
 
 def default_sweep_file(arch: str) -> str:
-    """The CNN's sweep.yaml (the original's), sweep-pretrained.yaml for torchvision's pretrained
-    classifiers, or the architecture's own sweep-<arch>.yaml."""
+    """sweep.yaml for the default architecture, sweep-pretrained.yaml for torchvision's pretrained
+    classifiers, or the architecture's own sweep-<arch>.yaml (sweep-cnn.yaml: the original's)."""
     if arch in names.PRETRAINED_ARCHITECTURES:
         return "sweep-pretrained.yaml"
-    return "sweep.yaml" if arch == "cnn" else f"sweep-{arch}.yaml"
+    return "sweep.yaml" if arch == TrainConfig.arch else f"sweep-{arch}.yaml"
 
 
-def sweep_config_path(given: str | None, arch: str = "cnn") -> Path:
+def sweep_config_path(given: str | None, arch: str = TrainConfig.arch) -> Path:
     """--sweep-config as given; the default (per --arch), when the working directory has none,
     is the project's own, so --tune works from any directory."""
     name = given or default_sweep_file(arch)
