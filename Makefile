@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_startup.py
 	$(PY) benchmarks/bench_serve.py
+	$(PY) benchmarks/bench_stream.py
 	mkdir -p demo && cd demo && ../$(PY) ../app/pipelines/data_prep.py --dataset digits && ../$(PY) ../benchmarks/bench_quality.py
 
 clean-demo:

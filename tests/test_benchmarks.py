@@ -49,3 +49,9 @@ def test_bench_quality_prints_the_recipe_beside_both_classical_baselines(tmp_pat
     assert re.search(r"^logistic regression \(pixels\) +0\.\d{4}", out, re.M), out
     assert re.search(r"^RBF SVC \(pixels\) +0\.\d{4}", out, re.M), out
     assert re.search(r"recipe minus the best classical baseline: [+-]\d+\.\d\d points", out), out
+
+
+def test_bench_stream_prints_both_rates_and_their_ratio(tmp_path):
+    out = run_benchmark("bench_stream.py", "--images", "128", "--rounds", "1", "--workers", "1", tmp_path=tmp_path)
+    for shape in ("28x28", "64x64x3"):
+        assert re.search(rf"^{shape}: in memory \d+ samples/s, streamed \d+ samples/s, ratio [\d.]+$", out, re.M), out

@@ -108,3 +108,17 @@ def test_an_offline_sweep_of_torchrun_trials(workspace, tmp_path):
     models = ws.versions("digits-convnet")
     assert len(models) == 2 and all(m["metadata"]["world_size"] == 2 for m in models)
     assert "candidate:" in proc.stdout
+
+
+def test_torchrun_streams_the_split_and_logs_the_model_the_in_memory_job_logs(workspace):
+    """--stream under torchrun: each rank reads only its own share of each epoch's order from the
+    split's file (tests/test_streaming.py checks the share); the model is the in-memory job's."""
+    ws = workspace
+    ws.run("data_prep", "--dataset", "digits")
+    streamed = torchrun(ws, "--device", "cpu", "--epochs", "1", "--batch_size", "32", "--checkpoint-every", "0",
+                        "--stream", "1")
+    assert streamed.returncode == 0, streamed.stderr
+    in_memory = torchrun(ws, "--device", "cpu", "--epochs", "1", "--batch_size", "32", "--checkpoint-every", "0")
+    assert in_memory.returncode == 0, in_memory.stderr
+    assert "digits-convnet:v0" in streamed.stdout and "digits-convnet:v0" in in_memory.stdout
+    assert len(ws.versions("digits-convnet")) == 1

@@ -1,5 +1,6 @@
-"""The memory guard: the split is held in memory (for speed), so data_prep says how much and
-refuses before loading when it would not fit in half of this machine's memory."""
+"""The memory guard: data_prep holds the split in memory while it writes it, so it says how much
+and refuses before loading when it would not fit in half of this machine's memory. Training holds
+it as float32 (4x) unless it streams it (train.py --stream); evaluation reads it by memory map."""
 from __future__ import annotations
 
 import math
@@ -26,8 +27,10 @@ def check_fits(images: int, shape: tuple[int, ...]) -> int:
     needed = images * math.prod(shape)
     size = "x".join(map(str, shape))
     total = machine_memory()
+    stream = " (more than half of memory: train with --stream, which reads them from the split's files)" \
+        if total and needed * 4 > total // 2 else ""
     print(f"the images take {mib(needed)} in memory ({images} x {size} uint8; training holds them as "
-          f"float32: {mib(needed * 4)})", file=sys.stderr)
+          f"float32: {mib(needed * 4)}{stream})", file=sys.stderr)
     if total and needed > total // 2:
         raise UserError(
             f"{images} images of {size} take {mib(needed)}, more than half of this machine's memory "

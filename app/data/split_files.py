@@ -35,13 +35,19 @@ def write_split(split: Split, folder: Path) -> dict[str, Path]:
     return files
 
 
-def read_split(folder: Path) -> Split:
-    """Read a split written by write_split; a wrong or damaged folder is a clear error."""
+def images_file(folder: Path, split: str) -> Path:
+    return folder / f"{split}_images.npy"
+
+
+def read_split(folder: Path, mapped: bool = False) -> Split:
+    """Read a split written by write_split; a wrong or damaged folder is a clear error. `mapped`:
+    the images by memory map, read from disk only where they are used."""
     missing = [n for n in split_file_names() if not (folder / n).is_file()]
     if missing:
         raise UserError(f"{folder} is not a dataset split (missing {', '.join(missing)}); pass a `<dataset>-split` ref.")
     try:
-        images = {s: np.load(folder / f"{s}_images.npy", allow_pickle=False) for s in SPLITS}
+        images = {s: np.load(images_file(folder, s), mmap_mode="r" if mapped else None, allow_pickle=False)
+                  for s in SPLITS}
         labels = {s: np.load(folder / f"{s}_labels.npy", allow_pickle=False) for s in SPLITS}
         names = json.loads((folder / CLASSES_FILE).read_text(encoding="utf-8"))
     except (ValueError, OSError) as err:

@@ -8,9 +8,17 @@ from app.data.preprocessing import of_recipe
 from app.training import engine
 
 
+CHUNK = 8 * engine.EVAL_BATCH  # images brought to the device as float at a time
+
+
 def probabilities(model: torch.nn.Module, images: np.ndarray, device: torch.device, recipe: dict) -> np.ndarray:
     """uint8 (N, H, W[, C]) -> float32 (N, classes), normalised as the recipe says, in large
-    inference-mode batches on the device."""
+    inference-mode batches on the device; `CHUNK` images at a time, so a memory-mapped split
+    larger than memory is read once and never held as float whole."""
     model = engine.prepare(model, device)
-    data = engine.to_tensors(images, np.zeros(len(images), np.int64), device, of_recipe(recipe))
-    return torch.softmax(engine.predict_logits(model, data), dim=1).float().cpu().numpy()
+    parts = []
+    for start in range(0, len(images), CHUNK):
+        chunk = np.array(images[start:start + CHUNK])  # a writable copy (torch warns on a read-only map)
+        data = engine.to_tensors(chunk, np.zeros(len(chunk), np.int64), device, of_recipe(recipe))
+        parts.append(torch.softmax(engine.predict_logits(model, data), dim=1).float().cpu().numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, int(recipe["num_classes"])), np.float32)

@@ -70,7 +70,7 @@ def main(argv=None) -> None:
             print(f"note: evaluating on {args.data} instead of the model's own {recipe['dataset']['ref']}",
                   file=sys.stderr)
         dataset = run.use(data_ref, names.DATASET_TYPE)
-        split = read_split(dataset.path)
+        split = read_split(dataset.path, mapped=True)  # images read where used: a split may exceed memory
         run.update_config({"model_version": model_version.ref, "dataset_ref": dataset.ref, "arch": recipe["arch"]})
 
         results, probs, shown = {}, {}, {}

@@ -15,7 +15,7 @@ from app import names
 from app.cli import Parser, non_negative_int, positive_int
 from app.errors import UserError, exits_cleanly, speak_on_rank_0_only
 from app.training.config import (PRECISIONS, STEP_BUDGET, CheckpointOptions, DeviceOptions, TrainConfig, add_flags,
-                                 hyperparameter_names)
+                                 hyperparameter_names, stream_workers)
 
 
 def parse_args(argv=None):
@@ -34,6 +34,10 @@ def parse_args(argv=None):
                    help="auto: bf16 autocast (and channels_last for convolutions) on a CUDA GPU, fp32 on the CPU")
     p.add_argument("--compile", action="store_true",
                    help="train through torch.compile (minutes of compiling first; on the CPU a C++ compiler)")
+    p.add_argument("--stream", nargs="?", type=non_negative_int, const=stream_workers(), default=None,
+                   metavar="WORKERS",
+                   help="read the split from its files batch by batch in WORKERS DataLoader processes (default "
+                        f"{stream_workers()}) instead of holding it in memory: for a split larger than memory")
     add_flags(p.add_argument_group("hyperparameters (default: TrainConfig in app/training/config.py)"))
     saving = p.add_argument_group("checkpoints (resumable training state, W&B artifacts checkpoint-<run id>)")
     saving.add_argument("--checkpoint-every", type=non_negative_int, default=CheckpointOptions.every, metavar="N",
@@ -72,7 +76,7 @@ def given_hyperparameters(args) -> dict:
 
 
 def device_options(args) -> DeviceOptions:
-    return DeviceOptions(precision=args.precision, compile=args.compile)
+    return DeviceOptions(precision=args.precision, compile=args.compile, stream=args.stream)
 
 
 def checkpoint_options(args) -> CheckpointOptions:

@@ -140,6 +140,16 @@ class DeviceOptions:
 
     precision: str = "auto"  # auto: bf16 autocast on a CUDA GPU that has it, fp32 elsewhere; fp32; bf16
     compile: bool = False  # torch.compile the training model (a C++ compiler on CPU, Triton on GPU)
+    # Stream the split from its files with this many DataLoader workers (train.py --stream), for
+    # a split whose float copy does not fit in memory; None: held in memory (the faster default).
+    stream: int | None = None
+
+
+def stream_workers() -> int:
+    """--stream's default worker count: a worker per core, one left for the training steps, at most 4."""
+    import os
+
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
 @dataclass(frozen=True)

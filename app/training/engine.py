@@ -33,13 +33,34 @@ class NonFiniteLoss(UserError):
 
 @dataclass
 class Tensors:
-    """One split on the device: float images (N, C, H, W), normalised, and int64 labels."""
+    """One split on the device: float images (N, C, H, W), normalised, and int64 labels. The
+    in-memory data source; app/training/streaming.py's Stream is the other, with the same methods."""
 
     images: torch.Tensor
     labels: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    @property
+    def sample_shape(self) -> list[int]:
+        return list(self.images.shape[1:])  # (C, H, W)
+
+    def batches(self, order: torch.Tensor, batch_size: int):
+        """(images, labels) of each `batch_size` chunk of `order`, as index slices on the device."""
+        order = order.to(self.images.device)
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            yield self.images[index], self.labels[index]
+
+    def in_order(self, batch_size: int):
+        """The images in their order, `batch_size` at a time (views: nothing is copied)."""
+        for start in range(0, len(self), batch_size):
+            yield self.images[start:start + batch_size]
 
 
 def pick_device(requested: str) -> torch.device:
@@ -54,14 +75,20 @@ def to_tensors(images: np.ndarray, labels: np.ndarray, device: torch.device,
                preprocessing: dict | None = None) -> Tensors:
     """uint8 (N, H, W) or (N, H, W, C) -> float (N, C, H, W) in [0, 1] on the device, once; then
     normalised with the preprocessing's per-channel mean and std (app/data/preprocessing.py)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    x = as_float(torch.from_numpy(np.ascontiguousarray(images)).to(device), preprocessing)
+    return Tensors(images=x, labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device))
+
+
+def as_float(x: torch.Tensor, preprocessing: dict | None) -> torch.Tensor:
+    """uint8 (N, H, W) or (N, H, W, C) -> float (N, C, H, W) in [0, 1], normalised: the one
+    conversion, for the split held in memory and for streamed batches alike (same values)."""
     x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
     x = x.float().div_(255.0).contiguous()
     if preprocessing is not None and (any(preprocessing["mean"]) or any(s != 1 for s in preprocessing["std"])):
-        mean = torch.tensor(preprocessing["mean"], dtype=x.dtype, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(preprocessing["std"], dtype=x.dtype, device=device).view(1, -1, 1, 1)
+        mean = torch.tensor(preprocessing["mean"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(preprocessing["std"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         x.sub_(mean).div_(std)
-    return Tensors(images=x, labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device))
+    return x
 
 
 def prepare(model: nn.Module, device: torch.device) -> nn.Module:
@@ -105,7 +132,7 @@ def accelerate(options: DeviceOptions, device: torch.device, model: nn.Module) -
 @torch.inference_mode()
 def predict_logits(model: nn.Module, data: Tensors, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(data.images[i:i + batch_size]) for i in range(0, len(data), batch_size)])
+    return torch.cat([model(images) for images in data.in_order(batch_size)])
 
 
 def evaluate(model: nn.Module, data: Tensors) -> dict[str, float]:
@@ -157,7 +184,7 @@ def fit(
     training continues after that epoch exactly as if it had never stopped (on the CPU, the
     same weights bit for bit: the batch order's and torch's random states are part of it).
     """
-    device = train.images.device
+    device = train.device
     if acceleration.channels_last:
         model.to(memory_format=torch.channels_last)
     trained = model
@@ -220,11 +247,9 @@ def fit(
         order = torch.randperm(n, generator=shuffle)
         if group.active:  # this rank's shard, padded from the start to the same length on every rank
             order = torch.cat([order, order[:shard * group.world_size - n]])[group.rank::group.world_size]
-        order = order.to(device)
         bar = step_bar(steps, epoch, epochs, batch_size * group.world_size) if progress and group.is_main else None
-        for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
-            images, labels = augment_batch(train.images[index], augment), train.labels[index]
+        for images, labels in train.batches(order, batch_size):
+            images = augment_batch(images, augment)
             if acceleration.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad()  # to None: backward writes fresh gradients
@@ -238,7 +263,7 @@ def fit(
                 raise failure from err
             optimizer.step()
             scheduler.step()
-            loss_sum += loss.detach() * len(index)
+            loss_sum += loss.detach() * len(labels)
             correct += (logits.detach().argmax(1) == labels).sum()
             if bar is not None:
                 bar.update()

@@ -16,7 +16,7 @@ import torch
 
 from app import names
 from app.data.preprocessing import of_recipe
-from app.data.split_files import read_split
+from app.data.split_files import images_file, read_split
 from app.errors import UserError
 from app.models import build_model, load_pretrained
 from app.training import distributed, engine
@@ -42,7 +42,8 @@ def declare_metrics(run) -> None:
 
 @dataclass
 class TrainingData:
-    """A split's train and validation parts on the device, normalised, and its class count."""
+    """A split's train and validation parts, normalised: on the device (engine.Tensors) or streamed
+    from the split's files (streaming.Stream), and its class count."""
 
     train: engine.Tensors
     val: engine.Tensors
@@ -50,13 +51,21 @@ class TrainingData:
 
     @property
     def input_shape(self) -> list[int]:
-        return list(self.train.images.shape[1:])  # (C, H, W)
+        return self.train.sample_shape  # (C, H, W)
 
 
-def load_training_data(dataset_version, device, preprocessing: dict) -> TrainingData:
-    split = read_split(dataset_version.path)
-    tensors = {s: engine.to_tensors(split.images[s], split.labels[s], device, preprocessing) for s in ("train", "val")}
-    return TrainingData(train=tensors["train"], val=tensors["val"], num_classes=len(split.class_names))
+def load_training_data(dataset_version, device, preprocessing: dict, stream: int | None = None) -> TrainingData:
+    """The split in memory on the device, or with `stream` (DataLoader workers) read from its
+    files batch by batch (app/training/streaming.py): only the labels are loaded."""
+    split = read_split(dataset_version.path, mapped=stream is not None)
+    if stream is None:
+        parts = {s: engine.to_tensors(split.images[s], split.labels[s], device, preprocessing) for s in ("train", "val")}
+    else:
+        from app.training.streaming import Stream
+
+        parts = {s: Stream(images_file(dataset_version.path, s), split.labels[s], device, preprocessing, stream)
+                 for s in ("train", "val")}
+    return TrainingData(train=parts["train"], val=parts["val"], num_classes=len(split.class_names))
 
 
 def train(
@@ -74,7 +83,7 @@ def train(
     and benchmarks/bench_quality.py. Returns the model (the best validation epoch's weights)
     and one metrics dict per epoch. `options`: mixed precision and torch.compile (engine.accelerate)."""
     engine.seed_everything(config.seed)
-    device = data.train.images.device
+    device = data.train.device
     recipe = {"arch": config.arch, "input_shape": data.input_shape, "num_classes": data.num_classes,
               "model": config.model}
     model = build_model(recipe)
@@ -113,7 +122,7 @@ def train_and_log(
 
     Returns (model artifact version or None when a sweep stopped the trial, history).
     """
-    data = load_training_data(dataset_version, device, of_recipe(recipe))
+    data = load_training_data(dataset_version, device, of_recipe(recipe), options.stream)
     declare_metrics(run)
 
     best = {"val/best_accuracy": 0.0, "val/best_loss": float("inf")}

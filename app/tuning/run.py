@@ -67,7 +67,8 @@ def fixed_values(args) -> dict:
     given (left out at their defaults, so each agent's machine picks its own device)."""
     return {"dataset": args.dataset, "arch": args.arch, "data": args.data, "epochs": args.epochs,
             "device": args.device if args.device != "auto" else None,
-            "precision": args.precision if args.precision != "auto" else None, "compile": args.compile or None}
+            "precision": args.precision if args.precision != "auto" else None, "compile": args.compile or None,
+            "stream": args.stream}
 
 
 def tune_locally(config: dict, program: str, args, settings) -> list[dict]:

@@ -17,7 +17,7 @@ with warnings.catch_warnings():  # sweeps 0.3 declares a pydantic v1 config key;
     import sweeps
 
 # Flags of train.py a sweep may set, and keys train.py logs that a sweep may optimise.
-TRIAL_FLAGS = {*hyperparameter_names(), "epochs", "dataset", "arch", "data", "device", "precision", "compile"}
+TRIAL_FLAGS = {*hyperparameter_names(), "epochs", "dataset", "arch", "data", "device", "precision", "compile", "stream"}
 LOGGED_KEYS = set(names.EPOCH_METRICS)
 # W&B's agent macros this project's trials understand. Booleans are train.py's flags as a person
 # types them (--compile, --no-pretrained): ${args_no_boolean_flags} renders True as --flag and
