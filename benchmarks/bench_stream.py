@@ -6,11 +6,19 @@ The same split file trains the default convnet both ways (app/training/streaming
 and DataLoader workers; engine.Tensors: one tensor on the device), interleaved, for two epochs
 a round; the second epoch's samples/s (workers already started) is compared. Both sides see
 the same batches and end with the same weights (tests/test_streaming.py checks that bit for bit).
+
+Then memory: one epoch on `--memory-images` 64x64 colour images, each way in a process of its
+own, with a tiny model (the data dominates): the training process's peak RSS (Linux: VmHWM),
+and the largest DataLoader worker's (ru_maxrss: it counts the pages a worker shares with the
+process it was forked from, and the file pages it has read, which the kernel can drop).
 """
 from __future__ import annotations
 
 import argparse
+import gc
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -46,11 +54,52 @@ def samples_per_second(data, sample_shape: list[int], seed: int) -> float:
     return history[-1]["samples_per_second"]
 
 
+def peak_rss(path: Path, labels_path: Path, side: str, workers: int) -> None:
+    """The child process of measure_memory: one epoch `side` ("memory" or "stream"), then print the peak RSS
+    of this process and of its largest reaped child (a DataLoader worker), in MiB."""
+    import torch
+
+    cpu = torch.device("cpu")
+    labels = np.load(labels_path)
+    preprocessing = {"channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3}
+    data = (engine.to_tensors(np.load(path), labels, cpu, preprocessing) if side == "memory"
+            else Stream(path, labels, cpu, preprocessing, workers))
+    recipe = make_recipe(from_flags("mlp", 1, {"hidden": 8}), [3, 64, 64], [str(i) for i in range(10)], {})
+    model = engine.prepare(build_model(recipe), cpu)
+    engine.fit(model, data, data, TrainConfig(epochs=1, batch_size=256, augment="none"), progress=False)
+    del data
+    gc.collect()  # ends the loader's workers, so they count as reaped children
+    # VmHWM: this process's own peak (ru_maxrss would keep the parent's from before the exec)
+    own = int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"{own:.0f} {child:.0f}")
+
+
+def measure_memory(n: int, workers: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path, images, labels = split_file(Path(tmp), n, (64, 64, 3))
+        labels_path = Path(tmp) / "labels.npy"
+        np.save(labels_path, labels)
+        del images
+        peaks = {}
+        for side in ("memory", "stream"):
+            out = subprocess.run([sys.executable, __file__, "--peak-rss", side, str(path), str(labels_path),
+                                  "--workers", str(workers)], capture_output=True, text=True, check=True).stdout
+            peaks[side] = [float(v) for v in out.split()[-2:]]
+        print(f"peak RSS, one epoch on {n} 64x64 colour images ({n * 64 * 64 * 3 / 2**20:.0f} MiB as uint8): "
+              f"in memory {peaks['memory'][0]:.0f} MiB; streamed {peaks['stream'][0]:.0f} MiB "
+              f"(its largest worker {peaks['stream'][1]:.0f} MiB)")
+
+
 def main() -> None:
+    if "--peak-rss" in sys.argv:  # the child process of measure_memory
+        side, path, labels_path = sys.argv[sys.argv.index("--peak-rss") + 1:][:3]
+        return peak_rss(Path(path), Path(labels_path), side, int(sys.argv[-1]))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=2000, help="images per set")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument("--workers", type=int, default=stream_workers(), help="DataLoader workers (train.py --stream's default)")
+    p.add_argument("--memory-images", type=int, default=20000, help="images of the memory measurement (0: skip it)")
     args = p.parse_args()
     import torch
 
@@ -71,6 +120,8 @@ def main() -> None:
             memory, streamed = statistics.median(rates["in memory"]), statistics.median(rates["streamed"])
             print(f"{'x'.join(map(str, shape))}: in memory {memory:.0f} samples/s, streamed {streamed:.0f} samples/s, "
                   f"ratio {streamed / memory:.2f}")
+    if args.memory_images:
+        measure_memory(args.memory_images, args.workers)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,10 @@ def test_bench_quality_prints_the_recipe_beside_both_classical_baselines(tmp_pat
 
 
 def test_bench_stream_prints_both_rates_and_their_ratio(tmp_path):
-    out = run_benchmark("bench_stream.py", "--images", "128", "--rounds", "1", "--workers", "1", tmp_path=tmp_path)
+    out = run_benchmark("bench_stream.py", "--images", "128", "--rounds", "1", "--workers", "1", "--memory-images",
+                        "3000", tmp_path=tmp_path)
     for shape in ("28x28", "64x64x3"):
         assert re.search(rf"^{shape}: in memory \d+ samples/s, streamed \d+ samples/s, ratio [\d.]+$", out, re.M), out
+    peaks = re.search(r"^peak RSS, one epoch on 3000 64x64 colour images \(35 MiB as uint8\): in memory (\d+) MiB; "
+                      r"streamed (\d+) MiB \(its largest worker \d+ MiB\)$", out, re.M)
+    assert peaks and int(peaks[1]) > int(peaks[2]), out  # the float copy of 3,000 images alone is 141 MiB

@@ -83,7 +83,9 @@ def as_float(x: torch.Tensor, preprocessing: dict | None) -> torch.Tensor:
     """uint8 (N, H, W) or (N, H, W, C) -> float (N, C, H, W) in [0, 1], normalised: the one
     conversion, for the split held in memory and for streamed batches alike (same values)."""
     x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
-    x = x.float().div_(255.0).contiguous()
+    # NCHW while still uint8, then float: one float copy at its peak, not two (a split of 20,000
+    # 64x64 colour images peaked at 2.6 GB the other way round)
+    x = x.contiguous().float().div_(255.0)
     if preprocessing is not None and (any(preprocessing["mean"]) or any(s != 1 for s in preprocessing["std"])):
         mean = torch.tensor(preprocessing["mean"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(preprocessing["std"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
