@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from app.data.preprocessing import channel_stats  # noqa: E402
 from app.models import build_model  # noqa: E402
 from app.training import engine  # noqa: E402
 from app.training.config import PRECISIONS, DeviceOptions, TrainConfig, from_flags  # noqa: E402
@@ -193,8 +194,8 @@ def time_to_accuracy(arch: str, images, labels, max_epochs: int, device, options
     """Train `arch` with its default recipe (up to max_epochs) on 70% of the images, validating on
     the rest: seconds until the validation accuracy first reaches `target`, and samples/s."""
     cut = int(0.7 * len(images))
-    pixels = images[:cut].astype(np.float32) / 255  # normalised with the training split's statistics, as data_prep does
-    seen = {"channels": 3, "mean": pixels.mean(axis=(0, 1, 2)).tolist(), "std": pixels.std(axis=(0, 1, 2)).tolist()}
+    mean, std = channel_stats(images[:cut])  # the training split's statistics, as data_prep records them
+    seen = {"channels": 3, "mean": mean, "std": std}
     train = engine.to_tensors(images[:cut], labels[:cut], device, seen)
     val = engine.to_tensors(images[cut:], labels[cut:], device, seen)
     config = from_flags(arch, max_epochs, {"augment": "crop-flip"})

@@ -110,15 +110,12 @@ def test_an_offline_sweep_of_torchrun_trials(workspace, tmp_path):
     assert "candidate:" in proc.stdout
 
 
-def test_torchrun_streams_the_split_and_logs_the_model_the_in_memory_job_logs(workspace):
-    """--stream under torchrun: each rank reads only its own share of each epoch's order from the
-    split's file (tests/test_streaming.py checks the share); the model is the in-memory job's."""
+def test_torchrun_refuses_stream_before_any_run(workspace):
+    """--stream under torchrun hung once in four runs (2 gloo ranks, a forked DataLoader worker
+    each): refused with the fix until that is understood, nothing logged."""
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
-    streamed = torchrun(ws, "--device", "cpu", "--epochs", "1", "--batch_size", "32", "--checkpoint-every", "0",
-                        "--stream", "1")
-    assert streamed.returncode == 0, streamed.stderr
-    in_memory = torchrun(ws, "--device", "cpu", "--epochs", "1", "--batch_size", "32", "--checkpoint-every", "0")
-    assert in_memory.returncode == 0, in_memory.stderr
-    assert "digits-convnet:v0" in streamed.stdout and "digits-convnet:v0" in in_memory.stdout
-    assert len(ws.versions("digits-convnet")) == 1
+    before = ws.store_snapshot()
+    proc = torchrun(ws, "--device", "cpu", "--epochs", "1", "--stream", "1")
+    assert proc.returncode != 0 and "--stream does not run under torchrun yet" in proc.stderr
+    assert ws.store_snapshot() == before and runs_of(ws, "train") == []  # (torchrun prints its own traceback)

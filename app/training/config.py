@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from dataclasses import dataclass, field, fields, replace
 
 from app import names
@@ -147,8 +148,6 @@ class DeviceOptions:
 
 def stream_workers() -> int:
     """--stream's default worker count: a worker per core, one left for the training steps, at most 4."""
-    import os
-
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
