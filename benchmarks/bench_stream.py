@@ -30,6 +30,7 @@ from app.models import build_model  # noqa: E402
 from app.training import engine  # noqa: E402
 from app.training.config import DeviceOptions, TrainConfig, from_flags, stream_workers  # noqa: E402
 from app.training.recipe import make_recipe  # noqa: E402
+from app.data.shards import ShardedImages  # noqa: E402
 from app.training.streaming import Stream  # noqa: E402
 
 
@@ -63,7 +64,7 @@ def peak_rss(path: Path, labels_path: Path, side: str, workers: int) -> None:
     labels = np.load(labels_path)
     preprocessing = {"channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3}
     data = (engine.to_tensors(np.load(path), labels, cpu, preprocessing) if side == "memory"
-            else Stream(path, labels, cpu, preprocessing, workers))
+            else Stream(ShardedImages([path]), labels, cpu, preprocessing, workers))
     recipe = make_recipe(from_flags("mlp", 1, {"hidden": 8}), [3, 64, 64], [str(i) for i in range(10)], {})
     model = engine.prepare(build_model(recipe), cpu)
     engine.fit(model, data, data, TrainConfig(epochs=1, batch_size=256, augment="none"), progress=False)
@@ -115,7 +116,7 @@ def main() -> None:
             for seed in range(args.rounds):
                 rates["in memory"].append(samples_per_second(engine.to_tensors(images, labels, cpu, preprocessing),
                                                              sample_shape, seed))
-                rates["streamed"].append(samples_per_second(Stream(path, labels, cpu, preprocessing, args.workers),
+                rates["streamed"].append(samples_per_second(Stream(ShardedImages([path]), labels, cpu, preprocessing, args.workers),
                                                             sample_shape, seed))
             memory, streamed = statistics.median(rates["in memory"]), statistics.median(rates["streamed"])
             print(f"{'x'.join(map(str, shape))}: in memory {memory:.0f} samples/s, streamed {streamed:.0f} samples/s, "

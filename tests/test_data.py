@@ -52,7 +52,7 @@ def test_files_are_byte_identical_for_the_same_split(tmp_path):
     raw = load_digits_28()
     digests = []
     for run in range(2):
-        files = write_split(stratified_split(raw, 100, (70, 20, 10), seed=3), tmp_path / str(run))
+        files, _ = write_split(stratified_split(raw, 100, (70, 20, 10), seed=3), tmp_path / str(run))
         digests.append({n: hashlib.md5(p.read_bytes()).hexdigest() for n, p in files.items()})
     assert digests[0] == digests[1]
     back = read_split(tmp_path / "0")

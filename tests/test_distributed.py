@@ -110,12 +110,16 @@ def test_an_offline_sweep_of_torchrun_trials(workspace, tmp_path):
     assert "candidate:" in proc.stdout
 
 
-def test_torchrun_refuses_stream_before_any_run(workspace):
-    """--stream under torchrun hung once in four runs (2 gloo ranks, a forked DataLoader worker
-    each): refused with the fix until that is understood, nothing logged."""
+def test_torchrun_streams_a_sharded_split_and_logs_the_model_the_in_memory_job_logs(workspace):
+    """--stream under torchrun: each rank reads only its own share of each epoch's order from the
+    split's shards (tests/test_streaming.py checks the share), with spawned DataLoader workers; the
+    model is the in-memory job's, bit for bit (same digest, no new version)."""
     ws = workspace
-    ws.run("data_prep", "--dataset", "digits")
-    before = ws.store_snapshot()
-    proc = torchrun(ws, "--device", "cpu", "--epochs", "1", "--stream", "1")
-    assert proc.returncode != 0 and "--stream does not run under torchrun yet" in proc.stderr
-    assert ws.store_snapshot() == before and runs_of(ws, "train") == []  # (torchrun prints its own traceback)
+    ws.run("data_prep", "--dataset", "digits", "--shard-size", "300")  # train: 5 shards, val 2, test 1
+    streamed = torchrun(ws, "--device", "cpu", "--epochs", "1", "--batch_size", "32", "--checkpoint-every", "0",
+                        "--stream", "1")
+    assert streamed.returncode == 0, streamed.stderr
+    in_memory = torchrun(ws, "--device", "cpu", "--epochs", "1", "--batch_size", "32", "--checkpoint-every", "0")
+    assert in_memory.returncode == 0, in_memory.stderr
+    assert "digits-convnet:v0" in streamed.stdout and "digits-convnet:v0" in in_memory.stdout
+    assert len(ws.versions("digits-convnet")) == 1

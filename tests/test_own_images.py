@@ -124,14 +124,26 @@ def test_cifar10_files_that_fail_torchvision_checks_name_the_fix(tmp_path):
         load_dataset("cifar10", tmp_path, download=False)
 
 
-def test_memory_guard_refuses_before_loading_and_names_the_fixes(workspace):
+def test_disk_guard_refuses_before_decoding_and_names_the_fixes(workspace):
+    """A folder is written a shard at a time (memory holds one), so what it needs is disk: refused
+    before a pixel is decoded when the split's files would not fit."""
     mixed_folder(workspace.path / "pics")
     proc = workspace.run("data_prep", "--dataset", "imagefolder", "--data-dir", "pics", "--image-size", "30000",
                          check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "half of this machine's memory" in proc.stderr
+    assert "on disk" in proc.stderr and "free in" in proc.stderr and "decoding" not in proc.stderr
     assert "--image-size" in proc.stderr and "--fraction" in proc.stderr
     assert workspace.store_snapshot() == {} and workspace.run_dirs() == []
+
+
+def test_memory_guard_refuses_a_downloaded_set_that_would_not_fit_and_names_the_fixes(capsys):
+    """MNIST, CIFAR-10 and their resizes are held whole while written: refused over half of memory."""
+    from app.data import memory
+
+    with pytest.raises(UserError, match="more than half of this machine's memory.*--image-size.*--fraction"):
+        memory.check_fits(70_000, (3000, 3000, 3))
+    assert "train with --stream" in capsys.readouterr().err
+    assert memory.check_fits(10, (28, 28)) == 7840 and "--stream" not in capsys.readouterr().err
 
 
 def test_bad_folders_are_clear_errors_that_log_nothing(workspace):

@@ -11,6 +11,7 @@ from app.models import build_model
 from app.training import engine
 from app.training.config import TrainConfig, from_flags
 from app.training.recipe import make_recipe
+from app.data.shards import ShardedImages
 from app.training.streaming import Stream
 
 CPU = torch.device("cpu")
@@ -42,7 +43,7 @@ def fit(data, epochs=5):
 def test_a_streamed_split_trains_bit_for_bit_as_the_split_in_memory(tmp_path, workers):
     path, images, labels = colour_split(tmp_path)
     in_memory, memory_history = fit(engine.to_tensors(images, labels, CPU, SEEN))
-    streamed_data = Stream(path, labels, CPU, SEEN, workers)
+    streamed_data = Stream(ShardedImages([path]), labels, CPU, SEEN, workers)
     streamed, stream_history = fit(streamed_data)
     a, b = in_memory.state_dict(), streamed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # same batches, values, augmentation and order
@@ -55,7 +56,7 @@ def test_a_streamed_split_trains_bit_for_bit_as_the_split_in_memory(tmp_path, wo
 
 def test_each_rank_streams_only_its_own_share_of_the_batches(tmp_path):
     path, images, labels = colour_split(tmp_path, n=64)
-    stream = Stream(path, labels, CPU, None, 0)
+    stream = Stream(ShardedImages([path]), labels, CPU, None, 0)
     order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
     seen = [torch.cat([l for _, l in stream.batches(order[rank::2], 8)]) for rank in (0, 1)]
     assert torch.equal(seen[0], torch.from_numpy(labels)[order[0::2]]) and len(seen[1]) == 32
@@ -63,14 +64,17 @@ def test_each_rank_streams_only_its_own_share_of_the_batches(tmp_path):
 
 def test_a_damaged_or_mismatched_split_file_is_a_clear_error_naming_it(tmp_path):
     path, images, labels = colour_split(tmp_path, n=20)
-    with pytest.raises(UserError, match="train_images.npy holds 20 images for 19 labels"):
-        Stream(path, labels[:19], CPU, None, 0)
+    with pytest.raises(UserError, match="train_images.npy and the rest of its split hold 20 images for 19 labels"):
+        Stream(ShardedImages([path]), labels[:19], CPU, None, 0)
     path.write_bytes(path.read_bytes()[:200])  # truncated
+    with pytest.raises(UserError, match=r"train_images.npy of the dataset split is 200 bytes where its header says"):
+        ShardedImages([path])
+    path.write_bytes(b"not numpy at all")
     with pytest.raises(UserError, match="train_images.npy of the dataset split cannot be read"):
-        Stream(path, labels, CPU, None, 0)
+        ShardedImages([path])
     np.save(path, images.astype(np.float32))
     with pytest.raises(UserError, match="holds float32"):
-        Stream(path, labels, CPU, None, 0)
+        ShardedImages([path])
 
 
 def test_train_stream_logs_the_very_model_the_in_memory_run_logs(workspace):
@@ -82,7 +86,7 @@ def test_train_stream_logs_the_very_model_the_in_memory_run_logs(workspace):
     assert len(ws.versions("digits-convnet")) == 1
 
 
-def test_evaluation_reads_the_split_by_memory_map_in_chunks(tmp_path, monkeypatch):
+def test_evaluation_reads_the_split_from_its_file_in_chunks(tmp_path, monkeypatch):
     from app.evaluation import inference
 
     path, images, labels = colour_split(tmp_path, n=50)
@@ -90,7 +94,6 @@ def test_evaluation_reads_the_split_by_memory_map_in_chunks(tmp_path, monkeypatc
     model = build_model(recipe)
     whole = inference.probabilities(model, images, CPU, recipe)
     monkeypatch.setattr(inference, "CHUNK", 16)  # 50 images: four chunks
-    mapped = np.load(path, mmap_mode="r")
-    chunked = inference.probabilities(model, mapped, CPU, recipe)
+    chunked = inference.probabilities(model, ShardedImages([path]), CPU, recipe)
     assert chunked.shape == (50, 3) and np.allclose(chunked, whole, atol=1e-6)
     assert inference.probabilities(model, images[:0], CPU, recipe).shape == (0, 3)

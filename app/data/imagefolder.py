@@ -1,9 +1,10 @@
 """A folder of images, one sub-folder per class (torchvision's ImageFolder convention).
 
-Two passes: the first reads only headers (size, colour mode) to choose the channel count,
-check the sizes and guard the memory before any pixel is decoded; the second decodes and
-fits every image into one preallocated uint8 array. Unreadable files are skipped and listed
-(or refused with strict); the class names are the sub-folder names, sorted.
+Two passes: the first (scan_image_folder) reads only headers (size, colour mode) to choose the
+channel count and check the sizes before any pixel is decoded; the second (decode) decodes and
+fits the images a chunk at a time, in a pool of processes when given one, so data_prep writes a
+folder larger than memory shard by shard. Unreadable files are skipped and listed (or refused
+with strict); the class names are the sub-folder names, sorted.
 """
 from __future__ import annotations
 
@@ -46,7 +47,36 @@ def list_files(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     return classes, files
 
 
-def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) -> FolderImages:
+@dataclass
+class FolderScan:
+    """What the headers say, before any pixel is decoded: the readable files and their labels, the
+    channel count and the one size every image is brought to."""
+
+    root: Path
+    files: list[Path]
+    labels: np.ndarray  # int64 (N,)
+    class_names: list[str]
+    channels: int
+    size: tuple[int, int]
+    skipped: list[dict]
+    resized: bool
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (*self.size, self.channels) if self.channels == 3 else tuple(self.size)
+
+    def skip(self, index: int, reason: str) -> None:
+        self.skipped.append({"file": image_files.shown(str(self.files[index].relative_to(self.root))), "reason": reason})
+
+    def warn_skipped(self, strict: bool) -> None:
+        if self.skipped:
+            if strict:
+                raise _strict_refusal(self.skipped, self.root)
+            print(f"warning: {_skipped_text(self.skipped, self.root)} They are listed in the artifact's metadata "
+                  "(skipped_files); --strict refuses instead.", file=sys.stderr)
+
+
+def scan_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) -> FolderScan:
     classes, files = list_files(root)
     headers, skipped = {}, []
     for path, _ in progress(files, len(files), f"reading headers in {root}", unit="files"):
@@ -62,29 +92,58 @@ def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) ->
     if empty:
         raise UserError(f"class folder(s) {', '.join(empty)} in {root} hold no readable image; "
                         "every class needs images (or remove the folder).")
-
     channels = 3 if any(image_files.channels_of_mode(mode) == 3 for _, mode in headers.values()) else 1
-    target = size or _one_size(headers, root)
-    shape = (*target, channels) if channels == 3 else tuple(target)
-    memory.check_fits(len(readable), shape)
+    target = tuple(size or _one_size(headers, root))
+    return FolderScan(root=root, files=[p for p, _ in readable],
+                      labels=np.array([label for _, label in readable], dtype=np.int64), class_names=classes,
+                      channels=channels, size=target, skipped=skipped,
+                      resized=any(size_hw != target for size_hw, _ in headers.values()))
 
-    images = np.empty((len(readable), *shape), dtype=np.uint8)
-    keep = np.ones(len(readable), dtype=bool)
-    for i, (path, _) in enumerate(progress(readable, len(readable), f"loading images from {root}", unit="images")):
+
+def decode(scan: FolderScan, indices: np.ndarray, pool=None) -> tuple[np.ndarray, np.ndarray]:
+    """The images at `indices` of the scan, decoded and fitted (by `pool`'s processes when given),
+    and a mask of those that decoded; the others are added to scan.skipped."""
+    paths = [scan.files[i] for i in indices]
+    tasks = [(paths[i:i + DECODE_BATCH], scan.channels, scan.size) for i in range(0, len(paths), DECODE_BATCH)]
+    results = pool.imap(_decode_batch, tasks) if pool is not None else map(_decode_batch, tasks)
+    images = np.zeros((len(paths), *scan.sample_shape), dtype=np.uint8)
+    keep = np.ones(len(paths), dtype=bool)
+    position = 0
+    for batch in results:
+        for item in batch:
+            if isinstance(item, str):  # readable header, damaged pixels (a truncated file)
+                keep[position] = False
+                scan.skip(int(indices[position]), item)
+            else:
+                images[position] = item
+            position += 1
+    return images, keep
+
+
+DECODE_BATCH = 64  # files per task sent to a decoding process
+
+
+def _decode_batch(task) -> list:
+    """A decoding process's work: each file as a fitted uint8 array, or why it could not be read."""
+    paths, channels, size = task
+    out = []
+    for path in paths:
         try:
-            images[i] = image_files.read_image(path, channels, target)
-        except (OSError, ValueError) as err:  # readable header, damaged pixels (a truncated file)
-            keep[i] = False
-            skipped.append({"file": image_files.shown(str(path.relative_to(root))), "reason": summary(err)})
-    if skipped:
-        if strict:
-            raise _strict_refusal(skipped, root)
-        print(f"warning: {_skipped_text(skipped, root)} They are listed in the artifact's metadata "
-              "(skipped_files); --strict refuses instead.", file=sys.stderr)
-    labels = np.array([label for _, label in readable], dtype=np.int64)
-    return FolderImages(images=images[keep] if not keep.all() else images, labels=labels[keep],
-                        class_names=classes, skipped=skipped,
-                        resized=any(size_hw != tuple(target) for size_hw, _ in headers.values()))
+            out.append(image_files.read_image(path, channels, size))
+        except (OSError, ValueError) as err:
+            out.append(summary(err))
+    return out
+
+
+def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) -> FolderImages:
+    """The whole folder in memory (data_prep writes folders through scan_image_folder and decode,
+    a shard at a time)."""
+    scan = scan_image_folder(root, size, strict)
+    memory.check_fits(len(scan.files), scan.sample_shape)
+    images, keep = decode(scan, np.arange(len(scan.files)))
+    scan.warn_skipped(strict)
+    return FolderImages(images=images[keep] if not keep.all() else images, labels=scan.labels[keep],
+                        class_names=scan.class_names, skipped=scan.skipped, resized=scan.resized)
 
 
 def _one_size(headers: dict, root: Path) -> tuple[int, int]:

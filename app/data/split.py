@@ -38,32 +38,37 @@ def check_sizes(sizes: list[int]) -> tuple[int, int, int]:
 
 def stratified_split(raw: RawDataset, fraction: float, sizes: tuple[int, int, int], seed: int) -> Split:
     """Sample `fraction` percent of the set per class, then split it by `sizes` per class."""
+    chosen = split_indices(raw.labels, raw.class_names, fraction, sizes, seed)
+    return Split(images={s: raw.images[chosen[s]] for s in SPLITS}, labels={s: raw.labels[chosen[s]] for s in SPLITS},
+                 class_names=raw.class_names)
+
+
+def split_indices(labels: np.ndarray, class_names: list[str], fraction: float, sizes: tuple[int, int, int],
+                  seed: int) -> dict[str, np.ndarray]:
+    """The positions of each split's images among `labels`: the sample and split of stratified_split,
+    decided from the labels alone, so a folder too large for memory is split before any image is
+    decoded. (scikit-learn's shuffle depends only on the labels and the seed, so splitting the
+    positions and splitting the images give the same split.)"""
     # Imported here: scikit-learn costs 1.3 s, and training only reads splits (via Split).
     from sklearn.model_selection import train_test_split
 
-    images, labels = raw.images, raw.labels
-    check_per_class(labels, raw.class_names, fraction, sizes)
+    check_per_class(labels, class_names, fraction, sizes)
+    positions = np.arange(len(labels))
     if fraction < 100:
         keep = int(round(len(labels) * fraction / 100))
         try:
-            _, images, _, labels = train_test_split(images, labels, test_size=keep, stratify=labels, random_state=seed)
+            _, positions = train_test_split(positions, test_size=keep, stratify=labels, random_state=seed)
         except ValueError as err:
             raise UserError(f"--fraction {fraction} leaves too few images per class to stratify ({err}).") from err
     train_pct, val_pct, test_pct = sizes
     try:
-        train_x, rest_x, train_y, rest_y = train_test_split(
-            images, labels, train_size=train_pct / 100, stratify=labels, random_state=seed
-        )
-        val_x, test_x, val_y, test_y = train_test_split(
-            rest_x, rest_y, train_size=val_pct / (val_pct + test_pct), stratify=rest_y, random_state=seed
-        )
+        train, rest = train_test_split(positions, train_size=train_pct / 100, stratify=labels[positions],
+                                       random_state=seed)
+        val, test = train_test_split(rest, train_size=val_pct / (val_pct + test_pct), stratify=labels[rest],
+                                     random_state=seed)
     except ValueError as err:
         raise UserError(f"the sample is too small to split {sizes} per class ({err}); raise --fraction.") from err
-    return Split(
-        images={"train": train_x, "val": val_x, "test": test_x},
-        labels={"train": train_y, "val": val_y, "test": test_y},
-        class_names=raw.class_names,
-    )
+    return {"train": train, "val": val, "test": test}
 
 
 def check_per_class(labels: np.ndarray, class_names: list[str], fraction: float, sizes: tuple[int, int, int]) -> None:
@@ -84,10 +89,25 @@ def check_per_class(labels: np.ndarray, class_names: list[str], fraction: float,
 
 def cross_split_duplicates(split: Split) -> int:
     """Images of val or test that also appear byte-for-byte in an earlier split (leakage)."""
-    seen: set[bytes] = set()
-    duplicates = 0
+    counter = DuplicateCounter()
     for name in SPLITS:
-        hashes = [hashlib.blake2b(img.tobytes(), digest_size=16).digest() for img in split.images[name]]
-        duplicates += sum(h in seen for h in hashes)
-        seen.update(hashes)
-    return duplicates
+        counter.add(name, split.images[name])
+    return counter.duplicates
+
+
+class DuplicateCounter:
+    """cross_split_duplicates over images that arrive in chunks, split after split (train, val, test):
+    an image counts when it appeared in an earlier split; 16 bytes of hash per image are kept."""
+
+    def __init__(self):
+        self.duplicates = 0
+        self._seen: set[bytes] = set()  # hashes of the splits before the current one
+        self._current: tuple[str, set[bytes]] = ("", set())
+
+    def add(self, split: str, images) -> None:
+        if split != self._current[0]:
+            self._seen |= self._current[1]
+            self._current = (split, set())
+        hashes = [hashlib.blake2b(np.ascontiguousarray(img).tobytes(), digest_size=16).digest() for img in images]
+        self.duplicates += sum(h in self._seen for h in hashes)
+        self._current[1].update(hashes)

@@ -1,55 +1,125 @@
-"""A split on disk: one .npy per array plus classes.json, written byte-for-byte reproducibly.
+"""A split on disk, written byte-for-byte reproducibly, so the same split gives the same W&B digest
+and no new artifact version (np.save is deterministic; np.savez is not: its zip entries carry the
+current time).
 
-np.save is deterministic (np.savez is not: its zip entries carry the current time), so the
-same split gives the same W&B digest and no new artifact version.
+Two layouts, both plain .npy files of uint8 images that numpy reads by itself:
+- one file per split: `{split}_images.npy`, `{split}_labels.npy`, `classes.json`: every split
+  that fits in one shard (SHARD_BYTES, or --shard-size images), as earlier versions wrote it;
+- shards, when a split is larger: `{split}_images_{k:05d}.npy` of `shard_size` images each (the
+  last one shorter), the same labels files, and `shards.json` listing each split's shards and
+  their image counts. Shards are .npy rather than tar (WebDataset) or encoded images: training
+  reads them in the engine's own shuffled order by positioned reads (app/data/shards.py), which a
+  sequential tar cannot give without a shuffle buffer, and nothing is decoded twice per epoch.
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
-from app.data.split import SPLITS, Split
+from app.data.preprocessing import ChannelStats
+from app.data.shards import ShardedImages
+from app.data.split import SPLITS, DuplicateCounter, Split
 from app.errors import UserError
 
 CLASSES_FILE = "classes.json"
+SHARDS_FILE = "shards.json"
+SHARD_BYTES = 256 * 2**20  # images per shard by default: as many as fit in 256 MiB
 
 
-def split_file_names() -> list[str]:
-    return [f"{s}_{kind}.npy" for s in SPLITS for kind in ("images", "labels")] + [CLASSES_FILE]
+def shard_size_for(sample_shape: tuple[int, ...], requested: int | None = None) -> int:
+    """Images per shard: `requested` (--shard-size), else as many as fit in SHARD_BYTES."""
+    return requested or max(1, SHARD_BYTES // math.prod(sample_shape))
 
 
-def write_split(split: Split, folder: Path) -> dict[str, Path]:
-    """Write the split; returns {name inside the artifact: path}."""
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for s in SPLITS:
-        for kind, array in (("images", split.images[s]), ("labels", split.labels[s])):
-            path = folder / f"{s}_{kind}.npy"
-            np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+class SplitWriter:
+    """Writes a split into `folder` chunk by chunk (each chunk at most `shard_size` images, one
+    shard each when `sharded`), counting as it goes what data_prep records: the training split's
+    channel statistics and the images of val/test that repeat an earlier split."""
+
+    def __init__(self, folder: Path, class_names: list[str], shard_size: int, sharded: bool):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.class_names, self.shard_size, self.sharded = folder, class_names, shard_size, sharded
+        self.shards: dict[str, list[dict]] = {s: [] for s in SPLITS}
+        self.labels: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+        self.stats, self.duplicates = ChannelStats(), DuplicateCounter()
+
+    def add(self, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+        if len(images) > self.shard_size or (self.shards[split] and not self.sharded):
+            raise ValueError("a chunk must fit one shard; a split without shards takes one chunk")
+        if split == "train":
+            self.stats.add(images)
+        self.duplicates.add(split, images)
+        k = len(self.shards[split])
+        name = f"{split}_images_{k:05d}.npy" if self.sharded else f"{split}_images.npy"
+        np.save(self.folder / name, np.ascontiguousarray(images), allow_pickle=False)
+        self.shards[split].append({"file": name, "images": int(len(images))})
+        self.labels[split].append(np.asarray(labels, dtype=np.int64))
+
+    def close(self) -> dict[str, Path]:
+        """The labels, classes and shard list written; returns {name inside the artifact: path}."""
+        files = {}
+        for s in SPLITS:
+            if not self.shards[s]:
+                raise UserError(f"no image of the {s} split could be read; see the files listed above.")
+            for entry in self.shards[s]:
+                files[entry["file"]] = self.folder / entry["file"]
+            path = self.folder / f"{s}_labels.npy"
+            np.save(path, np.concatenate(self.labels[s]), allow_pickle=False)
             files[path.name] = path
-    classes = folder / CLASSES_FILE
-    classes.write_text(json.dumps(split.class_names), encoding="utf-8")
-    files[CLASSES_FILE] = classes
-    return files
+        (self.folder / CLASSES_FILE).write_text(json.dumps(self.class_names), encoding="utf-8")
+        files[CLASSES_FILE] = self.folder / CLASSES_FILE
+        if self.sharded:
+            (self.folder / SHARDS_FILE).write_text(json.dumps(
+                {"shard_size": self.shard_size, "splits": self.shards}, indent=1, sort_keys=True), encoding="utf-8")
+            files[SHARDS_FILE] = self.folder / SHARDS_FILE
+        return files
 
 
-def images_file(folder: Path, split: str) -> Path:
-    return folder / f"{split}_images.npy"
+def write_split(split: Split, folder: Path, shard_size: int | None = None) -> tuple[dict[str, Path], SplitWriter]:
+    """Write an in-memory split (shards when a split holds more than a shard); returns
+    ({name inside the artifact: path}, the writer with its statistics)."""
+    size = shard_size_for(split.images["train"].shape[1:], shard_size)
+    writer = SplitWriter(folder, split.class_names, size, sharded=any(len(split.labels[s]) > size for s in SPLITS))
+    for s in SPLITS:
+        for start in range(0, len(split.labels[s]), size):
+            writer.add(s, split.images[s][start:start + size], split.labels[s][start:start + size])
+    return writer.close(), writer
+
+
+def image_files(folder: Path, split: str) -> list[Path]:
+    """The files holding a split's images, in order: its shards, or its one file."""
+    listing = folder / SHARDS_FILE
+    if not listing.is_file():
+        return [folder / f"{split}_images.npy"]
+    try:
+        entries = json.loads(listing.read_text(encoding="utf-8"))["splits"][split]
+        return [folder / entry["file"] for entry in entries]
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{SHARDS_FILE} in {folder} cannot be read ({err}); log the split again.") from err
 
 
 def read_split(folder: Path, mapped: bool = False) -> Split:
-    """Read a split written by write_split; a wrong or damaged folder is a clear error. `mapped`:
-    the images by memory map, read from disk only where they are used."""
-    missing = [n for n in split_file_names() if not (folder / n).is_file()]
+    """Read a split written by SplitWriter; a wrong or damaged folder is a clear error that names
+    the file. `mapped`: the images as app/data/shards.ShardedImages, read from disk only where they
+    are used (a split may exceed memory); otherwise held in memory as one array."""
+    listed = [f"{s}_labels.npy" for s in SPLITS] + [CLASSES_FILE]
+    missing = [n for n in listed if not (folder / n).is_file()] + \
+              [f.name for s in SPLITS for f in image_files(folder, s) if not f.is_file()]
     if missing:
         raise UserError(f"{folder} is not a dataset split (missing {', '.join(missing)}); pass a `<dataset>-split` ref.")
     try:
-        images = {s: np.load(images_file(folder, s), mmap_mode="r" if mapped else None, allow_pickle=False)
-                  for s in SPLITS}
         labels = {s: np.load(folder / f"{s}_labels.npy", allow_pickle=False) for s in SPLITS}
         names = json.loads((folder / CLASSES_FILE).read_text(encoding="utf-8"))
     except (ValueError, OSError) as err:
         raise UserError(f"the dataset files in {folder} cannot be read ({err}); log the split again.") from err
+    images = {}
+    for s in SPLITS:
+        view = ShardedImages(image_files(folder, s))
+        if len(view) != len(labels[s]):
+            raise UserError(f"the {s} split in {folder} holds {len(view)} images for {len(labels[s])} labels; "
+                            "log the split again.")
+        images[s] = view if mapped else view[:]
     return Split(images=images, labels=labels, class_names=names)

@@ -44,6 +44,9 @@ def parse_args(argv=None):
                         "cropped (default: the images' own size when they all share it)")
     p.add_argument("--strict", action="store_true",
                    help="imagefolder: refuse when a file cannot be read, instead of skipping and listing it")
+    p.add_argument("--shard-size", type=positive_int, default=None, metavar="IMAGES",
+                   help="images per shard file when a split is larger (default: as many as fit in 256 MiB); a "
+                        "split that fits in one shard is one file")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                    help="download mnist / fashion_mnist / cifar10 into --data-dir when the files are missing "
                         "(independent of the W&B mode: offline W&B is not 'no network')")
@@ -64,15 +67,12 @@ def main(argv=None) -> None:
 
     sizes = check_sizes(args.train_val_test_size)
     fraction = args.fraction if args.fraction is not None else (100.0 if args.dataset in FULL_BY_DEFAULT else 10.0)
-    data_dir = args.data_dir or Path("data")
-    name = args.name or (names.name_from_folder(data_dir.resolve().name) if args.dataset == "imagefolder"
+    name = args.name or (names.name_from_folder(args.data_dir.resolve().name) if args.dataset == "imagefolder"
                          else args.dataset)
 
     from app.data import plots
-    from app.data.preprocessing import channel_stats
-    from app.data.sources import load_dataset
-    from app.data.split import SPLITS, cross_split_duplicates, stratified_split
-    from app.data.split_files import write_split
+    from app.data.prepare import prepare, report_duplicates
+    from app.data.split import SPLITS
     from app.tracking import backend, start_run
 
     config = {"dataset": name, "source": args.dataset, "fraction": fraction, "train_val_test_size": list(sizes),
@@ -80,63 +80,60 @@ def main(argv=None) -> None:
     # Online: a bad key or no network fails now, before a large folder is read; offline: a store
     # that cannot be written.
     backend().check_writable()
-    # Loading and splitting come before the run, so bad data (mixed sizes, corrupt files with
-    # --strict, too few images) leaves no failed run behind.
-    print(f"loading {args.dataset} ...", file=sys.stderr)
-    raw = load_dataset(args.dataset, data_dir, download=args.download, image_size=args.image_size,
-                       strict=args.strict, dataset_name=name)
-    split = stratified_split(raw, fraction, sizes, args.seed)
-    duplicates = cross_split_duplicates(split)
-    if duplicates:
-        print(f"warning: {duplicates} image(s) in val/test also appear in an earlier split.", file=sys.stderr)
-    mean, std = channel_stats(split.images["train"])
+    with tempfile.TemporaryDirectory(prefix="data_prep-") as tmp:
+        # Reading, splitting and writing the files come before the run, so bad data (mixed sizes,
+        # corrupt files with --strict, too few images) leaves no failed run behind.
+        print(f"loading {args.dataset} ...", file=sys.stderr)
+        prepared = prepare(args, name, fraction, sizes, Path(tmp))
+        split = prepared.split
+        report_duplicates(prepared)
 
-    with start_run("data_prep", config) as run:
+        with start_run("data_prep", config) as run:
+            counts = split.class_counts()
+            run.log({
+                "label_distribution": run.image(plots.label_distribution(counts, split.class_names)),
+                "label_counts": run.table(
+                    ["label", "class", *SPLITS],
+                    [[i, class_name, *(counts[s][i] for s in SPLITS)] for i, class_name in enumerate(split.class_names)],
+                ),
+                "gallery": run.table(["split", "label", "class", "image"], gallery_rows(run, split)),
+            })
 
-        counts = split.class_counts()
-        run.log({
-            "label_distribution": run.image(plots.label_distribution(counts, split.class_names)),
-            "label_counts": run.table(
-                ["label", "class", *SPLITS],
-                [[i, class_name, *(counts[s][i] for s in SPLITS)] for i, class_name in enumerate(split.class_names)],
-            ),
-            "gallery": run.table(["split", "label", "class", "image"], gallery_rows(run, split)),
-        })
-
-        shape = list(split.images["train"].shape[1:])
-        metadata = {
-            "dataset": name,
-            "source": raw.source,
-            "fraction": fraction,
-            "train_val_test_size": list(sizes),
-            "seed": args.seed,
-            "split_sizes": split.sizes(),
-            "class_counts": counts,
-            "class_names": split.class_names,
-            "image_shape": shape,  # (H, W) for greyscale, (H, W, C) for colour, as the arrays are stored
-            "image_size": shape[:2],
-            "channels": raw.channels,
-            "mean": mean,  # per channel, of the training split, pixels in [0, 1]: the models' normalisation
-            "std": std,
-            "resize": raw.resize,
-            "light_on_dark": raw.light_on_dark,
-            # train.py's default --augment: shifted or mirrored digits are other digits (or none)
-            "augment": "none" if raw.light_on_dark else "crop-flip",
-            "skipped_files": raw.skipped,
-            "dtype": "uint8",
-            "duplicates_across_splits": duplicates,
-        }
-        with tempfile.TemporaryDirectory() as tmp:
-            files = write_split(split, Path(tmp))
-            logged = run.log_artifact(names.dataset_artifact(name), names.DATASET_TYPE, files, metadata)
-        run.summary({"split_sizes": split.sizes(), "duplicates_across_splits": duplicates,
-                     "skipped_files": len(raw.skipped)})
+            shape = list(split.images["train"].shape[1:])
+            metadata = {
+                "dataset": name,
+                "source": prepared.source,
+                "fraction": fraction,
+                "train_val_test_size": list(sizes),
+                "seed": args.seed,
+                "split_sizes": split.sizes(),
+                "class_counts": counts,
+                "class_names": split.class_names,
+                "image_shape": shape,  # (H, W) for greyscale, (H, W, C) for colour, as the arrays are stored
+                "image_size": shape[:2],
+                "channels": prepared.channels,
+                "mean": prepared.mean,  # per channel, of the training split, pixels in [0, 1]: the models' normalisation
+                "std": prepared.std,
+                "resize": prepared.resize,
+                "light_on_dark": prepared.light_on_dark,
+                # train.py's default --augment: shifted or mirrored digits are other digits (or none)
+                "augment": "none" if prepared.light_on_dark else "crop-flip",
+                "skipped_files": prepared.skipped,
+                "dtype": "uint8",
+                "duplicates_across_splits": prepared.duplicates,
+            }
+            if prepared.shard_size:  # recorded only when sharded: a one-file split's metadata is as before
+                metadata["shard_size"] = prepared.shard_size
+            logged = run.log_artifact(names.dataset_artifact(name), names.DATASET_TYPE, prepared.files, metadata)
+            run.summary({"split_sizes": split.sizes(), "duplicates_across_splits": prepared.duplicates,
+                         "skipped_files": len(prepared.skipped)})
 
     sizes_text = ", ".join(f"{s} {n}" for s, n in split.sizes().items())
-    channels = "greyscale" if raw.channels == 1 else f"{raw.channels} channels"
+    channels = "greyscale" if prepared.channels == 1 else f"{prepared.channels} channels"
+    shards = f"; shards of {prepared.shard_size} images" if prepared.shard_size else ""
     print(f"dataset artifact: {logged.ref}  (digest {logged.digest}; {sizes_text}; "
-          f"{'x'.join(map(str, shape[:2]))} {channels}; {len(split.class_names)} classes; "
-          f"{duplicates} cross-split duplicates; {len(raw.skipped)} unreadable files skipped)")
+          f"{'x'.join(map(str, shape[:2]))} {channels}; {len(split.class_names)} classes{shards}; "
+          f"{prepared.duplicates} cross-split duplicates; {len(prepared.skipped)} unreadable files skipped)")
 
 
 def gallery_rows(run, split) -> list[list]:

@@ -93,11 +93,6 @@ def main(argv=None) -> None:
     if (args.retrain or args.tune or args.resume is not None) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("--retrain, --tune and --resume run as one process; under torchrun, run plain training "
                         "(a sweep's trials can be torchrun jobs: see the README's torchrun section).")
-    if args.stream is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # One run of the torchrun test (2 gloo ranks, a forked DataLoader worker each) hung past
-        # 600 s in four; until that is understood, no torchrun job is left to hang silently.
-        raise UserError("--stream does not run under torchrun yet; run it as one process, or train under "
-                        "torchrun without --stream.")
     if args.retrain:
         return retrain(args, settings)
     if args.resume is not None:

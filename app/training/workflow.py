@@ -15,8 +15,9 @@ from typing import Callable
 import torch
 
 from app import names
+from app.data import memory
 from app.data.preprocessing import of_recipe
-from app.data.split_files import images_file, read_split
+from app.data.split_files import read_split
 from app.errors import UserError
 from app.models import build_model, load_pretrained
 from app.training import distributed, engine
@@ -56,14 +57,16 @@ class TrainingData:
 
 def load_training_data(dataset_version, device, preprocessing: dict, stream: int | None = None) -> TrainingData:
     """The split in memory on the device, or with `stream` (DataLoader workers) read from its
-    files batch by batch (app/training/streaming.py): only the labels are loaded."""
-    split = read_split(dataset_version.path, mapped=stream is not None)
-    if stream is None:
-        parts = {s: engine.to_tensors(split.images[s], split.labels[s], device, preprocessing) for s in ("train", "val")}
+    files (one per split, or shards) batch by batch (app/training/streaming.py): only the labels
+    are loaded."""
+    split = read_split(dataset_version.path, mapped=True)  # the files' headers checked, nothing read yet
+    if stream is None:  # the fast path, where the split fits
+        memory.check_training_fits({s: split.images[s].shape for s in ("train", "val")}, torch.device(device))
+        parts = {s: engine.to_tensors(split.images[s][:], split.labels[s], device, preprocessing) for s in ("train", "val")}
     else:
         from app.training.streaming import Stream
 
-        parts = {s: Stream(images_file(dataset_version.path, s), split.labels[s], device, preprocessing, stream)
+        parts = {s: Stream(split.images[s], split.labels[s], device, preprocessing, stream)
                  for s in ("train", "val")}
     return TrainingData(train=parts["train"], val=parts["val"], num_classes=len(split.class_names))
 

@@ -1,0 +1,97 @@
+"""data_prep's work: a source read, sampled, split and written as the dataset artifact's files,
+before any run starts (bad data leaves no failed run behind).
+
+A downloaded set (digits, MNIST, Fashion-MNIST, CIFAR-10) is small and loaded whole. An image
+folder may be larger than memory: its headers are read, the split is chosen from the labels
+alone (app/data/split.py's split_indices), then the images are decoded a shard at a time by a pool
+of processes and written (app/data/split_files.py), so memory holds one shard whatever the folder's
+size. The training split's statistics and the cross-split duplicates are counted as the shards
+pass, the same way for both.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.data import image_files, memory
+from app.data.split import SPLITS, Split, split_indices, stratified_split
+from app.data.split_files import SplitWriter, read_split, shard_size_for, write_split
+from app.progress import progress
+
+POOL_FROM = 2000  # images: below this, a pool's start costs more than it saves
+
+
+@dataclass
+class PreparedSplit:
+    files: dict[str, Path]  # name inside the artifact -> path
+    split: Split  # the written split, read back by ShardedImages (nothing held in memory)
+    mean: list[float]
+    std: list[float]
+    duplicates: int
+    source: str
+    channels: int
+    resize: str | None
+    light_on_dark: bool
+    shard_size: int | None  # images per shard when the split was sharded
+    skipped: list[dict] = field(default_factory=list)
+
+
+def prepare(args, name: str, fraction: float, sizes: tuple[int, int, int], folder: Path) -> PreparedSplit:
+    """Read `args.dataset` as data_prep's flags say, split it and write it into `folder`."""
+    if args.dataset == "imagefolder":
+        return _prepare_folder(args, fraction, sizes, folder)
+    from app.data.sources import load_dataset
+
+    raw = load_dataset(args.dataset, args.data_dir or Path("data"), download=args.download,
+                       image_size=args.image_size, strict=args.strict, dataset_name=name)
+    files, writer = write_split(stratified_split(raw, fraction, sizes, args.seed), folder, args.shard_size)
+    return _prepared(files, folder, writer, source=raw.source, channels=raw.channels, resize=raw.resize,
+                     light_on_dark=raw.light_on_dark, skipped=raw.skipped)
+
+
+def _prepare_folder(args, fraction: float, sizes: tuple[int, int, int], folder: Path) -> PreparedSplit:
+    from app.data.imagefolder import decode, scan_image_folder
+
+    root = Path(args.data_dir)
+    scan = scan_image_folder(root, args.image_size, args.strict)
+    chosen = split_indices(scan.labels, scan.class_names, fraction, sizes, args.seed)
+    total = sum(len(chosen[s]) for s in SPLITS)
+    memory.check_fits(total, scan.sample_shape, refuse=False)
+    image_bytes = int(np.prod(scan.sample_shape))
+    memory.check_disk(total * image_bytes, folder, f"{total} images of {'x'.join(map(str, scan.sample_shape))}")
+
+    shard_size = shard_size_for(scan.sample_shape, args.shard_size)
+    writer = SplitWriter(folder, scan.class_names, shard_size, sharded=any(len(chosen[s]) > shard_size for s in SPLITS))
+    chunks = [(s, chosen[s][start:start + shard_size]) for s in SPLITS for start in range(0, len(chosen[s]), shard_size)]
+    workers = min(os.cpu_count() or 1, 8) if total >= POOL_FROM else 0
+    # spawn, not fork: online, W&B's threads may already run in this process
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers else None
+    try:
+        for s, indices in progress(chunks, len(chunks), f"decoding {total} images from {root}"
+                                   f"{f' in {workers} processes' if workers else ''}", unit="shards"):
+            images, keep = decode(scan, indices, pool)
+            writer.add(s, images[keep] if not keep.all() else images, scan.labels[indices][keep])
+    finally:
+        if pool is not None:
+            pool.terminate()
+    scan.warn_skipped(args.strict)
+    return _prepared(writer.close(), folder, writer, source=f"image folder {root.name}", channels=scan.channels,
+                     resize=image_files.RESIZE_RULE if scan.resized else None, light_on_dark=False,
+                     skipped=scan.skipped)
+
+
+def _prepared(files, folder, writer: SplitWriter, **described) -> PreparedSplit:
+    mean, std = writer.stats.result()
+    return PreparedSplit(files=files, split=read_split(folder, mapped=True), mean=mean, std=std,
+                         duplicates=writer.duplicates.duplicates,
+                         shard_size=writer.shard_size if writer.sharded else None, **described)
+
+
+def report_duplicates(prepared: PreparedSplit) -> None:
+    if prepared.duplicates:
+        print(f"warning: {prepared.duplicates} image(s) in val/test also appear in an earlier split.", file=sys.stderr)

@@ -1,0 +1,215 @@
+"""Sharded dataset splits (#22): shards round-trip, are deterministic, read as one array, name a
+damaged shard, and go through data_prep, train (in memory and --stream) and evaluate."""
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.data.imagefolder import decode, scan_image_folder
+from app.data.preprocessing import channel_stats
+from app.data.shards import ShardedImages
+from app.data.sources import RawDataset, load_digits_28
+from app.data.split import SPLITS, cross_split_duplicates, split_indices, stratified_split
+from app.data.split_files import SHARDS_FILE, read_split, write_split
+from app.errors import UserError
+
+
+def shard_files(tmp_path, sizes=(5, 7, 1, 6), shape=(4, 3, 3)):
+    rng = np.random.default_rng(0)
+    whole = rng.integers(0, 256, (sum(sizes), *shape)).astype(np.uint8)
+    files, start = [], 0
+    for k, n in enumerate(sizes):
+        files.append(tmp_path / f"part_{k}.npy")
+        np.save(files[-1], whole[start:start + n])
+        start += n
+    return files, whole
+
+
+def test_sharded_images_index_like_the_array_they_split(tmp_path):
+    files, whole = shard_files(tmp_path)
+    view = ShardedImages(files)
+    assert len(view) == 19 and view.shape == whole.shape and view.ndim == 4 and view.dtype == np.uint8
+    assert np.array_equal(view[:], whole) and np.array_equal(np.asarray(view), whole)
+    for key in (0, 5, 12, 18, -1, -19):
+        assert np.array_equal(view[key], whole[key])
+    for key in (slice(3, 14), slice(4, 5), slice(12, 13), slice(0, 0), slice(17, 100), slice(1, 18, 4), slice(None, None, -3)):
+        assert np.array_equal(view[key], whole[key]), key
+    order = np.random.default_rng(1).integers(0, 19, 40)  # any order, repeats
+    assert np.array_equal(view[order], whole[order]) and np.array_equal(view.take(order), whole[order])
+    mask = np.arange(19) % 3 == 0
+    assert np.array_equal(view[mask], whole[mask])
+    with pytest.raises(IndexError):
+        view[19]
+    with pytest.raises(IndexError):
+        view[np.array([3, 19])]
+    view[0]  # descriptors opened
+    copy = pickle.loads(pickle.dumps(view))  # as a DataLoader worker receives it: the file list
+    assert len(pickle.dumps(view)) < 2000 and np.array_equal(copy[order], whole[order])
+
+
+def test_a_damaged_or_foreign_shard_is_named(tmp_path):
+    files, whole = shard_files(tmp_path)
+    files[2].write_bytes(files[2].read_bytes()[:-1])
+    with pytest.raises(UserError, match="part_2.npy of the dataset split is .* bytes where its header says"):
+        ShardedImages(files)
+    np.save(files[2], whole[:1, :2])  # another image size
+    with pytest.raises(UserError, match=r"part_2.npy of the dataset split holds images of \(2, 3, 3\)"):
+        ShardedImages(files)
+    files[2].unlink()
+    with pytest.raises(UserError, match="part_2.npy of the dataset split cannot be read"):
+        ShardedImages(files)
+
+
+def digits_split(seed=3):
+    return stratified_split(load_digits_28(), 100, (70, 20, 10), seed=seed)
+
+
+def test_shards_round_trip_deterministically_and_count_as_one_file_does(tmp_path):
+    split = digits_split()
+    one_file, whole = write_split(split, tmp_path / "one")
+    sharded, writer = write_split(split, tmp_path / "sharded", shard_size=100)
+    assert sorted(one_file) == sorted([f"{s}_{k}.npy" for s in SPLITS for k in ("images", "labels")] + ["classes.json"])
+    listing = json.loads((tmp_path / "sharded" / SHARDS_FILE).read_text())
+    assert listing["shard_size"] == 100
+    assert [e["images"] for e in listing["splits"]["train"]] == [100] * 12 + [57]
+    assert [e["file"] for e in listing["splits"]["test"]] == ["test_images_00000.npy", "test_images_00001.npy"]
+    assert set(sharded) == {SHARDS_FILE, "classes.json"} | {f"{s}_labels.npy" for s in SPLITS} | \
+        {e["file"] for s in SPLITS for e in listing["splits"][s]}
+    for mapped in (False, True):
+        back = read_split(tmp_path / "sharded", mapped=mapped)
+        assert isinstance(back.images["train"], ShardedImages if mapped else np.ndarray)
+        for s in SPLITS:
+            assert np.array_equal(back.images[s][:], split.images[s]) and np.array_equal(back.labels[s], split.labels[s])
+    # the statistics and the duplicate count, counted shard by shard, are the whole split's
+    assert writer.stats.result() == whole.stats.result() == channel_stats(split.images["train"])
+    assert writer.duplicates.duplicates == whole.duplicates.duplicates == cross_split_duplicates(split)
+    again, _ = write_split(digits_split(), tmp_path / "again", shard_size=100)
+    assert {n: p.read_bytes() for n, p in again.items()} == {n: p.read_bytes() for n, p in sharded.items()}
+
+
+def test_duplicates_are_counted_across_shards_as_across_one_file():
+    split = digits_split()
+    split.images["val"][:4] = split.images["train"][:4]
+    split.images["test"][7] = split.images["train"][900]  # in train's last shard
+    split.images["test"][8] = split.images["test"][9]  # within one split: not leakage
+    from app.data.split import DuplicateCounter
+
+    counter = DuplicateCounter()
+    for s in SPLITS:
+        for start in range(0, len(split.labels[s]), 50):
+            counter.add(s, split.images[s][start:start + 50])
+    assert counter.duplicates == cross_split_duplicates(split) == 5
+
+
+def test_splitting_positions_splits_the_images_the_same_way():
+    raw = load_digits_28()
+    for fraction in (100, 40):
+        chosen = split_indices(raw.labels, raw.class_names, fraction, (70, 20, 10), seed=4)
+        by_images = stratified_split(RawDataset("d", raw.images, raw.labels, raw.class_names, "x"), fraction,
+                                     (70, 20, 10), seed=4)
+        for s in SPLITS:
+            assert np.array_equal(raw.images[chosen[s]], by_images.images[s])
+
+
+def colour_folder(root, per_class=40, seed=0):
+    """Three classes of colour PNGs of mixed sizes (the brightest channel is the class), one with
+    a readable header and damaged pixels."""
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(("red", "green", "blue")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            h, w = rng.integers(14, 30, 2)
+            pixels = rng.integers(0, 120, (h, w, 3)).astype(np.uint8)
+            pixels[..., c] += 120
+            Image.fromarray(pixels).save(root / name / f"{i:03d}.png")
+    Image.open(root / "green" / "000.png").save(root / "green" / "truncated.jpg", quality=90)
+    good = (root / "green" / "truncated.jpg").read_bytes()
+    (root / "green" / "truncated.jpg").write_bytes(good[:len(good) // 2])  # a header, half the pixels
+
+
+def test_a_pool_of_processes_decodes_as_this_process_does(tmp_path):
+    colour_folder(tmp_path / "pics")
+    scan = scan_image_folder(tmp_path / "pics", (12, 12), strict=False)
+    indices = np.arange(len(scan.files))[::-1]
+    alone, keep_alone = decode(scan, indices)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pooled, keep_pooled = decode(scan, indices, pool)
+    assert np.array_equal(alone, pooled) and np.array_equal(keep_alone, keep_pooled)
+    assert (~keep_alone).sum() == 1 and [s["file"] for s in scan.skipped] == ["green/truncated.jpg"] * 2
+
+
+def artifact_files(ws, collection, version=-1):
+    entry = ws.versions(collection)[version]
+    return entry, ws.store / "objects" / entry["digest"]
+
+
+def test_a_sharded_folder_split_trains_streams_and_evaluates_as_one_file(workspace):
+    """data_prep writes the folder as shards (same images, labels and statistics as one file per
+    split, the same version when run again), train reads them in memory and with --stream to the
+    same model, evaluate's tables cover every image, predict reads a shard file, and a damaged
+    shard stops train and evaluate with its name."""
+    ws = workspace
+    colour_folder(ws.path / "pics")
+    ws.run("data_prep", "--dataset", "imagefolder", "--data-dir", "pics", "--image-size", "12", "--name", "single")
+    out = ws.run("data_prep", "--dataset", "imagefolder", "--data-dir", "pics", "--image-size", "12",
+                 "--shard-size", "16").stdout
+    assert "pics-split:v0" in out and "shards of 16 images" in out
+    single, single_dir = artifact_files(ws, "single-split")
+    sharded, sharded_dir = artifact_files(ws, "pics-split")
+    assert len(list(sharded_dir.glob("train_images_*.npy"))) == 6  # 83 training images
+    a, b = read_split(single_dir), read_split(sharded_dir)
+    for s in SPLITS:
+        assert np.array_equal(a.images[s], b.images[s]) and np.array_equal(a.labels[s], b.labels[s])
+    same_keys = ("split_sizes", "class_counts", "mean", "std", "image_shape", "skipped_files", "duplicates_across_splits")
+    assert {k: single["metadata"][k] for k in same_keys} == {k: sharded["metadata"][k] for k in same_keys}
+    assert sharded["metadata"]["shard_size"] == 16 and "shard_size" not in single["metadata"]
+    assert [s["file"] for s in sharded["metadata"]["skipped_files"]] == ["green/truncated.jpg"]
+    again = ws.run("data_prep", "--dataset", "imagefolder", "--data-dir", "pics", "--image-size", "12",
+                   "--shard-size", "16").stdout
+    assert "pics-split:v0" in again and len(ws.versions("pics-split")) == 1  # deterministic: same digest
+
+    flags = ("--dataset", "pics", "--epochs", "4", "--checkpoint-every", "0")
+    assert "pics-convnet:v0" in ws.run("train", *flags).stdout
+    assert "pics-convnet:v0" in ws.run("train", *flags, "--stream", "1").stdout  # the same files, bit for bit
+    ws.run("registry", "link", "pics-convnet:v0", "pics-convnet", "--alias", "to_evaluate")
+    out = ws.run("evaluate", "--dataset", "pics").stdout
+    evaluation, evaluation_dir = artifact_files(ws, "pics-convnet-evaluation")
+    for s in ("val", "test"):
+        with open(evaluation_dir / f"{s}_predictions.csv") as f:
+            assert len(list(csv.reader(f))) - 1 == sharded["metadata"]["split_sizes"][s]
+    assert evaluation["metadata"]["dataset_digest"] == sharded["digest"] and "test accuracy" in out
+    shard = sharded_dir / "test_images_00000.npy"
+    predicted = json.loads(ws.run("predict", "--model", "pics-convnet:v0", "--json", str(shard)).stdout)
+    assert len(predicted["predictions"]) == sharded["metadata"]["split_sizes"]["test"]  # 12: one shard
+
+    # a shard damaged in the store: named; no version logged, no alias moved
+    def versions():
+        return [(v["collection"], v["version"], v["digest"], sorted(v["aliases"])) for v in ws.registry()]
+
+    before = versions()
+    damaged = sharded_dir / "train_images_00003.npy"
+    damaged.chmod(0o644)
+    damaged.write_bytes(damaged.read_bytes()[:-5])
+    for script, args in (("train", flags), ("evaluate", ("--dataset", "pics"))):
+        proc = ws.run(script, *args, check=False)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert "train_images_00003.npy" in proc.stderr
+    assert versions() == before
+
+
+def test_training_in_memory_is_refused_with_stream_named_when_the_split_would_not_fit(monkeypatch):
+    import torch
+
+    from app.data import memory
+
+    monkeypatch.setattr(memory, "machine_memory", lambda: 10 * 2**20)  # a 10 MiB machine
+    shapes = {"train": (1000, 32, 32, 3), "val": (300, 32, 32, 3)}  # 3.8 MiB uint8, 4x as float32
+    with pytest.raises(UserError, match="more than half of this machine's memory.*Train with --stream"):
+        memory.check_training_fits(shapes, torch.device("cpu"))
+    memory.check_training_fits(shapes, torch.device("cuda"))  # floats on the GPU: the host holds uint8 only
