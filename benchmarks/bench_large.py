@@ -60,8 +60,8 @@ def make_folder(root: Path, images: int, size: int) -> float:
     tasks = [(root, s, min(s + step, images), size, 0) for s in range(0, images, step)]
     with multiprocessing.get_context("spawn").Pool(os.cpu_count()) as pool:
         for done, _ in enumerate(pool.imap_unordered(write_images, tasks), 1):
-            print(f"\rgenerating {images:,} images: {min(done * step, images):,}", end="", file=sys.stderr)
-    print(file=sys.stderr)
+            if done % 10 == 0 or done == len(tasks):
+                print(f"generating {images:,} images: {min(done * step, images):,}", file=sys.stderr)
     marker.write_text(f"{images} {size}")
     return time.perf_counter() - started
 
@@ -143,6 +143,7 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=1, help="train.py --stream's DataLoader workers")
     p.add_argument("--width", type=int, default=8, help="the convnet's width (the data path is what is measured)")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--shard-size", type=int, default=None, help="data_prep's --shard-size (default: its own, 256 MiB)")
     args = p.parse_args(argv)
 
     folder = args.workdir / f"folder-{args.images}-{args.size}"
@@ -155,16 +156,16 @@ def main(argv=None) -> None:
           f"as files, {folder_bytes / GIB:.2f} GiB as uint8){f'; generated in {generated:.0f} s' if generated else ''}")
 
     results = [
-        stage("data_prep", workspace, "data_prep", "--dataset", "imagefolder", "--data-dir", str(folder), "--name", "big"),
+        stage("data_prep", workspace, "data_prep", "--dataset", "imagefolder", "--data-dir", str(folder), "--name", "big",
+              *(["--shard-size", str(args.shard_size)] if args.shard_size else [])),
         stage("train (1 epoch, --stream)", workspace, "train", "--dataset", "big", "--epochs", "1", "--stream",
               str(args.workers), "--width", str(args.width), "--batch_size", str(args.batch_size),
               "--checkpoint-every", "0"),
         stage("evaluate", workspace, "evaluate", "--model", "big-convnet:v0", "--no-generate-images"),
     ]
-    train_images = int(args.images * 0.7)
-    counts = {"data_prep": args.images, "train (1 epoch, --stream)": train_images + int(args.images * 0.2),
-              "evaluate": int(args.images * 0.3)}
-    print(f"\n| stage | seconds | images/s | peak PSS, all its processes | largest process's peak RSS |")
+    counts = {"data_prep": args.images, "train (1 epoch, --stream)": int(args.images * 0.9),  # train + val
+              "evaluate": int(args.images * 0.3)}  # val + test
+    print("\n| stage | seconds | images/s | peak PSS, all its processes | largest process's peak RSS |")
     print("| --- | --- | --- | --- | --- |")
     for r in results:
         print(f"| {r['stage']} | {r['seconds']:.0f} | {counts[r['stage']] / r['seconds']:,.0f} | "

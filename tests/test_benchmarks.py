@@ -59,3 +59,12 @@ def test_bench_stream_prints_both_rates_and_their_ratio(tmp_path):
     peaks = re.search(r"^peak RSS, one epoch on 3000 64x64 colour images \(35 MiB as uint8\): in memory (\d+) MiB; "
                       r"streamed (\d+) MiB \(its largest worker \d+ MiB\)$", out, re.M)
     assert peaks and int(peaks[1]) > int(peaks[2]), out  # the float copy of 3,000 images alone is 141 MiB
+
+
+def test_bench_large_runs_the_three_scripts_on_a_sharded_folder_and_prints_their_peaks(tmp_path):
+    out = run_benchmark("bench_large.py", "--images", "400", "--shard-size", "100", "--workdir", str(tmp_path / "w"),
+                        tmp_path=tmp_path)
+    for stage in ("data_prep", r"train \(1 epoch, --stream\)", "evaluate"):
+        assert re.search(rf"^\| {stage} \| \d+ \| [\d,]+ \| [\d.]+ GiB \| [\d.]+ GiB \|$", out, re.M), out
+    assert re.search(r"^peak memory of any stage: [\d.]+ GiB \(below 3 GiB\)$", out, re.M), out
+    assert "training split: 3 shard file(s)" in out and "big-convnet-evaluation:v0" in out  # 280 training images

@@ -48,6 +48,28 @@ def test_error_rows_have_one_row_per_example_and_every_column():
     assert [r[0] for r in rows] == [0, 1, 2]
     assert [r[4] for r in rows] == [True, False, False]
     assert rows[1][1:4] == ["a", "b", pytest.approx(0.7)]
+    picked = error_rows(probs, np.array([0, 0, 1]), ["a", "b"], indices=np.array([2, 0]))
+    assert picked == [rows[2], rows[0]] and type(picked[0][0]) is int
+
+
+def test_the_run_tables_keep_within_wandbs_row_limit_and_keep_the_most_confident_errors():
+    """W&B keeps 10,000 rows of a table logged to a run and drops the rest with only a log line:
+    the tables show the first 10,000 examples and the 10,000 most confident errors."""
+    import wandb
+
+    from app.evaluation.html_report import most_confident_errors
+    from app.evaluation.report import TABLE_ROWS, table_indices
+
+    assert TABLE_ROWS == wandb.Table.MAX_ROWS  # fails when W&B changes its limit
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), 25).astype(np.float32)
+    labels = rng.integers(0, 3, 25)
+    errors = most_confident_errors(probs, labels)
+    shown, shown_errors = table_indices(25, errors, limit=4)
+    assert shown.tolist() == [0, 1, 2, 3] and shown_errors.tolist() == errors[:4].tolist()
+    assert probs.max(1)[shown_errors].min() >= probs.max(1)[np.setdiff1d(errors, shown_errors)].max()
+    shown, shown_errors = table_indices(25, errors)
+    assert len(shown) == 25 and shown_errors.tolist() == errors.tolist()
 
 
 def test_gate_promotes_better_or_first_and_refuses_worse_ties_leakage_or_incomparable():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -9,6 +10,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+# Rows W&B keeps of a table logged to a run (wandb.Table.MAX_ROWS): it drops the rest with only a
+# log line. The run's tables show this many; the evaluation artifact's CSV files hold every row.
+TABLE_ROWS = 10_000
 
 
 def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str):
@@ -37,15 +42,16 @@ def error_columns(class_names: list[str], with_images: bool) -> list[str]:
             *(f"p_{name}" for name in class_names)]
 
 
-def error_rows(probs: np.ndarray, labels: np.ndarray, class_names: list[str], images=None, make_image=None) -> list[list]:
-    """One row per example, built from whole arrays (no per-example figure)."""
+def error_rows(probs: np.ndarray, labels: np.ndarray, class_names: list[str], images=None, make_image=None,
+               indices=None) -> list[list]:
+    """One row per example (of `indices`, default all), built from whole arrays (no per-example figure)."""
     preds = probs.argmax(1)
     confidence = probs.max(1)
     correct = preds == labels
     names = np.asarray(class_names, dtype=object)
     prob_lists = np.round(probs, 5).tolist()
     rows = []
-    for i in range(len(labels)):
+    for i in (range(len(labels)) if indices is None else [int(i) for i in indices]):
         image = [make_image(images[i])] if make_image is not None else []
         rows.append([i, *image, names[labels[i]], names[preds[i]], float(confidence[i]), bool(correct[i]),
                      *prob_lists[i]])
@@ -71,8 +77,16 @@ def log_split(run, name: str, results: dict, probs: np.ndarray, labels: np.ndarr
 
     figure = confusion_figure(results["confusion_matrix"], class_names, name)
     confusion_png = html_report.figure_png(figure)
-    rows = error_rows(probs, labels, class_names, images, run.image if with_images else None)
     errors = html_report.most_confident_errors(probs, labels)
+    shown, shown_errors = table_indices(len(labels), errors)
+    needed = np.union1d(shown, shown_errors)  # each example's row (and W&B image) made once
+    row_of = dict(zip(needed.tolist(), error_rows(probs, labels, class_names, images,
+                                                  run.image if with_images else None, indices=needed)))
+    rows, error_table = [row_of[i] for i in shown.tolist()], [row_of[i] for i in shown_errors.tolist()]
+    if len(shown) < len(labels) or len(shown_errors) < len(errors):
+        print(f"note: {name}'s tables in the run show {len(shown):,} of {len(labels):,} examples and {len(shown_errors):,} "
+              f"of {len(errors):,} errors (the most confident), W&B's row limit; {name}_predictions.csv in the "
+              "evaluation artifact holds every example.", file=sys.stderr)
     columns = error_columns(class_names, with_images)
     run.log({
         f"{name}/accuracy": results["accuracy"],
@@ -84,9 +98,15 @@ def log_split(run, name: str, results: dict, probs: np.ndarray, labels: np.ndarr
         f"{name}/confusion_matrix": run.confusion_matrix(labels, probs.argmax(1), class_names, f"{name} confusion matrix"),
         f"{name}/confusion_matrix_image": run.image(figure),
         f"{name}/predictions": run.table(columns, rows),
-        f"{name}/errors": run.table(columns, [rows[i] for i in errors]),
+        f"{name}/errors": run.table(columns, error_table),
     })
     preds = probs.argmax(1)
     return {"report": results, "confusion_png": confusion_png,
             "errors": [(html_report.image_png(images[i]), class_names[labels[i]], class_names[preds[i]],
                         float(probs[i].max())) for i in errors[:html_report.WORST_ERRORS]]}
+
+
+def table_indices(examples: int, errors: np.ndarray, limit: int = TABLE_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """(the examples the predictions table shows: the first `limit`; the errors the errors table
+    shows: the `limit` most confident)."""
+    return np.arange(min(examples, limit)), np.asarray(errors)[:limit]
