@@ -137,10 +137,10 @@ def test_a_pool_of_processes_decodes_as_this_process_does(tmp_path):
     colour_folder(tmp_path / "pics")
     scan = scan_image_folder(tmp_path / "pics", (12, 12), strict=False)
     indices = np.arange(len(scan.files))[::-1]
-    alone, keep_alone = decode(scan, indices)
+    alone, keep_alone, digests = decode(scan, indices)
     with multiprocessing.get_context("spawn").Pool(2) as pool:
-        pooled, keep_pooled = decode(scan, indices, pool)
-    assert np.array_equal(alone, pooled) and np.array_equal(keep_alone, keep_pooled)
+        pooled, keep_pooled, pooled_digests = decode(scan, indices, pool)
+    assert np.array_equal(alone, pooled) and np.array_equal(keep_alone, keep_pooled) and digests == pooled_digests
     assert (~keep_alone).sum() == 1 and [s["file"] for s in scan.skipped] == ["green/truncated.jpg"] * 2
 
 
@@ -213,3 +213,77 @@ def test_training_in_memory_is_refused_with_stream_named_when_the_split_would_no
     with pytest.raises(UserError, match="more than half of this machine's memory.*Train with --stream"):
         memory.check_training_fits(shapes, torch.device("cpu"))
     memory.check_training_fits(shapes, torch.device("cuda"))  # floats on the GPU: the host holds uint8 only
+
+
+def test_a_reference_split_leaves_the_images_where_they_are_and_names_a_changed_one(workspace):
+    """data_prep --reference: the artifact holds labels, classes and references.json, one W&B
+    reference per image (its MD5, as W&B computes it) recorded in the store too; the images read
+    back are the ones a copied split holds; train (in memory and --stream) and evaluate work; a
+    changed or missing source image stops train with its name and logs nothing."""
+    from app.data.references import md5_b64
+
+    ws = workspace
+    colour_folder(ws.path / "pics")
+    ws.run("data_prep", "--dataset", "imagefolder", "--data-dir", "pics", "--image-size", "12", "--name", "copied")
+    out = ws.run("data_prep", "--dataset", "imagefolder", "--data-dir", "pics", "--image-size", "12",
+                 "--reference").stdout
+    assert "pics-split:v0" in out and "images referenced in" in out
+    entry, folder = artifact_files(ws, "pics-split")
+    assert sorted(p.name for p in folder.iterdir()) == ["classes.json", "references.json", "test_labels.npy",
+                                                         "train_labels.npy", "val_labels.npy"]
+    records = next(json.loads(p.read_text()) for p in (ws.store / "collections").rglob("pics-split.json"))
+    references = records["versions"][0]["references"]
+    assert len(references) == sum(entry["metadata"]["split_sizes"].values()) == entry["metadata"]["references"]["images"]
+    name, reference = next(iter(sorted(references.items())))
+    source = ws.path / "pics" / name.removeprefix("images/")
+    assert reference["uri"] == source.resolve().as_uri() and reference["digest"] == md5_b64(source)
+    copied, copied_folder = artifact_files(ws, "copied-split")
+    a, b = read_split(copied_folder), read_split(folder)
+    for s in SPLITS:
+        assert np.array_equal(a.images[s], b.images[s]) and np.array_equal(a.labels[s], b.labels[s])
+    assert entry["metadata"]["mean"] == copied["metadata"]["mean"]
+    again = ws.run("data_prep", "--dataset", "imagefolder", "--data-dir", "pics", "--image-size", "12", "--reference")
+    assert "pics-split:v0" in again.stdout  # same files, same references: same digest
+
+    flags = ("--dataset", "pics", "--epochs", "3", "--checkpoint-every", "0")
+    assert "pics-convnet:v0" in ws.run("train", *flags).stdout
+    assert "pics-convnet:v0" in ws.run("train", *flags, "--stream", "1").stdout  # decoded in the worker, same model
+    assert "test accuracy" in ws.run("evaluate", "--model", "pics-convnet:v0", "--no-generate-images").stdout
+
+    before = [(v["collection"], v["version"], v["digest"], sorted(v["aliases"])) for v in ws.registry()]
+    Image.open(source).rotate(90).save(source)
+    other = sorted(references)[1].removeprefix("images/")
+    (ws.path / "pics" / other).unlink()
+    proc = ws.run("train", *flags, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"1 changed since the split was logged ({name.removeprefix('images/')})" in proc.stderr
+    assert f"1 missing ({other})" in proc.stderr and "data_prep.py --reference" in proc.stderr
+    assert [(v["collection"], v["version"], v["digest"], sorted(v["aliases"])) for v in ws.registry()] == before
+    changed = ws.run("data_prep", "--dataset", "imagefolder", "--data-dir", "pics", "--image-size", "12", "--reference")
+    assert "pics-split:v1" in changed.stdout  # a changed folder is a new version
+
+
+def test_wandb_records_each_reference_with_its_checksum_and_a_changed_file_changes_the_digest(tmp_path):
+    """The artifact W&B uploads online (and `wandb sync` later): the SDK's own reference entries."""
+    from app.data.references import md5_b64
+    from app.tracking.backends import build_wandb_artifact
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(image)
+    labels = tmp_path / "train_labels.npy"
+    np.save(labels, np.zeros(1, np.int64))
+
+    def built():
+        return build_wandb_artifact("x-split", "dataset", {"train_labels.npy": labels}, {},
+                                    {"images/a.png": image.as_uri()})
+
+    from app.tracking.sdk_internals import reference_digests
+
+    art = built()
+    entry = art.manifest.entries["images/a.png"]  # the internal reference_digests reads: fails when it changes
+    assert entry.ref == image.as_uri() and entry.digest == md5_b64(image)
+    assert reference_digests(art, {"images/a.png": image.as_uri()}) == \
+        {"images/a.png": {"uri": image.as_uri(), "digest": md5_b64(image)}}
+    first = art.digest
+    Image.fromarray(np.ones((4, 4), np.uint8)).save(image)
+    assert built().digest != first

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from app.data import image_files, memory
+from app.data.references import artifact_references, read_references
 from app.data.split import SPLITS, Split, split_indices, stratified_split
 from app.data.split_files import SplitWriter, read_split, shard_size_for, write_split
 from app.progress import progress
@@ -39,6 +40,7 @@ class PreparedSplit:
     light_on_dark: bool
     shard_size: int | None  # images per shard when the split was sharded
     skipped: list[dict] = field(default_factory=list)
+    references: dict[str, str] = field(default_factory=dict)  # --reference: name in the artifact -> file:// URI
 
 
 def prepare(args, name: str, fraction: float, sizes: tuple[int, int, int], folder: Path) -> PreparedSplit:
@@ -63,10 +65,13 @@ def _prepare_folder(args, fraction: float, sizes: tuple[int, int, int], folder: 
     total = sum(len(chosen[s]) for s in SPLITS)
     memory.check_fits(total, scan.sample_shape, refuse=False)
     image_bytes = int(np.prod(scan.sample_shape))
-    memory.check_disk(total * image_bytes, folder, f"{total} images of {'x'.join(map(str, scan.sample_shape))}")
+    if not args.reference:
+        memory.check_disk(total * image_bytes, folder, f"{total} images of {'x'.join(map(str, scan.sample_shape))}")
 
     shard_size = shard_size_for(scan.sample_shape, args.shard_size)
-    writer = SplitWriter(folder, scan.class_names, shard_size, sharded=any(len(chosen[s]) > shard_size for s in SPLITS))
+    writer = SplitWriter(folder, scan.class_names, shard_size,
+                         sharded=not args.reference and any(len(chosen[s]) > shard_size for s in SPLITS),
+                         reference=(root, scan.channels, scan.size) if args.reference else None)
     chunks = [(s, chosen[s][start:start + shard_size]) for s in SPLITS for start in range(0, len(chosen[s]), shard_size)]
     workers = min(os.cpu_count() or 1, 8) if total >= POOL_FROM else 0
     # spawn, not fork: online, W&B's threads may already run in this process
@@ -74,20 +79,24 @@ def _prepare_folder(args, fraction: float, sizes: tuple[int, int, int], folder: 
     try:
         for s, indices in progress(chunks, len(chunks), f"decoding {total} images from {root}"
                                    f"{f' in {workers} processes' if workers else ''}", unit="shards"):
-            images, keep = decode(scan, indices, pool)
-            writer.add(s, images[keep] if not keep.all() else images, scan.labels[indices][keep])
+            images, keep, digests = decode(scan, indices, pool)
+            sources = [[scan.files[i].relative_to(root).as_posix(), digest]
+                       for i, digest, kept in zip(indices.tolist(), digests, keep.tolist()) if kept]
+            writer.add(s, images[keep] if not keep.all() else images, scan.labels[indices][keep], sources)
     finally:
         if pool is not None:
             pool.terminate()
     scan.warn_skipped(args.strict)
-    return _prepared(writer.close(), folder, writer, source=f"image folder {root.name}", channels=scan.channels,
+    files = writer.close()
+    return _prepared(files, folder, writer, source=f"image folder {root.name}", channels=scan.channels,
                      resize=image_files.RESIZE_RULE if scan.resized else None, light_on_dark=False,
-                     skipped=scan.skipped)
+                     skipped=scan.skipped,
+                     references=artifact_references(read_references(folder)) if args.reference else {})
 
 
 def _prepared(files, folder, writer: SplitWriter, **described) -> PreparedSplit:
     mean, std = writer.stats.result()
-    return PreparedSplit(files=files, split=read_split(folder, mapped=True), mean=mean, std=std,
+    return PreparedSplit(files=files, split=read_split(folder, mapped=True, check_sources=False), mean=mean, std=std,
                          duplicates=writer.duplicates.duplicates,
                          shard_size=writer.shard_size if writer.sharded else None, **described)
 

@@ -42,44 +42,24 @@ def read_header(path: Path) -> tuple[tuple[int, ...], int]:
     return tuple(int(n) for n in shape), offset
 
 
-class ShardedImages:
-    """uint8 images (N, H, W) or (N, H, W, C) stored in `files`, in that order, indexed like one
-    numpy array: len, shape, dtype, ndim, an int, a slice or an array of indices (rows come back in
-    the order asked). Every file's header and size are checked when the view is made."""
+class ImagesView:
+    """uint8 images (N, H, W) or (N, H, W, C) indexed like one numpy array: len, shape, dtype,
+    ndim, an int, a slice or an array of indices (rows come back in the order asked). Subclasses
+    give `sample_shape`, `__len__`, `rows(start, stop)` and `take(index)`."""
 
     dtype = np.dtype(np.uint8)
+    sample_shape: tuple[int, ...]
 
-    def __init__(self, files: list[Path]):
-        if not files:
-            raise UserError("a dataset split lists no image files; log the split again.")
-        self.files = [Path(f) for f in files]
-        headers = [read_header(f) for f in self.files]
-        self.sample_shape = headers[0][0][1:]
-        for f, (shape, _) in zip(self.files, headers):
-            if shape[1:] != self.sample_shape:
-                raise damaged(f, f"holds images of {shape[1:]}, the split's first file {self.sample_shape}")
-        self.offsets = [offset for _, offset in headers]
-        self.starts = np.cumsum([0] + [shape[0] for shape, _ in headers])  # first row of each file
-        self.row_bytes = int(np.prod(self.sample_shape))
-        self._fds: list[int] | None = None
+    def __len__(self) -> int:
+        raise NotImplementedError
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (int(self.starts[-1]), *self.sample_shape)
+        return (len(self), *self.sample_shape)
 
     @property
     def ndim(self) -> int:
         return 1 + len(self.sample_shape)
-
-    def __len__(self) -> int:
-        return int(self.starts[-1])
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_fds": None}  # descriptors are this process's own
-
-    def __del__(self):
-        for fd in getattr(self, "_fds", None) or ():  # (None when __init__ refused the files)
-            os.close(fd)
 
     def __array__(self, dtype=None, copy=None):
         images = self[:]
@@ -99,6 +79,41 @@ class ShardedImages:
         key = np.asarray(key)
         return self.take(np.flatnonzero(key) if key.dtype == bool else key)
 
+    def check_index(self, index) -> np.ndarray:
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"indices out of range for {len(self)} images")
+        return index
+
+
+class ShardedImages(ImagesView):
+    """The images stored in `files` (.npy), in that order. Every file's header and size are
+    checked when the view is made."""
+
+    def __init__(self, files: list[Path]):
+        if not files:
+            raise UserError("a dataset split lists no image files; log the split again.")
+        self.files = [Path(f) for f in files]
+        headers = [read_header(f) for f in self.files]
+        self.sample_shape = headers[0][0][1:]
+        for f, (shape, _) in zip(self.files, headers):
+            if shape[1:] != self.sample_shape:
+                raise damaged(f, f"holds images of {shape[1:]}, the split's first file {self.sample_shape}")
+        self.offsets = [offset for _, offset in headers]
+        self.starts = np.cumsum([0] + [shape[0] for shape, _ in headers])  # first row of each file
+        self.row_bytes = int(np.prod(self.sample_shape))
+        self._fds: list[int] | None = None
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fds": None}  # descriptors are this process's own
+
+    def __del__(self):
+        for fd in getattr(self, "_fds", None) or ():  # (None when __init__ refused the files)
+            os.close(fd)
+
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Images start..stop-1: one read per file they span."""
         out = np.empty((stop - start, *self.sample_shape), np.uint8)
@@ -110,9 +125,7 @@ class ShardedImages:
 
     def take(self, index: np.ndarray) -> np.ndarray:
         """The images at `index` (any order, repeats allowed), one read per image."""
-        index = np.asarray(index, dtype=np.int64).reshape(-1)
-        if index.size and (index.min() < 0 or index.max() >= len(self)):
-            raise IndexError(f"indices out of range for {len(self)} images")
+        index = self.check_index(index)
         out = np.empty((len(index), *self.sample_shape), np.uint8)
         shard = np.searchsorted(self.starts, index, side="right") - 1
         for i, (k, row) in enumerate(zip(shard.tolist(), (index - self.starts[shard]).tolist())):

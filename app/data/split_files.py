@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.data import references
 from app.data.preprocessing import ChannelStats
 from app.data.shards import ShardedImages
 from app.data.split import SPLITS, DuplicateCounter, Split
@@ -37,32 +38,45 @@ def shard_size_for(sample_shape: tuple[int, ...], requested: int | None = None) 
 class SplitWriter:
     """Writes a split into `folder` chunk by chunk (each chunk at most `shard_size` images, one
     shard each when `sharded`), counting as it goes what data_prep records: the training split's
-    channel statistics and the images of val/test that repeat an earlier split."""
+    channel statistics and the images of val/test that repeat an earlier split. With `reference`
+    (the image folder, data_prep --reference) no image is written: each chunk's source files and
+    their MD5s go to references.json instead."""
 
-    def __init__(self, folder: Path, class_names: list[str], shard_size: int, sharded: bool):
+    def __init__(self, folder: Path, class_names: list[str], shard_size: int, sharded: bool,
+                 reference: tuple[Path, int, tuple[int, int]] | None = None):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.class_names, self.shard_size, self.sharded = folder, class_names, shard_size, sharded
+        self.reference = reference  # (folder, channels, size)
+        self.sources: dict[str, list[list[str]]] = {s: [] for s in SPLITS}
         self.shards: dict[str, list[dict]] = {s: [] for s in SPLITS}
         self.labels: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
         self.stats, self.duplicates = ChannelStats(), DuplicateCounter()
 
-    def add(self, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    def add(self, split: str, images: np.ndarray, labels: np.ndarray, sources: list[list[str]] | None = None) -> None:
+        """`sources`: with `reference`, each image's [file relative to the folder, MD5]."""
         if len(images) > self.shard_size or (self.shards[split] and not self.sharded):
             raise ValueError("a chunk must fit one shard; a split without shards takes one chunk")
         if split == "train":
             self.stats.add(images)
         self.duplicates.add(split, images)
+        self.labels[split].append(np.asarray(labels, dtype=np.int64))
+        if self.reference is not None:
+            self.sources[split] += sources
+            return
         k = len(self.shards[split])
         name = f"{split}_images_{k:05d}.npy" if self.sharded else f"{split}_images.npy"
         np.save(self.folder / name, np.ascontiguousarray(images), allow_pickle=False)
         self.shards[split].append({"file": name, "images": int(len(images))})
-        self.labels[split].append(np.asarray(labels, dtype=np.int64))
 
     def close(self) -> dict[str, Path]:
         """The labels, classes and shard list written; returns {name inside the artifact: path}."""
         files = {}
+        if self.reference is not None:
+            root, channels, size = self.reference
+            files[references.REFERENCES_FILE] = references.write_references(self.folder, root, channels, size,
+                                                                            self.sources)
         for s in SPLITS:
-            if not self.shards[s]:
+            if not self.labels[s] or not sum(len(chunk) for chunk in self.labels[s]):
                 raise UserError(f"no image of the {s} split could be read; see the files listed above.")
             for entry in self.shards[s]:
                 files[entry["file"]] = self.folder / entry["file"]
@@ -89,6 +103,10 @@ def write_split(split: Split, folder: Path, shard_size: int | None = None) -> tu
     return writer.close(), writer
 
 
+def referenced(folder: Path) -> bool:
+    return (folder / references.REFERENCES_FILE).is_file()
+
+
 def image_files(folder: Path, split: str) -> list[Path]:
     """The files holding a split's images, in order: its shards, or its one file."""
     listing = folder / SHARDS_FILE
@@ -101,13 +119,14 @@ def image_files(folder: Path, split: str) -> list[Path]:
         raise UserError(f"{SHARDS_FILE} in {folder} cannot be read ({err}); log the split again.") from err
 
 
-def read_split(folder: Path, mapped: bool = False) -> Split:
+def read_split(folder: Path, mapped: bool = False, check_sources: bool = True) -> Split:
     """Read a split written by SplitWriter; a wrong or damaged folder is a clear error that names
     the file. `mapped`: the images as app/data/shards.ShardedImages, read from disk only where they
-    are used (a split may exceed memory); otherwise held in memory as one array."""
+    are used (a split may exceed memory); otherwise held in memory as one array. A split of
+    references (data_prep --reference) has its source images checked first, unless not `check_sources`."""
     listed = [f"{s}_labels.npy" for s in SPLITS] + [CLASSES_FILE]
     missing = [n for n in listed if not (folder / n).is_file()] + \
-              [f.name for s in SPLITS for f in image_files(folder, s) if not f.is_file()]
+              ([] if referenced(folder) else [f.name for s in SPLITS for f in image_files(folder, s) if not f.is_file()])
     if missing:
         raise UserError(f"{folder} is not a dataset split (missing {', '.join(missing)}); pass a `<dataset>-split` ref.")
     try:
@@ -116,8 +135,11 @@ def read_split(folder: Path, mapped: bool = False) -> Split:
     except (ValueError, OSError) as err:
         raise UserError(f"the dataset files in {folder} cannot be read ({err}); log the split again.") from err
     images = {}
+    listing = references.read_references(folder) if referenced(folder) else None
+    if listing is not None and check_sources:
+        references.check_sources(listing)  # a changed source image is named before anything reads it
     for s in SPLITS:
-        view = ShardedImages(image_files(folder, s))
+        view = references.ReferencedImages(listing, s) if listing else ShardedImages(image_files(folder, s))
         if len(view) != len(labels[s]):
             raise UserError(f"the {s} split in {folder} holds {len(view)} images for {len(labels[s])} labels; "
                             "log the split again.")

@@ -47,6 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--shard-size", type=positive_int, default=None, metavar="IMAGES",
                    help="images per shard file when a split is larger (default: as many as fit in 256 MiB); a "
                         "split that fits in one shard is one file")
+    p.add_argument("--reference", action="store_true",
+                   help="imagefolder: leave the images where they are; the artifact holds checksummed references to "
+                        "them (W&B's add_reference) and the labels, and a changed image is named when the split is used")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                    help="download mnist / fashion_mnist / cifar10 into --data-dir when the files are missing "
                         "(independent of the W&B mode: offline W&B is not 'no network')")
@@ -55,6 +58,8 @@ def parse_args(argv=None):
         if len(args.image_size) > 2:
             p.error("--image-size takes H or H W")
         args.image_size = (args.image_size[0], args.image_size[-1])
+    if args.reference and args.dataset != "imagefolder":
+        p.error("--reference is for --dataset imagefolder: a downloaded set has no files of its own to point at")
     if args.dataset == "imagefolder" and args.data_dir is None:
         p.error("--dataset imagefolder needs --data-dir DIR: a folder with one sub-folder of images per class")
     return args
@@ -124,13 +129,18 @@ def main(argv=None) -> None:
             }
             if prepared.shard_size:  # recorded only when sharded: a one-file split's metadata is as before
                 metadata["shard_size"] = prepared.shard_size
-            logged = run.log_artifact(names.dataset_artifact(name), names.DATASET_TYPE, prepared.files, metadata)
+            if prepared.references:  # the files besides the references: what a use downloads
+                metadata["references"] = {"root": args.data_dir.resolve().as_uri(), "images": len(prepared.references),
+                                          "files": sorted(prepared.files)}
+            logged = run.log_artifact(names.dataset_artifact(name), names.DATASET_TYPE, prepared.files, metadata,
+                                      references=prepared.references)
             run.summary({"split_sizes": split.sizes(), "duplicates_across_splits": prepared.duplicates,
                          "skipped_files": len(prepared.skipped)})
 
     sizes_text = ", ".join(f"{s} {n}" for s, n in split.sizes().items())
     channels = "greyscale" if prepared.channels == 1 else f"{prepared.channels} channels"
-    shards = f"; shards of {prepared.shard_size} images" if prepared.shard_size else ""
+    shards = f"; shards of {prepared.shard_size} images" if prepared.shard_size else \
+        f"; {len(prepared.references)} images referenced in {args.data_dir.resolve()}" if prepared.references else ""
     print(f"dataset artifact: {logged.ref}  (digest {logged.digest}; {sizes_text}; "
           f"{'x'.join(map(str, shape[:2]))} {channels}; {len(split.class_names)} classes{shards}; "
           f"{prepared.duplicates} cross-split duplicates; {len(prepared.skipped)} unreadable files skipped)")

@@ -16,7 +16,7 @@ from app.errors import UserError
 from app.names import CHECKPOINT_TYPE, DATASET_TYPE, EVALUATION_TYPE, LATEST, MODEL_TYPE, REGISTRY
 from app.settings import Settings
 from app.tracking.refs import Ref, parse_ref
-from app.tracking.sdk_internals import manifest_digests
+from app.tracking.sdk_internals import manifest_digests, reference_digests
 from app.tracking.store import ReadOnlyStore, Store, check_alias, check_guard
 
 
@@ -53,12 +53,29 @@ class ArtifactVersion:
         }
 
 
-def build_wandb_artifact(name: str, type: str, files: dict[str, Path], metadata: dict) -> wandb.Artifact:
-    """W&B's own manifest gives the digest, so a version's identity is the same on both backends."""
+def build_wandb_artifact(name: str, type: str, files: dict[str, Path], metadata: dict,
+                         references: dict[str, str] | None = None) -> wandb.Artifact:
+    """W&B's own manifest gives the digest, so a version's identity is the same on both backends.
+    `references`: {name: URI} of files left where they are, each with its checksum (W&B computes
+    the MD5 of a file:// reference), so a changed file makes another digest."""
     art = wandb.Artifact(name, type=type, metadata=metadata)
     for rel, path in files.items():
         art.add_file(str(path), name=rel)
+    for rel, uri in sorted((references or {}).items()):
+        art.add_reference(uri, name=rel, checksum=True)
     return art
+
+
+def download(art, root: Path, metadata: dict) -> None:
+    """A used version's files into `root`, verified. A version of references (data_prep --reference)
+    downloads only its own files (metadata's references.files): its images stay where they are, and
+    app/data/references.py checks them against their checksums."""
+    if "references" not in metadata:
+        art.download(root=str(root))
+        art.verify(root=str(root))
+        return
+    for name in metadata["references"]["files"]:
+        art.get_entry(name).download(root=str(root))
 
 
 def _check_type(found: ArtifactVersion, expected: str | None) -> None:
@@ -141,12 +158,14 @@ class OfflineBackend:
                   "recorded in its lineage.", file=sys.stderr)
         return info
 
-    def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str]) -> ArtifactVersion:
-        art = build_wandb_artifact(name, type, files, metadata)
+    def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str],
+            references: dict[str, str] | None = None) -> ArtifactVersion:
+        art = build_wandb_artifact(name, type, files, metadata, references)
         manifest = manifest_digests(art, files)
         coll, version = self.store.add_version(
             scope=self.settings.project, name=name, type=type, digest=art.digest, files=files,
             manifest=manifest, metadata=metadata, aliases=aliases, logged_by=run.lineage_entry(),
+            references=reference_digests(art, references or {}),
         )
         # Also into the offline W&B run, so `wandb sync` later uploads the same version. Not a
         # checkpoint: an offline run folder cannot delete what it logged, so retention (prune)
@@ -324,8 +343,7 @@ class OnlineBackend:
             raise _failure(ref, err) from err
         # A folder of this run, removed when the run ends; W&B's own cache makes a repeat cheap.
         root = run.scratch_dir / f"{art.name.replace(':', '-')}"
-        art.download(root=str(root))
-        art.verify(root=str(root))
+        download(art, root, dict(art.metadata))
         return self._info(art, root, org=parse_ref(ref).org)
 
     def fetch(self, ref: str, expected_type: str | None) -> ArtifactVersion:
@@ -339,13 +357,13 @@ class OnlineBackend:
         _check_type(info, expected_type)
         root = Path(tempfile.mkdtemp(prefix="pipeline-inputs-"))
         atexit.register(shutil.rmtree, root, True)
-        art.download(root=str(root))
-        art.verify(root=str(root))
+        download(art, root, info.metadata)
         info.path = root
         return info
 
-    def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str]) -> ArtifactVersion:
-        art = build_wandb_artifact(name, type, files, metadata)
+    def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str],
+            references: dict[str, str] | None = None) -> ArtifactVersion:
+        art = build_wandb_artifact(name, type, files, metadata, references)
         run.wandb_run.log_artifact(art, aliases=[LATEST, *aliases])
         art.wait()
         return ArtifactVersion(

@@ -7,8 +7,6 @@ lives with the credentials: app/tracking/credentials.py.)
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 from pathlib import Path
 
 import wandb
@@ -24,12 +22,11 @@ def sdk_md5():
 
 
 def md5_b64_fallback(path: Path) -> str:
-    """What W&B's manifests record for a file: the base64 of its MD5."""
-    digest = hashlib.md5(usedforsecurity=False)  # W&B's content digest
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return base64.b64encode(digest.digest()).decode("ascii")
+    """What W&B's manifests record for a file: the base64 of its MD5 (computed in app/data, where
+    the referenced images of a split are checked without W&B)."""
+    from app.data.references import md5_b64
+
+    return md5_b64(path)
 
 
 def file_digest(path: Path) -> str:
@@ -42,9 +39,21 @@ def manifest_digests(artifact: wandb.Artifact, files: dict[str, Path]) -> dict[s
     """{name in the artifact: digest} of an artifact built from `files`: its manifest's entries
     (Artifact.manifest is not documented), else each file's digest computed the same way."""
     entries = getattr(getattr(artifact, "manifest", None), "entries", None)
-    if isinstance(entries, dict) and set(entries) == set(files):
-        return {name: entry.digest for name, entry in entries.items()}
+    if isinstance(entries, dict) and set(files) <= set(entries):
+        return {name: entries[name].digest for name in files}
     return {name: file_digest(path) for name, path in files.items()}
+
+
+def reference_digests(artifact: wandb.Artifact, references: dict[str, str]) -> dict[str, dict]:
+    """{name: {"uri", "digest"}} of an artifact's file:// references, as its manifest records them
+    (else the MD5 of each local file, W&B's checksum for them): what the offline store keeps."""
+    from urllib.parse import unquote, urlparse
+
+    entries = getattr(getattr(artifact, "manifest", None), "entries", None)
+    if isinstance(entries, dict) and set(references) <= set(entries):
+        return {name: {"uri": uri, "digest": entries[name].digest} for name, uri in references.items()}
+    return {name: {"uri": uri, "digest": file_digest(Path(unquote(urlparse(uri).path)))}
+            for name, uri in references.items()}
 
 
 def quiet_run_settings() -> dict:

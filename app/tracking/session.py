@@ -74,8 +74,9 @@ class Run:
         return self.backend.use(self, ref, expected_type, lineage_optional)
 
     def log_artifact(self, name: str, type: str, files: dict[str, Path], metadata: dict,
-                     aliases: list[str] | tuple = ()) -> ArtifactVersion:
-        logged = self.backend.log(self, name, type, files, metadata, list(aliases))
+                     aliases: list[str] | tuple = (), references: dict[str, str] | None = None) -> ArtifactVersion:
+        """`references`: {name inside the artifact: URI} of files left where they are (checksummed)."""
+        logged = self.backend.log(self, name, type, files, metadata, list(aliases), references or {})
         LOGGED.append(logged.ref)
         return logged
 
@@ -143,7 +144,7 @@ class SilentRun:
     def define_metric(self, name: str, step_metric: str | None = None, summary: str | None = None) -> None:
         pass
 
-    def log_artifact(self, name, type, files, metadata, aliases=()) -> None:
+    def log_artifact(self, name, type, files, metadata, aliases=(), references=None) -> None:
         return None
 
 

@@ -324,9 +324,12 @@ class Store:
         logged_by: dict,
         source: str | None = None,
         guard: dict[str, int | None] | None = None,
+        references: dict[str, dict] | None = None,
     ) -> tuple[dict, dict]:
         """Add a version (or find the one with the same digest); returns (collection, version).
-        `guard`: aliases that must still point where the caller saw them (check_guard)."""
+        `guard`: aliases that must still point where the caller saw them (check_guard).
+        `references`: {name: {"uri", "digest"}} of files the version points at instead of holding
+        (W&B's reference entries), recorded as W&B records them; their reader checks them."""
         for alias in aliases:
             check_alias(alias)
         for rel in files:
@@ -355,6 +358,8 @@ class Store:
                     "used_by": [],
                     "source": source,
                 }
+                if references:
+                    existing["references"] = references
                 coll["versions"].append(existing)
             for alias in [LATEST, *aliases]:
                 coll["aliases"][alias] = existing["version"]

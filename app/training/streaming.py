@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from app.data.shards import ShardedImages
+from app.data.shards import ImagesView
 from app.errors import UserError
 from app.training.engine import EVAL_BATCH, as_float
 
@@ -23,8 +23,8 @@ from app.training.engine import EVAL_BATCH, as_float
 class _Batches(Dataset):
     """Item = one batch: the uint8 images at a tensor of indices, in that order."""
 
-    def __init__(self, images: ShardedImages):
-        self.images = images  # pickled to workers as its file list; each opens the files itself
+    def __init__(self, images: ImagesView):
+        self.images = images  # pickled to workers as its file list; each opens (or decodes) the files itself
 
     def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.images.take(index.numpy()))
@@ -48,11 +48,10 @@ class Stream:
     """A split streamed from its files (`images`) with `workers` DataLoader processes (0: in this
     one); the labels, small, are held on the device. The methods of engine.Tensors."""
 
-    def __init__(self, images: ShardedImages, labels: np.ndarray, device: torch.device, preprocessing: dict | None,
+    def __init__(self, images: ImagesView, labels: np.ndarray, device: torch.device, preprocessing: dict | None,
                  workers: int):
         if len(images) != len(labels):
-            raise UserError(f"{images.files[0].name} and the rest of its split hold {len(images)} images for "
-                            f"{len(labels)} labels; log the split again.")
+            raise UserError(f"the split holds {len(images)} images for {len(labels)} labels; log the split again.")
         height, width = images.shape[1:3]
         self.sample_shape = [1 if images.ndim == 3 else images.shape[3], height, width]
         self.images, self.preprocessing, self.workers = images, preprocessing, workers
