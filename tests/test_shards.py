@@ -9,6 +9,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from app.data.imagefolder import decode, scan_image_folder
@@ -287,3 +288,39 @@ def test_wandb_records_each_reference_with_its_checksum_and_a_changed_file_chang
     first = art.digest
     Image.fromarray(np.ones((4, 4), np.uint8)).save(image)
     assert built().digest != first
+
+
+def test_evaluation_reads_a_split_view_in_dataloader_workers_as_in_this_process(tmp_path):
+    """evaluate.py's inference over a sharded or referenced split: batches read (and decoded) by
+    DataLoader workers give the very probabilities of reading them here."""
+    from app.evaluation.inference import probabilities
+    from app.models import build_model
+    from app.training.config import from_flags
+    from app.training.recipe import make_recipe
+
+    files, whole = shard_files(tmp_path, sizes=(700, 300, 1100), shape=(6, 6, 3))
+    view = ShardedImages(files)
+    recipe = make_recipe(from_flags("convnet", 1, {"width": 4}), [3, 6, 6], list("abc"), {})
+    model = build_model(recipe)
+    here = probabilities(model, view, torch.device("cpu"), recipe)
+    assert np.array_equal(probabilities(model, view, torch.device("cpu"), recipe, workers=2), here)
+    assert np.allclose(probabilities(model, whole, torch.device("cpu"), recipe), here, atol=1e-6)
+
+
+def test_two_ranks_stream_disjoint_images_that_cover_a_sharded_split(tmp_path):
+    """Under torchrun each rank takes `order[rank::world]` of the epoch's shuffle: across the
+    shards, the ranks read disjoint images and together every one (the torchrun test in
+    test_distributed runs 2 gloo processes on a sharded split)."""
+    from app.training.streaming import Stream
+
+    files, whole = shard_files(tmp_path, sizes=(10, 7, 13, 2), shape=(4, 4))
+    labels = np.arange(32)  # each image's label is its index: what a rank read is what it saw
+    stream = Stream(ShardedImages(files), labels, torch.device("cpu"), None, 1)
+    order = torch.randperm(32, generator=torch.Generator().manual_seed(3))
+    seen = []
+    for rank in (0, 1):
+        batches = list(stream.batches(order[rank::2], 5))
+        for images, batch_labels in batches:
+            assert torch.equal(images[:, 0], torch.from_numpy(whole[batch_labels.numpy()]).float() / 255)
+        seen.append(set(torch.cat([l for _, l in batches]).tolist()))
+    assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(32))

@@ -5,20 +5,31 @@ import numpy as np
 import torch
 
 from app.data.preprocessing import of_recipe
+from app.data.shards import ImagesView
 from app.training import engine
 
 
 CHUNK = 8 * engine.EVAL_BATCH  # images brought to the device as float at a time
 
 
-def probabilities(model: torch.nn.Module, images: np.ndarray, device: torch.device, recipe: dict) -> np.ndarray:
+def probabilities(model: torch.nn.Module, images, device: torch.device, recipe: dict, workers: int = 0) -> np.ndarray:
     """uint8 (N, H, W[, C]) -> float32 (N, classes), normalised as the recipe says, in large
-    inference-mode batches on the device; `CHUNK` images at a time, so a memory-mapped split
-    larger than memory is read once and never held as float whole."""
+    inference-mode batches on the device; `CHUNK` images at a time, so a split larger than memory
+    is read once and never held as float whole. `images`: an array, or a split's ImagesView
+    (app/data/shards.py), which `workers` DataLoader processes read (and decode) when given."""
     model = engine.prepare(model, device)
     parts = []
-    for start in range(0, len(images), CHUNK):
-        chunk = np.array(images[start:start + CHUNK])  # a writable copy (torch warns on a read-only map)
+    for chunk in _chunks(images, workers):
         data = engine.to_tensors(chunk, np.zeros(len(chunk), np.int64), device, of_recipe(recipe))
         parts.append(torch.softmax(engine.predict_logits(model, data), dim=1).float().cpu().numpy())
     return np.concatenate(parts) if parts else np.zeros((0, int(recipe["num_classes"])), np.float32)
+
+
+def _chunks(images, workers: int):
+    if workers and isinstance(images, ImagesView):
+        from app.training.streaming import read_in_order
+
+        yield from read_in_order(images, engine.EVAL_BATCH, workers)
+        return
+    for start in range(0, len(images), CHUNK):
+        yield np.array(images[start:start + CHUNK])  # a writable copy (torch warns on a read-only map)

@@ -11,7 +11,7 @@ from app.evaluation.inference import probabilities
 from app.training.checkpoint import load_checkpoint
 
 
-def production_on_split(run, collection, model_version, dataset, split, device) -> dict | None:
+def production_on_split(run, collection, model_version, dataset, split, device, workers: int = 0) -> dict | None:
     """The production model's test accuracy on this very split, when that is a fair comparison."""
     ref = names.registry_ref(collection, names.PRODUCTION)
     # None only when there definitely is no production model; any other failure (network,
@@ -26,7 +26,7 @@ def production_on_split(run, collection, model_version, dataset, split, device) 
         return {"ref": info.ref, "version": info.version, "comparable": False}
     used = run.use(f"{names.REGISTRY}/{collection}:v{info.version}", names.MODEL_TYPE)
     model, recipe = load_checkpoint(used.path, device)
-    probs = probabilities(model, split.images["test"], device, recipe)
+    probs = probabilities(model, split.images["test"], device, recipe, workers=workers)
     accuracy = float((probs.argmax(1) == split.labels["test"]).mean())
     return {"ref": used.ref, "version": info.version, "comparable": True, "test_accuracy": accuracy}
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import sys
 
 from app import names
-from app.cli import Parser, add_model_flags, unit_interval
+from app.cli import Parser, add_model_flags, non_negative_int, unit_interval
 from app.errors import exits_cleanly
+from app.training.config import stream_workers
 
 SPLITS = ("val", "test")
 
@@ -34,6 +35,9 @@ def parse_args(argv=None):
     p.add_argument("--no-generate-images", dest="generate_images", action="store_false",
                    help="leave the image column out of the error-analysis tables")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="inference device")
+    p.add_argument("--workers", type=non_negative_int, default=stream_workers(), metavar="N",
+                   help=f"DataLoader processes that read (and, for a split of references, decode) the split's "
+                        f"images (default {stream_workers()}: a core each, one left; 0: this process reads them)")
     return p.parse_args(argv)
 
 
@@ -75,7 +79,7 @@ def main(argv=None) -> None:
 
         results, probs, shown = {}, {}, {}
         for name in SPLITS:
-            probs[name] = probabilities(model, split.images[name], device, recipe)
+            probs[name] = probabilities(model, split.images[name], device, recipe, workers=args.workers)
             results[name] = classification_report(probs[name], split.labels[name], len(split.class_names))
             print(f"{name}: accuracy {results[name]['accuracy']:.4f}  loss {results[name]['loss']:.4f}  "
                   f"macro F1 {results[name]['macro_f1']:.4f}", file=sys.stderr)
@@ -87,7 +91,7 @@ def main(argv=None) -> None:
         run.summary(summary)
 
         collection = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])
-        production = production_on_split(run, collection, model_version, dataset, split, device)
+        production = production_on_split(run, collection, model_version, dataset, split, device, args.workers)
         if production and production.get("comparable") and not production.get("same_model"):
             print(f"side by side on {dataset.ref} test: this {results['test']['accuracy']:.4f}  "
                   f"production {production['test_accuracy']:.4f} ({production['ref']})")

@@ -21,13 +21,13 @@ from app.training.engine import EVAL_BATCH, as_float
 
 
 class _Batches(Dataset):
-    """Item = one batch: the uint8 images at a tensor of indices, in that order."""
+    """Item = one batch: the uint8 images at a tensor of indices, in that order, or in a slice."""
 
     def __init__(self, images: ImagesView):
         self.images = images  # pickled to workers as its file list; each opens (or decodes) the files itself
 
-    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.images.take(index.numpy()))
+    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
+        return torch.from_numpy(self.images[index] if isinstance(index, slice) else self.images.take(index.numpy()))
 
 
 class _Chunks:
@@ -88,3 +88,13 @@ def worker_start(workers: int) -> str | None:
     if workers and torch.distributed.is_available() and torch.distributed.is_initialized():
         return "spawn"
     return None
+
+
+def read_in_order(images: ImagesView, batch_size: int, workers: int):
+    """The images in their order as uint8 arrays, `batch_size` at a time, read (and, for a split of
+    references, decoded) by `workers` DataLoader processes: evaluation's reading of a split."""
+    ranges = [slice(start, start + batch_size) for start in range(0, len(images), batch_size)]
+    loader = DataLoader(_Batches(images), batch_size=None, sampler=ranges, num_workers=workers,
+                        multiprocessing_context=worker_start(workers))
+    for batch in loader:
+        yield batch.numpy()
