@@ -144,6 +144,8 @@ def main(argv=None) -> None:
     p.add_argument("--width", type=int, default=8, help="the convnet's width (the data path is what is measured)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--shard-size", type=int, default=None, help="data_prep's --shard-size (default: its own, 256 MiB)")
+    p.add_argument("--reference", action="store_true",
+                   help="data_prep --reference: the split points at the JPEGs, decoded where they are read")
     args = p.parse_args(argv)
 
     folder = args.workdir / f"folder-{args.images}-{args.size}"
@@ -157,7 +159,8 @@ def main(argv=None) -> None:
 
     results = [
         stage("data_prep", workspace, "data_prep", "--dataset", "imagefolder", "--data-dir", str(folder), "--name", "big",
-              *(["--shard-size", str(args.shard_size)] if args.shard_size else [])),
+              *(["--shard-size", str(args.shard_size)] if args.shard_size else []),
+              *(["--reference"] if args.reference else [])),
         stage("train (1 epoch, --stream)", workspace, "train", "--dataset", "big", "--epochs", "1", "--stream",
               str(args.workers), "--width", str(args.width), "--batch_size", str(args.batch_size),
               "--checkpoint-every", "0"),
@@ -173,7 +176,7 @@ def main(argv=None) -> None:
     worst = max(max(r["pss"], r["rss"]) for r in results)
     print(f"\npeak memory of any stage: {worst / GIB:.2f} GiB ({'below' if worst < 3 * GIB else 'ABOVE'} 3 GiB)")
     shards = sorted((workspace / "artifact-store" / "objects").glob("*/train_images_*.npy"))
-    print(f"training split: {len(shards)} shard file(s)")
+    print(f"training split: {'references to the JPEGs' if args.reference else f'{len(shards)} shard file(s)'}")
     for r in results:
         tail = [line for line in r["out"].splitlines() if line.strip()][-3:]
         print(f"{r['stage']}: " + " / ".join(tail))
