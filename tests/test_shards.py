@@ -324,3 +324,31 @@ def test_two_ranks_stream_disjoint_images_that_cover_a_sharded_split(tmp_path):
             assert torch.equal(images[:, 0], torch.from_numpy(whole[batch_labels.numpy()]).float() / 255)
         seen.append(set(torch.cat([l for _, l in batches]).tolist()))
     assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(32))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_image_gone_while_streaming_is_a_clear_error_from_a_worker_too(tmp_path, workers):
+    """A source image removed after the split was checked: the worker's error reaches the main
+    process as a UserError naming the file, without the worker's traceback."""
+    from app.data.references import ReferencedImages
+    from app.evaluation.inference import probabilities
+    from app.models import build_model
+    from app.training.config import from_flags
+    from app.training.recipe import make_recipe
+    from app.training.streaming import Stream
+
+    colour_folder(tmp_path / "pics", per_class=4)
+    names = sorted(p.relative_to(tmp_path / "pics").as_posix() for p in (tmp_path / "pics").rglob("*.png"))
+    listing = {"root": str(tmp_path / "pics"), "channels": 3, "size": [8, 8], "splits": {"train": [[n, ""] for n in names]}}
+    view = ReferencedImages(listing, "train")
+    stream = Stream(view, np.zeros(len(names), np.int64), torch.device("cpu"), None, workers)
+    assert len(list(stream.batches(torch.arange(len(names)), 4))) == 3
+    (tmp_path / "pics" / names[5]).unlink()
+    with pytest.raises(UserError) as raised:
+        list(stream.batches(torch.arange(len(names)), 4))
+    assert names[5] in str(raised.value) and "cannot be read now" in str(raised.value)
+    assert "Traceback" not in str(raised.value)
+    recipe = make_recipe(from_flags("convnet", 1, {"width": 4}), [3, 8, 8], list("abc"), {})
+    with pytest.raises(UserError, match="cannot be read now") as raised:
+        probabilities(build_model(recipe), view, torch.device("cpu"), recipe, workers=workers)
+    assert "Traceback" not in str(raised.value)

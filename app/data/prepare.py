@@ -78,7 +78,7 @@ def _prepare_folder(args, fraction: float, sizes: tuple[int, int, int], folder: 
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers else None
     try:
         for s, indices in progress(chunks, len(chunks), f"decoding {total} images from {root}"
-                                   f"{f' in {workers} processes' if workers else ''}", unit="shards"):
+                                   f"{f' in {workers} processes' if workers else ''}", unit="shards" if writer.sharded else "parts"):
             images, keep, digests = decode(scan, indices, pool)
             sources = [[scan.files[i].relative_to(root).as_posix(), digest]
                        for i, digest, kept in zip(indices.tolist(), digests, keep.tolist()) if kept]

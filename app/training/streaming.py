@@ -26,8 +26,18 @@ class _Batches(Dataset):
     def __init__(self, images: ImagesView):
         self.images = images  # pickled to workers as its file list; each opens (or decodes) the files itself
 
-    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
-        return torch.from_numpy(self.images[index] if isinstance(index, slice) else self.images.take(index.numpy()))
+    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor | str:
+        try:
+            return torch.from_numpy(self.images[index] if isinstance(index, slice) else self.images.take(index.numpy()))
+        except UserError as err:  # sent back as data: raised here it would reach the main process wrapped
+            return str(err)      # in the worker's traceback; checked() raises it there as it was
+
+
+def checked(batch: torch.Tensor | str) -> torch.Tensor:
+    """A batch from _Batches, or the UserError a worker met (a file gone or changed while read)."""
+    if isinstance(batch, str):
+        raise UserError(batch)
+    return batch
 
 
 class _Chunks:
@@ -74,7 +84,7 @@ class Stream:
                                       multiprocessing_context=worker_start(self.workers))
         self._sampler.chunks = chunks
         for index, images in zip(chunks, self._loader):
-            yield as_float(images.to(self.device, non_blocking=True), self.preprocessing), self.labels[index.to(self.device)]
+            yield as_float(checked(images).to(self.device, non_blocking=True), self.preprocessing), self.labels[index.to(self.device)]
 
     def in_order(self, batch_size: int = EVAL_BATCH):
         for images, _ in self.batches(torch.arange(len(self)), batch_size):
@@ -97,4 +107,4 @@ def read_in_order(images: ImagesView, batch_size: int, workers: int):
     loader = DataLoader(_Batches(images), batch_size=None, sampler=ranges, num_workers=workers,
                         multiprocessing_context=worker_start(workers))
     for batch in loader:
-        yield batch.numpy()
+        yield checked(batch).numpy()
