@@ -138,11 +138,14 @@ def test_a_pool_of_processes_decodes_as_this_process_does(tmp_path):
     colour_folder(tmp_path / "pics")
     scan = scan_image_folder(tmp_path / "pics", (12, 12), strict=False)
     indices = np.arange(len(scan.files))[::-1]
-    alone, keep_alone, digests = decode(scan, indices)
+    alone, keep_alone, digests = decode(scan, indices, digests=True)
     with multiprocessing.get_context("spawn").Pool(2) as pool:
-        pooled, keep_pooled, pooled_digests = decode(scan, indices, pool)
+        pooled, keep_pooled, pooled_digests = decode(scan, indices, pool, digests=True)
     assert np.array_equal(alone, pooled) and np.array_equal(keep_alone, keep_pooled) and digests == pooled_digests
     assert (~keep_alone).sum() == 1 and [s["file"] for s in scan.skipped] == ["green/truncated.jpg"] * 2
+    from app.data.references import md5_b64
+
+    assert digests[0] == md5_b64(scan.files[indices[0]]) and decode(scan, indices[:2])[2] == [None, None]
 
 
 def artifact_files(ws, collection, version=-1):

@@ -100,42 +100,44 @@ def scan_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) ->
                       resized=any(size_hw != target for size_hw, _ in headers.values()))
 
 
-def decode(scan: FolderScan, indices: np.ndarray, pool=None) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+def decode(scan: FolderScan, indices: np.ndarray, pool=None,
+           digests: bool = False) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
     """The images at `indices` of the scan, decoded and fitted (by `pool`'s processes when given),
-    a mask of those that decoded (the others are added to scan.skipped) and each file's MD5 (as
-    W&B's manifests record it; data_prep --reference keeps them)."""
+    a mask of those that decoded (the others are added to scan.skipped) and, with `digests`, each
+    file's MD5 as W&B's manifests record it (data_prep --reference keeps them; else None each)."""
     paths = [scan.files[i] for i in indices]
-    tasks = [(paths[i:i + DECODE_BATCH], scan.channels, scan.size) for i in range(0, len(paths), DECODE_BATCH)]
+    tasks = [(paths[i:i + DECODE_BATCH], scan.channels, scan.size, digests) for i in range(0, len(paths), DECODE_BATCH)]
     results = pool.imap(_decode_batch, tasks) if pool is not None else map(_decode_batch, tasks)
     images = np.zeros((len(paths), *scan.sample_shape), dtype=np.uint8)
     keep = np.ones(len(paths), dtype=bool)
-    digests: list[str | None] = []
+    found: list[str | None] = []
     position = 0
     for batch in results:
         for item in batch:
             if isinstance(item, str):  # readable header, damaged pixels (a truncated file)
                 keep[position] = False
                 scan.skip(int(indices[position]), item)
-                digests.append(None)
+                found.append(None)
             else:
                 images[position], digest = item
-                digests.append(digest)
+                found.append(digest)
             position += 1
-    return images, keep, digests
+    return images, keep, found
 
 
 DECODE_BATCH = 64  # files per task sent to a decoding process
 
 
 def _decode_batch(task) -> list:
-    """A decoding process's work: each file as (a fitted uint8 array, its MD5), or why it could not be read."""
+    """A decoding process's work: each file as (a fitted uint8 array, its MD5 when asked for), or why
+    it could not be read."""
     from app.data.references import md5_b64
 
-    paths, channels, size = task
+    paths, channels, size, digests = task
     out = []
     for path in paths:
         try:
-            out.append((image_files.read_image(path, channels, size), md5_b64(path)))
+            out.append((image_files.read_image(path, channels, size), md5_b64(path) if digests else None))
         except (OSError, ValueError) as err:
             out.append(summary(err))
     return out

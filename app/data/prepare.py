@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from app.data import image_files, memory
-from app.data.references import artifact_references, read_references
+from app.data.references import artifact_references
 from app.data.split import SPLITS, Split, split_indices, stratified_split
 from app.data.split_files import SplitWriter, read_split, shard_size_for, write_split
 from app.progress import progress
@@ -79,19 +79,19 @@ def _prepare_folder(args, fraction: float, sizes: tuple[int, int, int], folder: 
     try:
         for s, indices in progress(chunks, len(chunks), f"decoding {total} images from {root}"
                                    f"{f' in {workers} processes' if workers else ''}", unit="shards" if writer.sharded else "parts"):
-            images, keep, digests = decode(scan, indices, pool)
+            images, keep, digests = decode(scan, indices, pool, digests=args.reference)
             sources = [[scan.files[i].relative_to(root).as_posix(), digest]
-                       for i, digest, kept in zip(indices.tolist(), digests, keep.tolist()) if kept]
+                       for i, digest, kept in zip(indices.tolist(), digests, keep.tolist()) if kept] \
+                if args.reference else None
             writer.add(s, images[keep] if not keep.all() else images, scan.labels[indices][keep], sources)
     finally:
         if pool is not None:
             pool.terminate()
     scan.warn_skipped(args.strict)
-    files = writer.close()
-    return _prepared(files, folder, writer, source=f"image folder {root.name}", channels=scan.channels,
+    return _prepared(writer.close(), folder, writer, source=f"image folder {root.name}", channels=scan.channels,
                      resize=image_files.RESIZE_RULE if scan.resized else None, light_on_dark=False,
                      skipped=scan.skipped,
-                     references=artifact_references(read_references(folder)) if args.reference else {})
+                     references=artifact_references(root, writer.sources) if args.reference else {})
 
 
 def _prepared(files, folder, writer: SplitWriter, **described) -> PreparedSplit:

@@ -35,12 +35,11 @@ class ChannelStats:
                 self.histograms[c] += np.bincount(pixels[:, c], minlength=256)
 
     def result(self) -> tuple[list[float], list[float]]:
-        values = np.arange(256)
         means, stds = [], []
         for histogram in self.histograms.tolist() if self.histograms is not None else [[1] + [0] * 255]:
             count = sum(histogram)
-            total = sum(v * n for v, n in zip(values.tolist(), histogram))
-            squares = sum(v * v * n for v, n in zip(values.tolist(), histogram))
+            total = sum(v * n for v, n in enumerate(histogram))
+            squares = sum(v * v * n for v, n in enumerate(histogram))
             variance = (count * squares - total * total) / (count * count)  # exact integers until this division
             means.append(round(total / count / 255.0, 6))
             stds.append(round(max(variance ** 0.5 / 255.0, 1e-6), 6))

@@ -53,11 +53,10 @@ def read_references(folder: Path) -> dict:
         raise UserError(f"{REFERENCES_FILE} in {folder} cannot be read ({err}); log the split again.") from err
 
 
-def artifact_references(listing: dict) -> dict[str, str]:
-    """{name inside the artifact: file:// URI} of every referenced image."""
-    root = Path(listing["root"])
-    return {IMAGES_PREFIX + name: (root / name).as_uri()
-            for entries in listing["splits"].values() for name, _ in entries}
+def artifact_references(root: Path, entries: dict[str, list[list[str]]]) -> dict[str, str]:
+    """{name inside the artifact: file:// URI} of every referenced image (each split's [file, MD5])."""
+    root = root.resolve()
+    return {IMAGES_PREFIX + name: (root / name).as_uri() for split in entries.values() for name, _ in split}
 
 
 def check_sources(listing: dict) -> None:
@@ -108,9 +107,4 @@ class ReferencedImages(ImagesView):
                 raise UserError(f"{image_files.shown(str(path))}, an image of the split, cannot be read now "
                                 f"({summary(err)}); restore it, or log the split again.") from err
         return out
-
-
-def describe(listing: dict) -> str:
-    count = sum(len(entries) for entries in listing["splits"].values())
-    return f"{count} images referenced in {listing['root']}"
 

@@ -125,8 +125,9 @@ def read_split(folder: Path, mapped: bool = False, check_sources: bool = True) -
     are used (a split may exceed memory); otherwise held in memory as one array. A split of
     references (data_prep --reference) has its source images checked first, unless not `check_sources`."""
     listed = [f"{s}_labels.npy" for s in SPLITS] + [CLASSES_FILE]
+    stored = {} if referenced(folder) else {s: image_files(folder, s) for s in SPLITS}
     missing = [n for n in listed if not (folder / n).is_file()] + \
-              ([] if referenced(folder) else [f.name for s in SPLITS for f in image_files(folder, s) if not f.is_file()])
+              [f.name for files in stored.values() for f in files if not f.is_file()]
     if missing:
         raise UserError(f"{folder} is not a dataset split (missing {', '.join(missing)}); pass a `<dataset>-split` ref.")
     try:
@@ -139,7 +140,7 @@ def read_split(folder: Path, mapped: bool = False, check_sources: bool = True) -
     if listing is not None and check_sources:
         references.check_sources(listing)  # a changed source image is named before anything reads it
     for s in SPLITS:
-        view = references.ReferencedImages(listing, s) if listing else ShardedImages(image_files(folder, s))
+        view = references.ReferencedImages(listing, s) if listing else ShardedImages(stored[s])
         if len(view) != len(labels[s]):
             raise UserError(f"the {s} split in {folder} holds {len(view)} images for {len(labels[s])} labels; "
                             "log the split again.")
