@@ -143,9 +143,9 @@ def test_a_pool_of_processes_decodes_as_this_process_does(tmp_path):
         pooled, keep_pooled, pooled_digests = decode(scan, indices, pool, digests=True)
     assert np.array_equal(alone, pooled) and np.array_equal(keep_alone, keep_pooled) and digests == pooled_digests
     assert (~keep_alone).sum() == 1 and [s["file"] for s in scan.skipped] == ["green/truncated.jpg"] * 2
-    from app.data.references import md5_b64
+    from app.data.locations import file_md5_b64 as md5_b64
 
-    assert digests[0] == md5_b64(scan.files[indices[0]]) and decode(scan, indices[:2])[2] == [None, None]
+    assert digests[0] == md5_b64(scan.where.root / scan.files[indices[0]]) and decode(scan, indices[:2])[2] == [None, None]
 
 
 def artifact_files(ws, collection, version=-1):
@@ -224,7 +224,7 @@ def test_a_reference_split_leaves_the_images_where_they_are_and_names_a_changed_
     reference per image (its MD5, as W&B computes it) recorded in the store too; the images read
     back are the ones a copied split holds; train (in memory and --stream) and evaluate work; a
     changed or missing source image stops train with its name and logs nothing."""
-    from app.data.references import md5_b64
+    from app.data.locations import file_md5_b64 as md5_b64
 
     ws = workspace
     colour_folder(ws.path / "pics")
@@ -269,7 +269,7 @@ def test_a_reference_split_leaves_the_images_where_they_are_and_names_a_changed_
 
 def test_wandb_records_each_reference_with_its_checksum_and_a_changed_file_changes_the_digest(tmp_path):
     """The artifact W&B uploads online (and `wandb sync` later): the SDK's own reference entries."""
-    from app.data.references import md5_b64
+    from app.data.locations import file_md5_b64 as md5_b64
     from app.tracking.backends import build_wandb_artifact
 
     image = tmp_path / "a.png"

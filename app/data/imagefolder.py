@@ -1,4 +1,5 @@
-"""A folder of images, one sub-folder per class (torchvision's ImageFolder convention).
+"""A folder of images, one sub-folder per class (torchvision's ImageFolder convention), on this
+machine or in a bucket (app/data/locations.py: s3://bucket/photos, gs://bucket/photos).
 
 Two passes: the first (scan_image_folder) reads only headers (size, colour mode) to choose the
 channel count and check the sizes before any pixel is decoded; the second (decode) decodes and
@@ -8,6 +9,7 @@ with strict); the class names are the sub-folder names, sorted.
 """
 from __future__ import annotations
 
+import io
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from app.data import image_files, memory
+from app.data.locations import BucketPrefix, LocalFolder, bytes_md5_b64, location
 from app.errors import UserError, summary
 from app.progress import progress
 
@@ -29,21 +32,24 @@ class FolderImages:
     resized: bool = False
 
 
-def list_files(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    """(class names, [(file, label)]) in a stable order; hidden files and non-image suffixes ignored."""
-    if not root.is_dir():
-        raise UserError(f"--data-dir {root} is not a folder; pass a folder with one sub-folder of images per class.")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+Where = LocalFolder | BucketPrefix
+
+
+def list_files(where: Where) -> tuple[list[str], list[tuple[str, int]]]:
+    """(class names, [(file relative to the folder, label)]) in a stable order; hidden files and
+    folders and non-image suffixes ignored."""
+    folders = [name for name in where.folders() if not name.startswith(".")]
     classes = [image_files.shown(name) for name in folders]  # a label plot cannot draw undecodable bytes
     if len(classes) < 2:
-        raise UserError(f"{root} has {len(classes)} class folder(s); an image folder needs one sub-folder per "
-                        f"class and at least two classes (e.g. {root}/cats/*.jpg, {root}/dogs/*.jpg).")
+        raise UserError(f"{where} has {len(classes)} class folder(s); an image folder needs one sub-folder per "
+                        f"class and at least two classes (e.g. {where}/cats/*.jpg, {where}/dogs/*.jpg).")
     extensions = image_files.image_extensions()
     files = []
     for label, name in enumerate(folders):
-        for path in sorted((root / name).rglob("*")):
-            if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in extensions:
-                files.append((path, label))
+        for file in where.files(name):
+            base = file.rsplit("/", 1)[-1]
+            if not base.startswith(".") and Path(base).suffix.lower() in extensions:
+                files.append((file, label))
     return classes, files
 
 
@@ -52,8 +58,8 @@ class FolderScan:
     """What the headers say, before any pixel is decoded: the readable files and their labels, the
     channel count and the one size every image is brought to."""
 
-    root: Path
-    files: list[Path]
+    where: Where
+    files: list[str]  # relative to the folder
     labels: np.ndarray  # int64 (N,)
     class_names: list[str]
     channels: int
@@ -66,35 +72,47 @@ class FolderScan:
         return (*self.size, self.channels) if self.channels == 3 else tuple(self.size)
 
     def skip(self, index: int, reason: str) -> None:
-        self.skipped.append({"file": image_files.shown(str(self.files[index].relative_to(self.root))), "reason": reason})
+        self.skipped.append({"file": image_files.shown(self.files[index]), "reason": reason})
 
     def warn_skipped(self, strict: bool) -> None:
         if self.skipped:
             if strict:
-                raise _strict_refusal(self.skipped, self.root)
-            print(f"warning: {_skipped_text(self.skipped, self.root)} They are listed in the artifact's metadata "
+                raise _strict_refusal(self.skipped, self.where)
+            print(f"warning: {_skipped_text(self.skipped, self.where)} They are listed in the artifact's metadata "
                   "(skipped_files); --strict refuses instead.", file=sys.stderr)
 
 
-def scan_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) -> FolderScan:
-    classes, files = list_files(root)
+def scan_image_folder(root: Path | str | Where, size: tuple[int, int] | None, strict: bool) -> FolderScan:
+    where = root if isinstance(root, (LocalFolder, BucketPrefix)) else location(root)
+    classes, files = list_files(where)
     headers, skipped = {}, []
-    for path, _ in progress(files, len(files), f"reading headers in {root}", unit="files"):
+
+    def header(name: str, source):
         try:
-            headers[path] = image_files.read_header(path)
+            if isinstance(source, OSError):  # a bucket's object that could not be fetched
+                raise source
+            return image_files.read_header(source)
         except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
-            skipped.append({"file": image_files.shown(str(path.relative_to(root))), "reason": summary(err)})
+            return err
+
+    names = [name for name, _ in files]
+    found = map(header, names, where.sources(names))
+    for name, result in progress(zip(names, found), len(names), f"reading headers in {where}", unit="files"):
+        if isinstance(result, Exception):
+            skipped.append({"file": image_files.shown(name), "reason": summary(result)})
+        else:
+            headers[name] = result
     if skipped and strict:  # refused before decoding a single image
-        raise _strict_refusal(skipped, root)
+        raise _strict_refusal(skipped, where)
     readable = [(p, label) for p, label in files if p in headers]
     counts = Counter(label for _, label in readable)
     empty = [classes[i] for i in range(len(classes)) if counts[i] == 0]
     if empty:
-        raise UserError(f"class folder(s) {', '.join(empty)} in {root} hold no readable image; "
+        raise UserError(f"class folder(s) {', '.join(empty)} in {where} hold no readable image; "
                         "every class needs images (or remove the folder).")
     channels = 3 if any(image_files.channels_of_mode(mode) == 3 for _, mode in headers.values()) else 1
-    target = tuple(size or _one_size(headers, root))
-    return FolderScan(root=root, files=[p for p, _ in readable],
+    target = tuple(size or _one_size(headers, where))
+    return FolderScan(where=where, files=[p for p, _ in readable],
                       labels=np.array([label for _, label in readable], dtype=np.int64), class_names=classes,
                       channels=channels, size=target, skipped=skipped,
                       resized=any(size_hw != target for size_hw, _ in headers.values()))
@@ -104,9 +122,10 @@ def decode(scan: FolderScan, indices: np.ndarray, pool=None,
            digests: bool = False) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
     """The images at `indices` of the scan, decoded and fitted (by `pool`'s processes when given),
     a mask of those that decoded (the others are added to scan.skipped) and, with `digests`, each
-    file's MD5 as W&B's manifests record it (data_prep --reference keeps them; else None each)."""
+    file's digest as W&B's manifests record it (data_prep --reference keeps them; else None each)."""
     paths = [scan.files[i] for i in indices]
-    tasks = [(paths[i:i + DECODE_BATCH], scan.channels, scan.size, digests) for i in range(0, len(paths), DECODE_BATCH)]
+    tasks = [(scan.where, paths[i:i + DECODE_BATCH], scan.channels, scan.size, digests)
+             for i in range(0, len(paths), DECODE_BATCH)]
     results = pool.imap(_decode_batch, tasks) if pool is not None else map(_decode_batch, tasks)
     images = np.zeros((len(paths), *scan.sample_shape), dtype=np.uint8)
     keep = np.ones(len(paths), dtype=bool)
@@ -120,7 +139,7 @@ def decode(scan: FolderScan, indices: np.ndarray, pool=None,
                 found.append(None)
             else:
                 images[position], digest = item
-                found.append(digest)
+                found.append(scan.where.listed_digest(paths[position]) if digests and scan.where.remote else digest)
             position += 1
     return images, keep, found
 
@@ -129,15 +148,19 @@ DECODE_BATCH = 64  # files per task sent to a decoding process
 
 
 def _decode_batch(task) -> list:
-    """A decoding process's work: each file as (a fitted uint8 array, its MD5 when asked for), or why
-    it could not be read."""
-    from app.data.references import md5_b64
-
-    paths, channels, size, digests = task
+    """A decoding process's work: each file as (a fitted uint8 array, its MD5 when asked for), or
+    why it could not be read. A local file is read once: its bytes are decoded and hashed."""
+    where, names, channels, size, digests = task
     out = []
-    for path in paths:
+    for name, source in zip(names, where.sources(names)):
         try:
-            out.append((image_files.read_image(path, channels, size), md5_b64(path) if digests else None))
+            if isinstance(source, OSError):  # a bucket's object that could not be fetched
+                raise source
+            if digests and not where.remote:  # a bucket's digests come from its listing
+                data = where.read(name)  # read once: decoded and hashed
+                out.append((image_files.read_image(io.BytesIO(data), channels, size), bytes_md5_b64(data)))
+            else:
+                out.append((image_files.read_image(source, channels, size), None))
         except (OSError, ValueError) as err:
             out.append(summary(err))
     return out
@@ -154,7 +177,7 @@ def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) ->
                         class_names=scan.class_names, skipped=scan.skipped, resized=scan.resized)
 
 
-def _one_size(headers: dict, root: Path) -> tuple[int, int]:
+def _one_size(headers: dict, root: Where) -> tuple[int, int]:
     """The images' common size, or an error that shows the sizes found and asks for --image-size."""
     sizes = Counter(hw for hw, _ in headers.values())
     if len(sizes) == 1:
@@ -169,10 +192,10 @@ def _one_size(headers: dict, root: Path) -> tuple[int, int]:
     )
 
 
-def _strict_refusal(skipped: list[dict], root: Path) -> UserError:
+def _strict_refusal(skipped: list[dict], root: Where) -> UserError:
     return UserError(_skipped_text(skipped, root) + " --strict refuses: remove or fix them, or drop --strict.")
 
 
-def _skipped_text(skipped: list[dict], root: Path) -> str:
+def _skipped_text(skipped: list[dict], root: Where) -> str:
     shown = ", ".join(s["file"] for s in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
     return f"{len(skipped)} file(s) in {root} could not be read as images: {shown}."

@@ -40,7 +40,7 @@ class PreparedSplit:
     light_on_dark: bool
     shard_size: int | None  # images per shard when the split was sharded
     skipped: list[dict] = field(default_factory=list)
-    references: dict[str, str] = field(default_factory=dict)  # --reference: name in the artifact -> file:// URI
+    references: dict[str, str] = field(default_factory=dict)  # --reference: name in the artifact -> URI
 
 
 def prepare(args, name: str, fraction: float, sizes: tuple[int, int, int], folder: Path) -> PreparedSplit:
@@ -58,9 +58,10 @@ def prepare(args, name: str, fraction: float, sizes: tuple[int, int, int], folde
 
 def _prepare_folder(args, fraction: float, sizes: tuple[int, int, int], folder: Path) -> PreparedSplit:
     from app.data.imagefolder import decode, scan_image_folder
+    from app.data.locations import location
 
-    root = Path(args.data_dir)
-    scan = scan_image_folder(root, args.image_size, args.strict)
+    where = location(args.data_dir)  # a folder here, or s3:// / gs://
+    scan = scan_image_folder(where, args.image_size, args.strict)
     chosen = split_indices(scan.labels, scan.class_names, fraction, sizes, args.seed)
     total = sum(len(chosen[s]) for s in SPLITS)
     memory.check_fits(total, scan.sample_shape, refuse=False)
@@ -71,16 +72,16 @@ def _prepare_folder(args, fraction: float, sizes: tuple[int, int, int], folder: 
     shard_size = shard_size_for(scan.sample_shape, args.shard_size)
     writer = SplitWriter(folder, scan.class_names, shard_size,
                          sharded=not args.reference and any(len(chosen[s]) > shard_size for s in SPLITS),
-                         reference=(root, scan.channels, scan.size) if args.reference else None)
+                         reference=(where, scan.channels, scan.size) if args.reference else None)
     chunks = [(s, chosen[s][start:start + shard_size]) for s in SPLITS for start in range(0, len(chosen[s]), shard_size)]
     workers = min(os.cpu_count() or 1, 8) if total >= POOL_FROM else 0
     # spawn, not fork: online, W&B's threads may already run in this process
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers else None
     try:
-        for s, indices in progress(chunks, len(chunks), f"decoding {total} images from {root}"
+        for s, indices in progress(chunks, len(chunks), f"decoding {total} images from {where}"
                                    f"{f' in {workers} processes' if workers else ''}", unit="shards" if writer.sharded else "parts"):
             images, keep, digests = decode(scan, indices, pool, digests=args.reference)
-            sources = [[scan.files[i].relative_to(root).as_posix(), digest]
+            sources = [[scan.files[i], digest]
                        for i, digest, kept in zip(indices.tolist(), digests, keep.tolist()) if kept] \
                 if args.reference else None
             writer.add(s, images[keep] if not keep.all() else images, scan.labels[indices][keep], sources)
@@ -88,10 +89,11 @@ def _prepare_folder(args, fraction: float, sizes: tuple[int, int, int], folder: 
         if pool is not None:
             pool.terminate()
     scan.warn_skipped(args.strict)
-    return _prepared(writer.close(), folder, writer, source=f"image folder {root.name}", channels=scan.channels,
+    return _prepared(writer.close(), folder, writer, source=f"image folder {where if where.remote else where.name}",
+                     channels=scan.channels,
                      resize=image_files.RESIZE_RULE if scan.resized else None, light_on_dark=False,
                      skipped=scan.skipped,
-                     references=artifact_references(root, writer.sources) if args.reference else {})
+                     references=artifact_references(where, writer.sources) if args.reference else {})
 
 
 def _prepared(files, folder, writer: SplitWriter, **described) -> PreparedSplit:

@@ -43,10 +43,10 @@ class SplitWriter:
     their MD5s go to references.json instead."""
 
     def __init__(self, folder: Path, class_names: list[str], shard_size: int, sharded: bool,
-                 reference: tuple[Path, int, tuple[int, int]] | None = None):
+                 reference: tuple | None = None):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.class_names, self.shard_size, self.sharded = folder, class_names, shard_size, sharded
-        self.reference = reference  # (folder, channels, size)
+        self.reference = reference  # (the folder: app/data/locations.py, channels, size)
         self.sources: dict[str, list[list[str]]] = {s: [] for s in SPLITS}
         self.shards: dict[str, list[dict]] = {s: [] for s in SPLITS}
         self.labels: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}

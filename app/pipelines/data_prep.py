@@ -3,6 +3,7 @@
     python app/pipelines/data_prep.py --dataset digits
     python app/pipelines/data_prep.py --dataset mnist --fraction 10 --train_val_test_size 70 20 10
     python app/pipelines/data_prep.py --dataset imagefolder --data-dir ~/photos --image-size 64
+    python app/pipelines/data_prep.py --dataset imagefolder --data-dir s3://bucket/photos --image-size 64 --reference
     python app/pipelines/data_prep.py --dataset cifar10 --data-dir data   # data/cifar-10-batches-py
 
 Same inputs give byte-identical files, so the same W&B digest and no new version.
@@ -36,9 +37,10 @@ def parse_args(argv=None):
     p.add_argument("--train_val_test_size", type=int, nargs=3, default=[70, 20, 10], metavar=("TRAIN", "VAL", "TEST"),
                    help="split percentages, summing to 100")
     p.add_argument("--seed", type=int, default=42, help="seed of the sampling and the split")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="imagefolder: the folder of class sub-folders; mnist / fashion_mnist / cifar10: the folder "
-                        "with (or for) torchvision's files (default: data)")
+    p.add_argument("--data-dir", type=data_dir, default=None,
+                   help="imagefolder: the folder of class sub-folders, here or in a bucket (s3://BUCKET/FOLDER, "
+                        "gs://BUCKET/FOLDER); mnist / fashion_mnist / cifar10: the folder with (or for) "
+                        "torchvision's files (default: data)")
     p.add_argument("--image-size", type=positive_int, nargs="+", default=None, metavar=("H", "W"),
                    help="bring every image to H x W (W defaults to H): aspect kept, scaled to cover, centre "
                         "cropped (default: the images' own size when they all share it)")
@@ -48,8 +50,9 @@ def parse_args(argv=None):
                    help="images per shard file when a split is larger (default: as many as fit in 256 MiB); a "
                         "split that fits in one shard is one file")
     p.add_argument("--reference", action="store_true",
-                   help="imagefolder: leave the images where they are; the artifact holds checksummed references to "
-                        "them (W&B's add_reference) and the labels, and a changed image is named when the split is used")
+                   help="imagefolder: leave the images where they are (here, or in the bucket); the artifact holds "
+                        "checksummed references to them (W&B's add_reference) and the labels, and a changed image is "
+                        "named when the split is used")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                    help="download mnist / fashion_mnist / cifar10 into --data-dir when the files are missing "
                         "(independent of the W&B mode: offline W&B is not 'no network')")
@@ -62,18 +65,29 @@ def parse_args(argv=None):
         p.error("--reference is for --dataset imagefolder: a downloaded set has no files of its own to point at")
     if args.dataset == "imagefolder" and args.data_dir is None:
         p.error("--dataset imagefolder needs --data-dir DIR: a folder with one sub-folder of images per class")
+    if args.dataset != "imagefolder" and isinstance(args.data_dir, str):
+        p.error(f"--data-dir {args.data_dir}: a bucket is read for --dataset imagefolder; {args.dataset} is read from "
+                "a folder on this machine")
     return args
+
+
+def data_dir(text: str) -> Path | str:
+    """A folder here (a Path), or a bucket's prefix kept as its URI (s3://..., gs://...)."""
+    from app.data.locations import is_bucket
+
+    return text if is_bucket(text) else Path(text)
 
 
 @exits_cleanly
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from app.data.locations import location
     from app.data.split import check_sizes
 
     sizes = check_sizes(args.train_val_test_size)
     fraction = args.fraction if args.fraction is not None else (100.0 if args.dataset in FULL_BY_DEFAULT else 10.0)
-    name = args.name or (names.name_from_folder(args.data_dir.resolve().name) if args.dataset == "imagefolder"
-                         else args.dataset)
+    where = location(args.data_dir) if args.dataset == "imagefolder" else None
+    name = args.name or (names.name_from_folder(where.name) if where else args.dataset)
 
     from app.data import plots
     from app.data.prepare import prepare, report_duplicates
@@ -130,7 +144,7 @@ def main(argv=None) -> None:
             if prepared.shard_size:  # recorded only when sharded: a one-file split's metadata is as before
                 metadata["shard_size"] = prepared.shard_size
             if prepared.references:  # the files besides the references: what a use downloads
-                metadata["references"] = {"root": args.data_dir.resolve().as_uri(), "images": len(prepared.references),
+                metadata["references"] = {"root": where.uri, "images": len(prepared.references),
                                           "files": sorted(prepared.files)}
             logged = run.log_artifact(names.dataset_artifact(name), names.DATASET_TYPE, prepared.files, metadata,
                                       references=prepared.references)
@@ -140,7 +154,7 @@ def main(argv=None) -> None:
     sizes_text = ", ".join(f"{s} {n}" for s, n in split.sizes().items())
     channels = "greyscale" if prepared.channels == 1 else f"{prepared.channels} channels"
     shards = f"; shards of {prepared.shard_size} images" if prepared.shard_size else \
-        f"; {len(prepared.references)} images referenced in {args.data_dir.resolve()}" if prepared.references else ""
+        f"; {len(prepared.references)} images referenced in {where.recorded}" if prepared.references else ""
     print(f"dataset artifact: {logged.ref}  (digest {logged.digest}; {sizes_text}; "
           f"{'x'.join(map(str, shape[:2]))} {channels}; {len(split.class_names)} classes{shards}; "
           f"{prepared.duplicates} cross-split duplicates; {len(prepared.skipped)} unreadable files skipped)")

@@ -24,9 +24,9 @@ def sdk_md5():
 def md5_b64_fallback(path: Path) -> str:
     """What W&B's manifests record for a file: the base64 of its MD5 (computed in app/data, where
     the referenced images of a split are checked without W&B)."""
-    from app.data.references import md5_b64
+    from app.data.locations import file_md5_b64
 
-    return md5_b64(path)
+    return file_md5_b64(path)
 
 
 def file_digest(path: Path) -> str:
@@ -45,15 +45,15 @@ def manifest_digests(artifact: wandb.Artifact, files: dict[str, Path]) -> dict[s
 
 
 def reference_digests(artifact: wandb.Artifact, references: dict[str, str]) -> dict[str, dict]:
-    """{name: {"uri", "digest"}} of an artifact's file:// references, as its manifest records them
-    (else the MD5 of each local file, W&B's checksum for them): what the offline store keeps."""
-    from urllib.parse import unquote, urlparse
+    """{name: {"uri", "digest"}} of an artifact's references (file://, s3://, gs://), as its manifest
+    records them (else each source's digest now, as W&B computes it): what the offline store keeps."""
+    from app.data.locations import current_digests
 
     entries = getattr(getattr(artifact, "manifest", None), "entries", None)
     if isinstance(entries, dict) and set(references) <= set(entries):
         return {name: {"uri": uri, "digest": entries[name].digest} for name, uri in references.items()}
-    return {name: {"uri": uri, "digest": file_digest(Path(unquote(urlparse(uri).path)))}
-            for name, uri in references.items()}
+    now = current_digests(list(references.values()))
+    return {name: {"uri": uri, "digest": now[uri]} for name, uri in references.items()}
 
 
 def quiet_run_settings() -> dict:
