@@ -63,6 +63,14 @@ def test_bench_stream_prints_both_rates_and_their_ratio(tmp_path):
     assert peaks and int(peaks[1]) > int(peaks[2]), out  # the float copy of 3,000 images alone is 141 MiB
 
 
+def test_bench_buckets_prints_threads_against_one_reader_at_each_latency(tmp_path):
+    out = run_benchmark("bench_buckets.py", "--images", "40", "--latency-ms", "0", "5", tmp_path=tmp_path)
+    assert re.search(r"^header scan of the folder on local disk: [\d.]+ s$", out, re.M), out
+    for latency in ("0", "5"):
+        for step in (r"header scan \(data_prep\)", r"read \+ decode \(train, evaluate\)"):
+            assert re.search(rf"^\| {latency} ms \| {step} \| [\d.]+ \| [\d.]+ \| [\d.]+x \|$", out, re.M), out
+
+
 @pytest.mark.parametrize("layout", ["shards", "reference"])
 def test_bench_large_runs_the_three_scripts_on_a_sharded_folder_and_prints_their_peaks(tmp_path, layout):
     flags = ["--shard-size", "100"] if layout == "shards" else ["--reference"]
