@@ -10,7 +10,9 @@ local server does not; `--latency-ms` models it as a sleep before each request i
 Measured, for 64x64 colour JPEGs under s3://bench/photos:
 - the header scan data_prep makes (`scan_image_folder`), against the same folder on local disk;
 - reading and decoding every image of a referenced split (`ReferencedImages.take`: train's load
-  into memory, each DataLoader worker's batch with --stream, evaluate's batches).
+  into memory, each DataLoader worker's batch with --stream, evaluate's batches);
+- W&B's own `add_reference(uri, checksum=True)` of every object (what data_prep --reference logs:
+  W&B's S3 handler asks for each object in turn), for the time it adds to data_prep.
 """
 from __future__ import annotations
 
@@ -81,6 +83,28 @@ def with_latency(where, seconds: float):
     return where
 
 
+def wandb_references(uri: str, names: list[str], seconds: float) -> float:
+    """Seconds W&B's add_reference takes for every object, each request delayed by `seconds`
+    (W&B's handler makes its own boto3 resource: the delay is registered on each one made)."""
+    import boto3
+    import wandb
+
+    made = boto3.session.Session.resource
+
+    def resource(self, *args, **kwargs):
+        res = made(self, *args, **kwargs)
+        if seconds:
+            res.meta.client.meta.events.register("before-send.s3.*", lambda **_: time.sleep(seconds))
+        return res
+
+    boto3.session.Session.resource = resource
+    try:
+        art = wandb.Artifact("bench", "dataset")
+        return timed(lambda: [art.add_reference(f"{uri}/{n}", name=f"images/{n}", checksum=True) for n in names])
+    finally:
+        boto3.session.Session.resource = made
+
+
 def timed(step) -> float:
     start = time.perf_counter()
     step()
@@ -121,6 +145,9 @@ def main(argv=None) -> None:
                 one, many = seconds[1][k], seconds[threads][k]
                 print(f"| {latency:g} ms | {step} | {one:.2f} | {many:.2f} | {one / many:.1f}x |")
             print(f"at {latency:g} ms, threads' header scan against local disk: {seconds[threads][0] / local:.1f}x the time")
+            logged = wandb_references(uri, names, latency / 1000)
+            print(f"at {latency:g} ms, W&B's add_reference of the {len(names)} objects: {logged:.2f} s "
+                  f"({len(names) / logged:.0f} objects/s)")
         locations.READERS = threads
 
 

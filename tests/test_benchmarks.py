@@ -69,6 +69,8 @@ def test_bench_buckets_prints_threads_against_one_reader_at_each_latency(tmp_pat
     for latency in ("0", "5"):
         for step in (r"header scan \(data_prep\)", r"read \+ decode \(train, evaluate\)"):
             assert re.search(rf"^\| {latency} ms \| {step} \| [\d.]+ \| [\d.]+ \| [\d.]+x \|$", out, re.M), out
+        assert re.search(rf"^at {latency} ms, W&B's add_reference of the 40 objects: [\d.]+ s \(\d+ objects/s\)$",
+                         out, re.M), out
 
 
 @pytest.mark.parametrize("layout", ["shards", "reference"])

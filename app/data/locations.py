@@ -13,6 +13,8 @@ them all at once, so checking 200,000 objects is a listing, not 200,000 reads.
 from __future__ import annotations
 
 import base64
+import collections
+import functools
 import hashlib
 import io
 import os
@@ -93,21 +95,25 @@ class LocalFolder:
     def __str__(self) -> str:
         return str(self.root)
 
+    @functools.cached_property
+    def absolute(self) -> Path:
+        return self.root.resolve()
+
     @property
     def name(self) -> str:
-        return self.root.resolve().name
+        return self.absolute.name
 
     @property
     def uri(self) -> str:
-        return self.root.resolve().as_uri()
+        return self.absolute.as_uri()
 
     @property
     def recorded(self) -> str:
         """How references.json names it: the absolute path."""
-        return str(self.root.resolve())
+        return str(self.absolute)
 
     def file_uri(self, name: str) -> str:
-        return (self.root.resolve() / name).as_uri()
+        return (self.absolute / name).as_uri()
 
     def folders(self) -> list[str]:
         if not self.root.is_dir():
@@ -118,9 +124,6 @@ class LocalFolder:
     def files(self, folder: str) -> list[str]:
         """Every file under `folder`, as names relative to the root."""
         return [p.relative_to(self.root).as_posix() for p in sorted((self.root / folder).rglob("*")) if p.is_file()]
-
-    def listed_digest(self, name: str) -> None:
-        return None  # a local listing has none: data_prep hashes the bytes it reads
 
     def read(self, name: str) -> bytes:
         return (self.root / name).read_bytes()
@@ -221,7 +224,7 @@ class BucketPrefix:
 
     def sources(self, names: list[str]):
         """Each name's bytes to open, or the OSError that fetching it met, in order: fetched by
-        READERS threads, a few hundred at a time (memory holds at most that many objects)."""
+        READERS threads, at most 2 x READERS ahead of the reader (so memory holds as many objects)."""
         def fetched(name):
             try:
                 return self.source(name)
@@ -230,8 +233,13 @@ class BucketPrefix:
 
         self.client()  # made once, before the threads share it
         with ThreadPoolExecutor(READERS) as pool:
-            for start in range(0, len(names), READERS * 8):
-                yield from pool.map(fetched, names[start:start + READERS * 8])
+            ahead = collections.deque()
+            for name in names:
+                ahead.append(pool.submit(fetched, name))
+                if len(ahead) > 2 * READERS:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
 
     def digests(self, names: list[str]) -> dict[str, str | None]:
         """Each object's digest now (None: gone), from one listing."""
@@ -356,6 +364,8 @@ class GCSClient:
             self._gcs = storage.Client()
         except DefaultCredentialsError as err:
             raise UserError(f"{where}: {self._no_credentials()}") from err
+        except OSError as err:  # google-cloud-storage: "Project was not passed and could not be determined"
+            raise UserError(f"{where}: {summary(err)}. Set GOOGLE_CLOUD_PROJECT to the bucket's project.") from err
 
     @staticmethod
     def _no_credentials() -> str:
