@@ -8,7 +8,10 @@ and W&B's own S3 and GCS reference handlers, which compute the checksums the sto
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import socket
 
 import numpy as np
@@ -17,6 +20,7 @@ from PIL import Image
 
 from app.data.split import SPLITS
 from app.data.split_files import read_split
+from test_online_contract import online, standin  # noqa: F401 (fixtures)
 from test_shards import artifact_files, colour_folder
 
 SECRET = "s3cr3t-never-logged-7f1c"  # the stand-in accepts any key: this one must appear nowhere
@@ -32,8 +36,12 @@ def free_port() -> int:
 def servers():
     """moto's S3 server and a GCS emulator on this machine, and the environment that points the
     clients (ours and W&B's) at them, as a user's AWS / Google settings would."""
+    import logging
+
     from gcp_storage_emulator.server import create_server
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
 
     s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     s3.start()
@@ -212,3 +220,35 @@ def test_bucket_failures_are_clear_messages_that_log_nothing(workspace, bucket_e
     proc = ws.run("data_prep", "--dataset", "mnist", "--data-dir", "s3://failures/mnist", check=False)
     assert proc.returncode == 2 and "a bucket is read for --dataset imagefolder" in proc.stderr
     assert ws.registry() == []
+
+
+def test_online_a_reference_version_downloads_only_its_own_files_checked(workspace, bucket_env, standin, online):
+    """Online, the real SDK against the stand-in: using a version of s3:// references fetches its
+    manifest and its own files (labels, classes, references.json), never an image; the split then
+    reads its images from the bucket. A file served with other bytes than its manifest's digest
+    is refused by name."""
+    from app.errors import UserError
+
+    ws = workspace
+    ws.env.update(bucket_env)
+    colour_folder(ws.path / "photos", per_class=10)
+    uri = Bucket("s3", "online-refs").upload(ws.path / "photos", "photos")
+    ws.run("data_prep", "--dataset", "imagefolder", "--data-dir", uri, "--image-size", "12", "--reference")
+    entry, folder = artifact_files(ws, "photos-split")
+    records = next(json.loads(p.read_text()) for p in (ws.store / "collections").rglob("photos-split.json"))
+    own = {p.name: p.read_bytes() for p in folder.iterdir()}
+    standin.add_artifact("photos-split", "dataset", entry["digest"], entry["metadata"], files=own,
+                         references=records["versions"][0]["references"])
+
+    info = online.fetch("photos-split:v0", "dataset")
+    assert sorted(p.name for p in info.path.iterdir()) == sorted(own) == sorted(entry["metadata"]["references"]["files"])
+    fetched = [path for path in standin.downloads if path.startswith("/artifacts/")]
+    assert len(fetched) == len(own)  # no image: the references stay in the bucket
+    here, there = read_split(folder), read_split(info.path)
+    for s in SPLITS:
+        assert np.array_equal(here.images[s], there.images[s]) and np.array_equal(here.labels[s], there.labels[s])
+
+    standin.blobs[hashlib.md5(own["classes.json"]).hexdigest()] = b'["tampered"]'
+    shutil.rmtree(os.environ["WANDB_CACHE_DIR"], ignore_errors=True)  # W&B's cache holds the good bytes
+    with pytest.raises(UserError, match="classes.json of photos-split:v0 does not match its checksum"):
+        online.fetch("photos-split:v0", "dataset")

@@ -10,6 +10,8 @@ answered with a GraphQL error, so a new SDK query fails a test instead of passin
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,15 +43,33 @@ class StandIn:
         self.collections: dict[tuple[str, str, str], dict] = {}
         self.sweeps: dict[str, dict] = {}  # id -> {"config", "runs": [{"name", "state", "summary", "config", "outputs"}]}
         self.runs: dict[str, dict] = {}  # synced runs by id: {"name", "state", "job_type", "outputs", "inputs"}
+        # Artifact contents, for the downloads: each version's manifest, the files by hex MD5, and
+        # every file GET (so a test sees what the SDK fetched).
+        self.manifests: dict[str, dict] = {}
+        self.blobs: dict[str, bytes] = {}
+        self.downloads: list[str] = []
+        self.handlers["FetchArtifactManifest"] = self.fetch_manifest
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     # -- the world --------------------------------------------------------------------------
 
     def add_artifact(self, name: str, type: str, digest: str, metadata: dict | None = None, *,
-                     entity: str = "me", project: str = "proj", aliases=()) -> str:
-        """Log a version into the project's collection `name`; returns the artifact's id."""
+                     entity: str = "me", project: str = "proj", aliases=(), files: dict[str, bytes] | None = None,
+                     references: dict[str, dict] | None = None) -> str:
+        """Log a version into the project's collection `name`; returns the artifact's id. `files`
+        ({name: bytes}) and `references` ({name: {"uri", "digest"}}) make its manifest, as W&B's
+        storage policy v1 writes one (files stored by MD5, served at /artifacts/<entity>/<hex MD5>)."""
         artifact_id = f"QXJ0aWZhY3Q6{len(self.artifacts) + 1}"
+        contents = {}
+        for path, data in (files or {}).items():
+            md5 = hashlib.md5(data)
+            self.blobs[md5.hexdigest()] = data
+            contents[path] = {"digest": base64.b64encode(md5.digest()).decode(), "size": len(data)}
+        for path, ref in (references or {}).items():
+            contents[path] = {"digest": ref["digest"], "ref": ref["uri"], "size": 1}
+        self.manifests[artifact_id] = {"version": 1, "storagePolicy": "wandb-storage-policy-v1",
+                                       "storagePolicyConfig": {"storageLayout": "V1"}, "contents": contents}
         collection = self.collections.setdefault((entity, project, name), {"type": type, "members": [], "aliases": {}})
         self.artifacts[artifact_id] = {"id": artifact_id, "name": name, "entity": entity, "project": project,
                                        "type": type, "digest": digest, "metadata": metadata or {},
@@ -277,6 +297,9 @@ class StandIn:
 
     # -- answers --------------------------------------------------------------------------
 
+    def fetch_manifest(self, variables):
+        return {"artifact": {"currentManifest": {"file": {"directUrl": f"{self.url}/manifests/{variables['id']}"}}}}
+
     def viewer(self, variables):
         return {"viewer": {"id": "VXNlcjox", "entity": "me", "username": "me", "email": "me@example.com",
                            "flags": None, "teams": {"edges": [{"node": {"name": "me"}}]}}}
@@ -311,6 +334,20 @@ class StandIn:
                 out = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def do_GET(self):  # a manifest (its directUrl), or a file by its hex MD5 (storage layout V1)
+                standin.downloads.append(self.path)
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if parts[0] == "manifests" and parts[-1] in standin.manifests:
+                    status, out = 200, json.dumps(standin.manifests[parts[-1]]).encode()
+                elif parts[0] == "artifacts" and parts[-1] in standin.blobs:
+                    status, out = 200, standin.blobs[parts[-1]]
+                else:
+                    status, out = 404, b"not found"
+                self.send_response(status)
                 self.send_header("content-length", str(len(out)))
                 self.end_headers()
                 self.wfile.write(out)

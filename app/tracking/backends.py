@@ -16,7 +16,7 @@ from app.errors import UserError
 from app.names import CHECKPOINT_TYPE, DATASET_TYPE, EVALUATION_TYPE, LATEST, MODEL_TYPE, REGISTRY
 from app.settings import Settings
 from app.tracking.refs import Ref, parse_ref
-from app.tracking.sdk_internals import manifest_digests, reference_digests
+from app.tracking.sdk_internals import file_digest, manifest_digests, reference_digests
 from app.tracking.store import ReadOnlyStore, Store, check_alias, check_guard
 
 
@@ -68,14 +68,18 @@ def build_wandb_artifact(name: str, type: str, files: dict[str, Path], metadata:
 
 def download(art, root: Path, metadata: dict) -> None:
     """A used version's files into `root`, verified. A version of references (data_prep --reference)
-    downloads only its own files (metadata's references.files): its images stay where they are, and
+    downloads only its own files (metadata's references.files), each checked against its manifest
+    digest (Artifact.verify would fetch every reference too): its images stay where they are, and
     app/data/references.py checks them against their checksums."""
     if "references" not in metadata:
         art.download(root=str(root))
         art.verify(root=str(root))
         return
     for name in metadata["references"]["files"]:
-        art.get_entry(name).download(root=str(root))
+        entry = art.get_entry(name)
+        if file_digest(Path(entry.download(root=str(root)))) != entry.digest:
+            raise UserError(f"{name} of {art.name} does not match its checksum after download (a damaged transfer "
+                            "or cache); run again, or clear W&B's artifact cache (WANDB_CACHE_DIR).")
 
 
 def _check_type(found: ArtifactVersion, expected: str | None) -> None:
