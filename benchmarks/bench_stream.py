@@ -7,6 +7,10 @@ and DataLoader workers; engine.Tensors: one tensor on the device), interleaved, 
 a round; the second epoch's samples/s (workers already started) is compared. Both sides see
 the same batches and end with the same weights (tests/test_streaming.py checks that bit for bit).
 
+Then a split of references (data_prep --reference) loaded into memory for training: decoded in
+this process against decoded by the DataLoader workers train.py starts for it (decode_workers),
+interleaved, on `--reference-images` 64x64 JPEGs; both give the same array (checked).
+
 Then memory: one epoch on `--memory-images` 64x64 colour images, each way in a process of its
 own, with a tiny model (the data dominates): the training process's peak RSS (Linux: VmHWM),
 and the largest DataLoader worker's (ru_maxrss: it counts the pages a worker shares with the
@@ -21,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +97,33 @@ def measure_memory(n: int, workers: int) -> None:
               f"(its largest worker {peaks['stream'][1]:.0f} MiB)")
 
 
+def measure_reference_load(n: int, rounds: int) -> None:
+    from PIL import Image
+
+    from app.data.references import ReferencedImages
+    from app.training.streaming import decode_workers, read_whole
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        names = [f"c{i % 4}/{i:06d}.jpg" for i in range(n)]
+        for name in names:
+            (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(Path(tmp) / name, quality=90)
+        view = ReferencedImages({"root": tmp, "channels": 3, "size": [64, 64],
+                                 "splits": {"train": [[name, ""] for name in names]}}, "train")
+        workers = decode_workers()
+        seconds = {0: [], workers: []}
+        for _ in range(rounds):
+            for side in seconds:
+                start = time.perf_counter()
+                loaded = read_whole(view, side)
+                seconds[side].append(time.perf_counter() - start)
+        assert np.array_equal(loaded, read_whole(view, 0))
+        here, pool = statistics.median(seconds[0]), statistics.median(seconds[workers])
+        print(f"a split of {n} referenced 64x64 JPEGs into memory: decoded here {here:.2f} s, by {workers} "
+              f"workers {pool:.2f} s, speed-up {here / pool:.2f}x")
+
+
 def main() -> None:
     if "--peak-rss" in sys.argv:  # the child process of measure_memory
         side, path, labels_path = sys.argv[sys.argv.index("--peak-rss") + 1:][:3]
@@ -101,6 +133,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument("--workers", type=int, default=stream_workers(), help="DataLoader workers (train.py --stream's default)")
     p.add_argument("--memory-images", type=int, default=20000, help="images of the memory measurement (0: skip it)")
+    p.add_argument("--reference-images", type=int, default=10000,
+                   help="JPEGs of the reference-split load (0: skip it)")
     args = p.parse_args()
     import torch
 
@@ -121,6 +155,8 @@ def main() -> None:
             memory, streamed = statistics.median(rates["in memory"]), statistics.median(rates["streamed"])
             print(f"{'x'.join(map(str, shape))}: in memory {memory:.0f} samples/s, streamed {streamed:.0f} samples/s, "
                   f"ratio {streamed / memory:.2f}")
+    if args.reference_images:
+        measure_reference_load(args.reference_images, args.rounds)
     if args.memory_images:
         measure_memory(args.memory_images, args.workers)
 

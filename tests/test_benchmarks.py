@@ -55,7 +55,9 @@ def test_bench_quality_prints_the_recipe_beside_both_classical_baselines(tmp_pat
 
 def test_bench_stream_prints_both_rates_and_their_ratio(tmp_path):
     out = run_benchmark("bench_stream.py", "--images", "128", "--rounds", "1", "--workers", "1", "--memory-images",
-                        "3000", tmp_path=tmp_path)
+                        "3000", "--reference-images", "300", tmp_path=tmp_path)
+    assert re.search(r"^a split of 300 referenced 64x64 JPEGs into memory: decoded here [\d.]+ s, by \d+ workers "
+                     r"[\d.]+ s, speed-up [\d.]+x$", out, re.M), out
     for shape in ("28x28", "64x64x3"):
         assert re.search(rf"^{shape}: in memory \d+ samples/s, streamed \d+ samples/s, ratio [\d.]+$", out, re.M), out
     peaks = re.search(r"^peak RSS, one epoch on 3000 64x64 colour images \(35 MiB as uint8\): in memory (\d+) MiB; "

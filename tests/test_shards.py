@@ -355,3 +355,21 @@ def test_an_image_gone_while_streaming_is_a_clear_error_from_a_worker_too(tmp_pa
     with pytest.raises(UserError, match="cannot be read now") as raised:
         probabilities(build_model(recipe), view, torch.device("cpu"), recipe, workers=workers)
     assert "Traceback" not in str(raised.value)
+
+
+def test_a_reference_split_is_decoded_into_memory_by_workers_as_here(tmp_path, monkeypatch):
+    """train's in-memory load: a split of references decoded by DataLoader workers gives the very
+    array of decoding here; a split's own files are read here (no loader started)."""
+    from app.data.references import ReferencedImages
+    from app.training import streaming
+
+    colour_folder(tmp_path / "pics", per_class=30)
+    names = sorted(p.relative_to(tmp_path / "pics").as_posix() for p in (tmp_path / "pics").rglob("*.png"))
+    view = ReferencedImages({"root": str(tmp_path / "pics"), "channels": 3, "size": [10, 10],
+                             "splits": {"train": [[n, ""] for n in names]}}, "train")
+    assert np.array_equal(streaming.read_whole(view, 2, batch_size=16), view[:])
+    files, whole = shard_files(tmp_path)
+    monkeypatch.setattr(streaming, "read_in_order", None)  # a loader for shards would fail here
+    assert np.array_equal(streaming.read_whole(ShardedImages(files), 2), whole)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")
+    assert streaming.decode_workers() == 1  # torchrun's ranks on this machine share its cores

@@ -73,6 +73,8 @@ class ReferencedImages(ImagesView):
     they are read. Pickles as its file list, so DataLoader workers decode in their own process
     (and open their own bucket client)."""
 
+    decodes = True
+
     def __init__(self, listing: dict, split: str):
         self.where = location(listing["root"])
         self.names = [name for name, _ in listing["splits"][split]]

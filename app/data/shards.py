@@ -49,6 +49,7 @@ class ImagesView:
 
     dtype = np.dtype(np.uint8)
     sample_shape: tuple[int, ...]
+    decodes = False  # whether reading decodes images (then a pool of processes reads faster)
 
     def __len__(self) -> int:
         raise NotImplementedError

@@ -11,6 +11,8 @@ torchrun), so a streamed run sees the same batches with the same values as an in
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -89,6 +91,27 @@ class Stream:
     def in_order(self, batch_size: int = EVAL_BATCH):
         for images, _ in self.batches(torch.arange(len(self)), batch_size):
             yield images
+
+
+def read_whole(images: ImagesView | np.ndarray, workers: int, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """A split's images in memory as one uint8 array (train's in-memory path): a split of
+    references, which decodes as it reads, decoded by `workers` DataLoader processes; a split's
+    own files (one, or shards) read here, as fast as the disk gives them."""
+    if not workers or not getattr(images, "decodes", False):
+        return images[:]
+    out = np.empty(images.shape, np.uint8)
+    position = 0
+    for batch in read_in_order(images, batch_size, workers):
+        out[position:position + len(batch)] = batch
+        position += len(batch)
+    return out
+
+
+def decode_workers() -> int:
+    """Processes decoding a split of references into memory: every core this process may use (it
+    only waits meanwhile), shared among torchrun's ranks on this machine, at most 8."""
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, min(8, (os.cpu_count() or 1) // max(1, local_ranks)))
 
 
 def worker_start(workers: int) -> str | None:

@@ -62,7 +62,11 @@ def load_training_data(dataset_version, device, preprocessing: dict, stream: int
     split = read_split(dataset_version.path, mapped=True)  # the files' headers checked, nothing read yet
     if stream is None:  # the fast path, where the split fits
         memory.check_training_fits({s: split.images[s].shape for s in ("train", "val")}, torch.device(device))
-        parts = {s: engine.to_tensors(split.images[s][:], split.labels[s], device, preprocessing) for s in ("train", "val")}
+        from app.training.streaming import decode_workers, read_whole
+
+        # a split of references is decoded by a pool of DataLoader workers; files are read here
+        parts = {s: engine.to_tensors(read_whole(split.images[s], decode_workers()), split.labels[s], device,
+                                      preprocessing) for s in ("train", "val")}
     else:
         from app.training.streaming import Stream
 
