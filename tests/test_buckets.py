@@ -252,3 +252,24 @@ def test_online_a_reference_version_downloads_only_its_own_files_checked(workspa
     shutil.rmtree(os.environ["WANDB_CACHE_DIR"], ignore_errors=True)  # W&B's cache holds the good bytes
     with pytest.raises(UserError, match="classes.json of photos-split:v0 does not match its checksum"):
         online.fetch("photos-split:v0", "dataset")
+
+
+def test_a_pool_of_processes_decodes_a_buckets_objects_as_this_process_does(bucket_env, tmp_path):
+    """data_prep's spawn pool (folders of 2,000 images and more) on a bucket: each process opens
+    its own client; the images and the listing's digests are those of decoding here."""
+    import multiprocessing
+
+    from app.data.imagefolder import decode, scan_image_folder
+    from app.data.locations import location
+
+    colour_folder(tmp_path / "pics", per_class=8)
+    uri = Bucket("s3", "pool").upload(tmp_path / "pics", "pics")
+    scan = scan_image_folder(location(uri), (12, 12), strict=False)
+    indices = np.arange(len(scan.files))[::-1]
+    here = decode(scan, indices, digests=True)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pooled = decode(scan, indices, pool, digests=True)
+    assert np.array_equal(here[0], pooled[0]) and np.array_equal(here[1], pooled[1]) and here[2] == pooled[2]
+    listed = location(uri).listing()
+    assert pooled[2][0] == listed[scan.files[indices[0]]]
+    assert pooled[1].all() and len(indices) == 24  # the truncated JPEG: skipped by its header here

@@ -248,8 +248,17 @@ class BucketPrefix:
 
     def client(self):
         if self._client is None:
-            self._client = S3Client() if self.scheme == "s3" else GCSClient(self)
+            # one per scheme and process: a decoding process gets a pickled BucketPrefix with each
+            # task, and making a client takes ~80 ms; a forked process makes its own (the parent's
+            # connections are not to be shared)
+            key = (self.scheme, os.getpid())
+            if key not in _CLIENTS:
+                _CLIENTS[key] = S3Client() if self.scheme == "s3" else GCSClient(self)
+            self._client = _CLIENTS[key]
         return self._client
+
+
+_CLIENTS: dict[tuple[str, int], object] = {}
 
 
 class NamedBytes(io.BytesIO):
