@@ -217,9 +217,20 @@ def test_bucket_failures_are_clear_messages_that_log_nothing(workspace, bucket_e
     no_gcs = {k: v for k, v in ws.env.items() if k != "STORAGE_EMULATOR_HOST"}
     no_gcs.update(GOOGLE_APPLICATION_CREDENTIALS=str(ws.path / "none.json"), CLOUDSDK_CONFIG=str(ws.path / "none"))
     refused("gs://failures/photos", env=no_gcs, expect="gs://failures/photos: no Google Cloud credentials found")
+    odd = Bucket("s3", "odd-names")
+    colour_folder(ws.path / "odd", per_class=10)
+    (ws.path / "odd" / "red" / "000.png").rename(ws.path / "odd" / "red" / "what?.png")
+    uri = odd.upload(ws.path / "odd", "odd")
+    proc = ws.run("data_prep", "--dataset", "imagefolder", "--data-dir", uri, "--image-size", "8", "--reference",
+                  check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "1 file name(s) in s3://odd-names/odd hold '?' or '#'" in proc.stderr and "red/what?.png" in proc.stderr
+    assert ws.registry() == []
+    assert "odd-split:v0" in ws.run("data_prep", "--dataset", "imagefolder", "--data-dir", uri, "--image-size",
+                                    "8").stdout  # copied: any name is read
     proc = ws.run("data_prep", "--dataset", "mnist", "--data-dir", "s3://failures/mnist", check=False)
     assert proc.returncode == 2 and "a bucket is read for --dataset imagefolder" in proc.stderr
-    assert ws.registry() == []
+    assert [v["collection"] for v in ws.registry()] == ["odd-split"]
 
 
 def test_online_a_reference_version_downloads_only_its_own_files_checked(workspace, bucket_env, standin, online):

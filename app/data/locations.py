@@ -136,6 +136,9 @@ class LocalFolder:
         """What Pillow opens for each name, in order (an error opening it is met by the reader)."""
         return (self.source(name) for name in names)
 
+    def unreferenceable(self, names: list[str]) -> list[str]:
+        return []  # W&B's file:// references take any name (percent-encoded by as_uri)
+
     def digests(self, names: list[str]) -> dict[str, str | None]:
         """Each file's digest now (None: gone), reading every file."""
         found = {}
@@ -240,6 +243,12 @@ class BucketPrefix:
                     yield ahead.popleft().result()
             while ahead:
                 yield ahead.popleft().result()
+
+    def unreferenceable(self, names: list[str]) -> list[str]:
+        """Names W&B's S3 and GCS handlers cannot reference: they parse a reference as a URL
+        without unquoting it, so a '?' starts a query and a '#' a fragment (a version), and the
+        object is not found (checked with W&B 0.31: ValueError in add_reference)."""
+        return [name for name in names if "?" in name or "#" in name]
 
     def digests(self, names: list[str]) -> dict[str, str | None]:
         """Each object's digest now (None: gone), from one listing."""

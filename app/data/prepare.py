@@ -22,6 +22,7 @@ from app.data import image_files, memory
 from app.data.references import artifact_references
 from app.data.split import SPLITS, Split, split_indices, stratified_split
 from app.data.split_files import SplitWriter, read_split, shard_size_for, write_split
+from app.errors import UserError
 from app.progress import progress
 
 POOL_FROM = 2000  # images: below this, a pool's start costs more than it saves
@@ -62,6 +63,11 @@ def _prepare_folder(args, fraction: float, sizes: tuple[int, int, int], folder: 
 
     where = location(args.data_dir)  # a folder here, or s3:// / gs://
     scan = scan_image_folder(where, args.image_size, args.strict)
+    if args.reference and (odd := where.unreferenceable(scan.files)):
+        raise UserError(f"{len(odd)} file name(s) in {where} hold '?' or '#', which W&B's {where.uri.split(':')[0]}:// "
+                        f"references cannot name ({', '.join(image_files.shown(n) for n in odd[:5])}"
+                        f"{' and more' if len(odd) > 5 else ''}): rename them, or leave out --reference to copy the "
+                        "images into the split.")
     chosen = split_indices(scan.labels, scan.class_names, fraction, sizes, args.seed)
     total = sum(len(chosen[s]) for s in SPLITS)
     memory.check_fits(total, scan.sample_shape, refuse=False)
