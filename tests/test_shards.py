@@ -288,6 +288,8 @@ def test_wandb_records_each_reference_with_its_checksum_and_a_changed_file_chang
     assert entry.ref == image.as_uri() and entry.digest == md5_b64(image)
     assert reference_digests(art, {"images/a.png": image.as_uri()}) == \
         {"images/a.png": {"uri": image.as_uri(), "digest": md5_b64(image)}}
+    assert reference_digests(object(), {"images/a.png": image.as_uri()}) == \
+        reference_digests(art, {"images/a.png": image.as_uri()})  # the fallback, with no manifest to read
     first = art.digest
     Image.fromarray(np.ones((4, 4), np.uint8)).save(image)
     assert built().digest != first

@@ -46,23 +46,22 @@ def location(text: str | Path) -> LocalFolder | BucketPrefix:
 
 
 def current_digests(uris: list[str]) -> dict[str, str | None]:
-    """Each file:// / s3:// / gs:// URI's digest now as W&B's manifest records it (None: gone); a
-    bucket's objects are listed once per folder."""
+    """Each file:// / s3:// / gs:// URI's digest now as W&B's manifest records it (None: gone),
+    through the Location of its folder: a bucket's objects are listed once per folder."""
     from urllib.parse import unquote, urlparse
 
-    found, folders = {}, {}
+    folders: dict[str, list[tuple[str, str]]] = {}  # folder -> [(name in it, uri)]
     for uri in uris:
         if uri.startswith("file://"):
-            try:
-                found[uri] = file_md5_b64(Path(unquote(urlparse(uri).path)))
-            except OSError:
-                found[uri] = None
+            path = Path(unquote(urlparse(uri).path))
+            folder, name = str(path.parent), path.name
         else:
-            parent, _, name = uri.rpartition("/")
-            folders.setdefault(parent, []).append(name)
-    for parent, names in folders.items():
-        for name, digest in location(parent).digests(names).items():
-            found[f"{parent}/{name}"] = digest
+            folder, _, name = uri.rpartition("/")
+        folders.setdefault(folder, []).append((name, uri))
+    found = {}
+    for folder, entries in folders.items():
+        now = location(folder).digests([name for name, _ in entries])
+        found.update({uri: now[name] for name, uri in entries})
     return found
 
 
@@ -151,18 +150,17 @@ class LocalFolder:
 
 
 class BucketPrefix:
-    """The objects under `scheme://bucket/prefix/`. Pickles without its client (a DataLoader worker
-    or a decoding process opens its own)."""
+    """The objects under `scheme://bucket/prefix/`. Its client is this process's (client()), so a
+    DataLoader worker or a decoding process, spawned or forked, uses its own."""
 
     remote = True
 
     def __init__(self, scheme: str, bucket: str, prefix: str):
         self.scheme, self.bucket, self.prefix = scheme, bucket, prefix
-        self._client = None
         self._listing: dict[str, str] | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_client": None, "_listing": None}
+        return {**self.__dict__, "_listing": None}  # a worker lists again if it needs to
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
@@ -256,15 +254,13 @@ class BucketPrefix:
         return {name: now.get(name) for name in names}
 
     def client(self):
-        if self._client is None:
-            # one per scheme and process: a decoding process gets a pickled BucketPrefix with each
-            # task, and making a client takes ~80 ms; a forked process makes its own (the parent's
-            # connections are not to be shared)
-            key = (self.scheme, os.getpid())
-            if key not in _CLIENTS:
-                _CLIENTS[key] = S3Client() if self.scheme == "s3" else GCSClient(self)
-            self._client = _CLIENTS[key]
-        return self._client
+        """This process's client for the scheme, made on first use (~80 ms): a decoding process gets a
+        pickled BucketPrefix with each task, and a forked process must not share its parent's
+        connections, so clients are kept per scheme and process, not per BucketPrefix."""
+        key = (self.scheme, os.getpid())
+        if key not in _CLIENTS:
+            _CLIENTS[key] = S3Client() if self.scheme == "s3" else GCSClient(self)
+        return _CLIENTS[key]
 
 
 _CLIENTS: dict[tuple[str, int], object] = {}
@@ -297,7 +293,13 @@ class _Errors:
         raise UserError(f"{self.where}: {text}") from err
 
 
-class S3Client:
+class _Client:
+    def errors(self, where: BucketPrefix) -> _Errors:
+        """A context that turns this client's failures for every object into a UserError (explain)."""
+        return _Errors(self, where)
+
+
+class S3Client(_Client):
     """boto3, configured as W&B's S3 handler configures it."""
 
     def __init__(self):
@@ -331,9 +333,6 @@ class S3Client:
                 raise _S3Denied(code) from err
             raise
 
-    def errors(self, where: BucketPrefix) -> _Errors:
-        return _Errors(self, where)
-
     def explain(self, err: BaseException, where: BucketPrefix) -> str | None:
         if isinstance(err, self._credentials):
             return ("no AWS credentials found. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
@@ -364,7 +363,7 @@ class _S3Denied(Exception):
     """Refused for every object alike (its argument: S3's error code)."""
 
 
-class GCSClient:
+class GCSClient(_Client):
     """google-cloud-storage, as W&B's GCS handler makes it (storage.Client(): application default
     credentials; STORAGE_EMULATOR_HOST honoured)."""
 
@@ -372,11 +371,12 @@ class GCSClient:
         storage = _import("google.cloud.storage", "gs")
         from google.api_core import exceptions
         from google.auth.exceptions import DefaultCredentialsError, TransportError
+        from requests.exceptions import ConnectionError as RequestsConnectionError
 
         self._exceptions = exceptions
         self._credentials = DefaultCredentialsError
         self.missing = exceptions.NotFound
-        self._network = (TransportError, _requests_connection_error())
+        self._network = (TransportError, RequestsConnectionError)
         self.fatal = (DefaultCredentialsError, exceptions.Forbidden, exceptions.Unauthorized, *self._network)
         try:
             self._gcs = storage.Client()
@@ -397,9 +397,6 @@ class GCSClient:
     def get(self, bucket: str, key: str) -> bytes:
         return self._gcs.bucket(bucket).blob(key).download_as_bytes()
 
-    def errors(self, where: BucketPrefix) -> _Errors:
-        return _Errors(self, where)
-
     def explain(self, err: BaseException, where: BucketPrefix) -> str | None:
         if isinstance(err, self._credentials):
             return self._no_credentials()
@@ -412,12 +409,6 @@ class GCSClient:
         if isinstance(err, self._exceptions.GoogleAPIError):
             return f"Google Cloud Storage refused the request ({summary(err)})."
         return None
-
-
-def _requests_connection_error():
-    from requests.exceptions import ConnectionError as RequestsConnectionError
-
-    return RequestsConnectionError
 
 
 def _import(module: str, scheme: str):

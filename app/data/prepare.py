@@ -64,7 +64,7 @@ def _prepare_folder(args, fraction: float, sizes: tuple[int, int, int], folder: 
     where = location(args.data_dir)  # a folder here, or s3:// / gs://
     scan = scan_image_folder(where, args.image_size, args.strict)
     if args.reference and (odd := where.unreferenceable(scan.files)):
-        raise UserError(f"{len(odd)} file name(s) in {where} hold '?' or '#', which W&B's {where.uri.split(':')[0]}:// "
+        raise UserError(f"{len(odd)} file name(s) in {where} hold '?' or '#', which W&B's {where.scheme}:// "
                         f"references cannot name ({', '.join(image_files.shown(n) for n in odd[:5])}"
                         f"{' and more' if len(odd) > 5 else ''}): rename them, or leave out --reference to copy the "
                         "images into the split.")

@@ -40,7 +40,7 @@ class SplitWriter:
     shard each when `sharded`), counting as it goes what data_prep records: the training split's
     channel statistics and the images of val/test that repeat an earlier split. With `reference`
     (the image folder, data_prep --reference) no image is written: each chunk's source files and
-    their MD5s go to references.json instead."""
+    their digests (as W&B records them) go to references.json instead."""
 
     def __init__(self, folder: Path, class_names: list[str], shard_size: int, sharded: bool,
                  reference: tuple | None = None):
@@ -53,7 +53,7 @@ class SplitWriter:
         self.stats, self.duplicates = ChannelStats(), DuplicateCounter()
 
     def add(self, split: str, images: np.ndarray, labels: np.ndarray, sources: list[list[str]] | None = None) -> None:
-        """`sources`: with `reference`, each image's [file relative to the folder, MD5]."""
+        """`sources`: with `reference`, each image's [file relative to the folder, digest]."""
         if len(images) > self.shard_size or (self.shards[split] and not self.sharded):
             raise ValueError("a chunk must fit one shard; a split without shards takes one chunk")
         if split == "train":
@@ -125,7 +125,8 @@ def read_split(folder: Path, mapped: bool = False, check_sources: bool = True) -
     are used (a split may exceed memory); otherwise held in memory as one array. A split of
     references (data_prep --reference) has its source images checked first, unless not `check_sources`."""
     listed = [f"{s}_labels.npy" for s in SPLITS] + [CLASSES_FILE]
-    stored = {} if referenced(folder) else {s: image_files(folder, s) for s in SPLITS}
+    of_references = referenced(folder)
+    stored = {} if of_references else {s: image_files(folder, s) for s in SPLITS}
     missing = [n for n in listed if not (folder / n).is_file()] + \
               [f.name for files in stored.values() for f in files if not f.is_file()]
     if missing:
@@ -136,7 +137,7 @@ def read_split(folder: Path, mapped: bool = False, check_sources: bool = True) -
     except (ValueError, OSError) as err:
         raise UserError(f"the dataset files in {folder} cannot be read ({err}); log the split again.") from err
     images = {}
-    listing = references.read_references(folder) if referenced(folder) else None
+    listing = references.read_references(folder) if of_references else None
     if listing is not None and check_sources:
         references.check_sources(listing)  # a changed source image is named before anything reads it
     for s in SPLITS:
