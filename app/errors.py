@@ -16,6 +16,11 @@ class UserError(Exception):
     """Bad input or a missing prerequisite: the message says what is wrong and the fix."""
 
 
+class AliasMoved(UserError):
+    """An alias the caller decided against moved before its write (a compare-and-set refused):
+    nothing was changed, and the caller may decide again against the new state."""
+
+
 class Interrupted(Exception):
     """Ctrl-C, with what the interrupted step leaves behind and how to go on (the message)."""
 

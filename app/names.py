@@ -26,6 +26,10 @@ TO_EVALUATE = "to_evaluate"  # set by `train.py --retrain`
 PRODUCTION = "production"  # moved by `evaluate.py --promote` or a person
 LATEST = "latest"  # moved by every new version, never by hand
 
+# Job types of runs that train and checkpoint, so can be resumed: one process at a time trains one
+# (app/tracking/session.py holds the run while it trains).
+TRAINING_JOBS = ("train", "retrain", "sweep_trial")
+
 
 # Keys train.py logs every epoch, with `epoch` as the step. The best-so-far keys are plain
 # scalars on purpose: define_metric(summary="max") stores a nested {"max": v} summary, which

@@ -136,7 +136,7 @@ def main(argv=None) -> None:
                 scan = scan_image_folder(where, None, False)
                 scan_s = timed(lambda: scan_image_folder(where, None, False))
                 listing = {"root": uri, "channels": 3, "size": [64, 64],
-                           "splits": {"train": [[n, ""] for n in scan.files]}}
+                           "splits": {"train": [[n, where.listed_digest(n)] for n in scan.files]}}
                 view = ReferencedImages(listing, "train")
                 view.where = where
                 read_s = timed(lambda: view.take(np.arange(len(view))))

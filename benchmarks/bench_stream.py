@@ -100,6 +100,7 @@ def measure_memory(n: int, workers: int) -> None:
 def measure_reference_load(n: int, rounds: int) -> None:
     from PIL import Image
 
+    from app.data.locations import location
     from app.data.references import ReferencedImages
     from app.training.streaming import decode_workers, read_whole
 
@@ -109,8 +110,9 @@ def measure_reference_load(n: int, rounds: int) -> None:
         for name in names:
             (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(Path(tmp) / name, quality=90)
+        digests = location(tmp).digests(names)  # as data_prep --reference records them: each read is checked
         view = ReferencedImages({"root": tmp, "channels": 3, "size": [64, 64],
-                                 "splits": {"train": [[name, ""] for name in names]}}, "train")
+                                 "splits": {"train": [[name, digests[name]] for name in names]}}, "train")
         workers = decode_workers()
         seconds = {0: [], workers: []}
         for _ in range(rounds):

@@ -68,11 +68,12 @@ class Workspace:
         return self.path / "artifact-store"
 
     def store_snapshot(self) -> dict:
-        """Every file under the store with its bytes, to prove a refusal changed nothing."""
+        """Every file under the store with its bytes, to prove a refusal changed nothing (locks
+        hold no content: the store's `.lock`, and a killed run's `runs/<id>.lock`)."""
         if not self.store.exists():
             return {}
         return {str(p.relative_to(self.store)): p.read_bytes() for p in sorted(self.store.rglob("*"))
-                if p.is_file() and p.name != ".lock"}
+                if p.is_file() and p.suffix != ".lock"}
 
     def run_dirs(self) -> list[Path]:
         return sorted((self.path / "wandb").glob("offline-run-*"))

@@ -284,3 +284,25 @@ def test_a_pool_of_processes_decodes_a_buckets_objects_as_this_process_does(buck
     listed = location(uri).listing()
     assert pooled[2][0] == listed[scan.files[indices[0]]]
     assert pooled[1].all() and len(indices) == 24  # the truncated JPEG: skipped by its header here
+
+
+def test_an_s3_object_replaced_while_a_run_reads_it_is_refused_when_it_is_read(bucket_env, tmp_path):
+    """#37: each object read is checked, not only the listing when the run starts: S3's GetObject
+    ETag of the very bytes against the digest the split recorded. (gcp-storage-emulator ignores
+    the If-Match condition GCS reads are made with, so GCS is checked by its listing only here.)"""
+    from app.data.references import ReferencedImages
+    from app.data.locations import location
+    from app.errors import UserError
+
+    colour_folder(tmp_path / "pics", per_class=4)
+    bucket = Bucket("s3", "midrun")
+    uri = bucket.upload(tmp_path / "pics", "pics")
+    listed = location(uri).listing()
+    names = sorted(n for n in listed if n.endswith(".png"))[:4]
+    images = ReferencedImages({"root": uri, "channels": 3, "size": [12, 12],
+                               "splits": {"train": [[n, listed[n]] for n in names]}}, "train")
+    assert images[:].shape == (4, 12, 12, 3)
+    bucket.put(f"pics/{names[2]}", (tmp_path / "pics" / names[0]).read_bytes())
+    with pytest.raises(UserError, match=f"changed while this run read them: .*{names[2]}"):
+        images[:]
+    assert images[0:2].shape == (2, 12, 12, 3)

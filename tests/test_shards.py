@@ -331,6 +331,14 @@ def test_two_ranks_stream_disjoint_images_that_cover_a_sharded_split(tmp_path):
     assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(32))
 
 
+def recorded(root, names) -> list[list[str]]:
+    """[file, digest] of each name, as data_prep --reference records a folder's files."""
+    from app.data.locations import location
+
+    digests = location(root).digests(names)
+    return [[n, digests[n]] for n in names]
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_an_image_gone_while_streaming_is_a_clear_error_from_a_worker_too(tmp_path, workers):
     """A source image removed after the split was checked: the worker's error reaches the main
@@ -344,7 +352,7 @@ def test_an_image_gone_while_streaming_is_a_clear_error_from_a_worker_too(tmp_pa
 
     colour_folder(tmp_path / "pics", per_class=4)
     names = sorted(p.relative_to(tmp_path / "pics").as_posix() for p in (tmp_path / "pics").rglob("*.png"))
-    listing = {"root": str(tmp_path / "pics"), "channels": 3, "size": [8, 8], "splits": {"train": [[n, ""] for n in names]}}
+    listing = {"root": str(tmp_path / "pics"), "channels": 3, "size": [8, 8], "splits": {"train": recorded(tmp_path / "pics", names)}}
     view = ReferencedImages(listing, "train")
     stream = Stream(view, np.zeros(len(names), np.int64), torch.device("cpu"), None, workers)
     assert len(list(stream.batches(torch.arange(len(names)), 4))) == 3
@@ -368,7 +376,7 @@ def test_a_reference_split_is_decoded_into_memory_by_workers_as_here(tmp_path, m
     colour_folder(tmp_path / "pics", per_class=30)
     names = sorted(p.relative_to(tmp_path / "pics").as_posix() for p in (tmp_path / "pics").rglob("*.png"))
     view = ReferencedImages({"root": str(tmp_path / "pics"), "channels": 3, "size": [10, 10],
-                             "splits": {"train": [[n, ""] for n in names]}}, "train")
+                             "splits": {"train": recorded(tmp_path / "pics", names)}}, "train")
     assert np.array_equal(streaming.read_whole(view, 2, batch_size=16), view[:])
     files, whole = shard_files(tmp_path)
     monkeypatch.setattr(streaming, "read_in_order", None)  # a loader for shards would fail here

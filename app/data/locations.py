@@ -29,6 +29,11 @@ INSTALL = {"s3": "boto3 (pip install boto3, or pip install -e '.[buckets]')",
            "gs": "google-cloud-storage (pip install google-cloud-storage, or pip install -e '.[buckets]')"}
 
 
+class SourceChanged(OSError):
+    """A file read now is not the one a split recorded (its digest differs): the folder changed
+    after the split was logged, or while a run was reading it."""
+
+
 def is_bucket(text) -> bool:
     return isinstance(text, str) and text.split("://", 1)[0] in BUCKET_SCHEMES and "://" in text
 
@@ -131,9 +136,22 @@ class LocalFolder:
         """What Pillow opens: the path (a header is read without the rest of the file)."""
         return self.root / name
 
-    def sources(self, names: list[str]):
-        """What Pillow opens for each name, in order (an error opening it is met by the reader)."""
-        return (self.source(name) for name in names)
+    def sources(self, names: list[str], expected: list[str] | None = None):
+        """What Pillow opens for each name, in order (an error opening it is met by the reader).
+        With `expected` (each file's recorded digest): the bytes read, checked against it, so what
+        is decoded is what was recorded; a file that differs is a SourceChanged in its place."""
+        if expected is None:
+            return (self.source(name) for name in names)
+        return (self._checked(name, digest) for name, digest in zip(names, expected))
+
+    def _checked(self, name: str, expected: str) -> NamedBytes | OSError:
+        try:
+            data = self.read(name)
+        except OSError as err:
+            return err
+        if bytes_md5_b64(data) != expected:
+            return SourceChanged(f"{self.root / name} changed since the split was logged")
+        return NamedBytes(data, str(self.root / name))
 
     def unreferenceable(self, names: list[str]) -> list[str]:
         return []  # W&B's file:// references take any name (percent-encoded by as_uri)
@@ -206,11 +224,14 @@ class BucketPrefix:
     def listed_digest(self, name: str) -> str:
         return self.listing()[name]
 
-    def read(self, name: str) -> bytes:
-        """The object's bytes; OSError when it is gone or cannot be read (a skipped or missing file)."""
+    def read(self, name: str, expected: str | None = None) -> bytes:
+        """The object's bytes; OSError when it is gone or cannot be read (a skipped or missing file),
+        SourceChanged when `expected` is given and the object's digest now is another."""
         client = self.client()
         try:
-            return client.get(self.bucket, self._key(name))
+            return client.get(self.bucket, self._key(name), expected)
+        except _Changed:
+            raise SourceChanged(f"{self.file_uri(name)} changed since the split was logged") from None
         except client.missing as err:
             raise FileNotFoundError(f"{self.file_uri(name)} is not there ({summary(err)})") from err
         except Exception as err:
@@ -219,24 +240,27 @@ class BucketPrefix:
                     raise
             raise OSError(f"{self.file_uri(name)} cannot be read ({summary(err)})") from err
 
-    def source(self, name: str) -> io.BytesIO:
+    def source(self, name: str, expected: str | None = None) -> io.BytesIO:
         """What Pillow opens: the object's bytes, named by its URI in Pillow's messages."""
-        return NamedBytes(self.read(name), self.file_uri(name))
+        return NamedBytes(self.read(name, expected), self.file_uri(name))
 
-    def sources(self, names: list[str]):
+    def sources(self, names: list[str], expected: list[str] | None = None):
         """Each name's bytes to open, or the OSError that fetching it met, in order: fetched by
-        READERS threads, at most 2 x READERS ahead of the reader (so memory holds as many objects)."""
-        def fetched(name):
+        READERS threads, at most 2 x READERS ahead of the reader (so memory holds as many objects).
+        With `expected` (each object's recorded digest), an object whose digest now differs is a
+        SourceChanged in its place (S3: the ETag that came with the bytes; GCS: a download on
+        the condition that the etag matches)."""
+        def fetched(name, digest):
             try:
-                return self.source(name)
+                return self.source(name, digest)
             except OSError as err:
                 return err
 
         self.client()  # made once, before the threads share it
         with ThreadPoolExecutor(READERS) as pool:
             ahead = collections.deque()
-            for name in names:
-                ahead.append(pool.submit(fetched, name))
+            for name, digest in zip(names, expected or [None] * len(names)):
+                ahead.append(pool.submit(fetched, name, digest))
                 if len(ahead) > 2 * READERS:
                     yield ahead.popleft().result()
             while ahead:
@@ -322,9 +346,12 @@ class S3Client(_Client):
             for obj in page.get("Contents", []):
                 yield obj["Key"], obj["ETag"].strip('"')  # W&B's S3 handler records the ETag unquoted
 
-    def get(self, bucket: str, key: str) -> bytes:
+    def get(self, bucket: str, key: str, expected: str | None = None) -> bytes:
         try:
-            return self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            found = self._s3.get_object(Bucket=bucket, Key=key)
+            if expected is not None and found["ETag"].strip('"') != expected:  # the very bytes' ETag
+                raise _Changed(key)
+            return found["Body"].read()
         except self._client_error as err:
             code = err.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
@@ -357,6 +384,10 @@ DENIED = ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", 
 
 class _S3Missing(Exception):
     pass
+
+
+class _Changed(Exception):
+    """An object's digest is not the one expected (a client's get)."""
 
 
 class _S3Denied(Exception):
@@ -394,8 +425,11 @@ class GCSClient(_Client):
         for blob in self._gcs.list_blobs(bucket, prefix=prefix):
             yield blob.name, blob.etag  # W&B's GCS handler records the etag
 
-    def get(self, bucket: str, key: str) -> bytes:
-        return self._gcs.bucket(bucket).blob(key).download_as_bytes()
+    def get(self, bucket: str, key: str, expected: str | None = None) -> bytes:
+        try:
+            return self._gcs.bucket(bucket).blob(key).download_as_bytes(if_etag_match=expected)
+        except self._exceptions.PreconditionFailed as err:  # its etag is not `expected`
+            raise _Changed(key) from err
 
     def explain(self, err: BaseException, where: BucketPrefix) -> str | None:
         if isinstance(err, self._credentials):

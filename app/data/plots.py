@@ -16,7 +16,8 @@ def label_distribution(class_counts: dict[str, list[int]], class_names: list[str
     for i, (split, counts) in enumerate(class_counts.items()):
         ax.bar(x + i * width, counts, width, label=f"{split} ({sum(counts)})")
     ax.set_xticks(x + width * (len(class_counts) - 1) / 2)
-    ax.set_xticklabels(class_names, rotation=45 if max(map(len, class_names)) > 3 else 0, ha="right")
+    # parse_math=False: a class folder named `a$b$` is shown as written, not parsed as mathtext (or refused)
+    ax.set_xticklabels(class_names, rotation=45 if max(map(len, class_names)) > 3 else 0, ha="right", parse_math=False)
     ax.set_ylabel("images")
     ax.set_title("Label distribution per split")
     ax.legend()

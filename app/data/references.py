@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from app.data import image_files
-from app.data.locations import BucketPrefix, LocalFolder, location
+from app.data.locations import BucketPrefix, LocalFolder, SourceChanged, location
 from app.data.shards import ImagesView
 from app.errors import UserError, summary
 from app.progress import progress
@@ -78,6 +78,7 @@ class ReferencedImages(ImagesView):
     def __init__(self, listing: dict, split: str):
         self.where = location(listing["root"])
         self.names = [name for name, _ in listing["splits"][split]]
+        self.digests = [digest for _, digest in listing["splits"][split]]
         self.channels, self.size = int(listing["channels"]), tuple(listing["size"])
         self.sample_shape = (*self.size, 3) if self.channels == 3 else self.size
 
@@ -91,13 +92,27 @@ class ReferencedImages(ImagesView):
         index = self.check_index(index)
         out = np.empty((len(index), *self.sample_shape), np.uint8)
         names = [self.names[k] for k in index.tolist()]
-        for i, (name, source) in enumerate(zip(names, self.where.sources(names))):
+        # Each image is checked as it is read, not only when the run starts: an image replaced
+        # mid-run would otherwise be trained on, under the version that recorded the old one.
+        sources = self.where.sources(names, [self.digests[k] for k in index.tolist()])
+        changed = []
+        for i, (name, source) in enumerate(zip(names, sources)):
+            if isinstance(source, SourceChanged):
+                changed.append(name)
+                continue
             try:
-                if isinstance(source, OSError):  # a bucket's object that could not be fetched
+                if isinstance(source, OSError):  # a file or object that could not be read
                     raise source
                 out[i] = image_files.read_image(source, self.channels, self.size)
             except (OSError, ValueError) as err:
                 raise UserError(f"{image_files.shown(f'{self.where}/{name}')}, an image of the split, cannot be read now "
                                 f"({summary(err)}); restore it, or log the split again.") from err
+        if changed:
+            listed = ", ".join(image_files.shown(n) for n in changed[:5]) + \
+                (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            raise UserError(f"the split's source images in {self.where} changed while this run read them: {listed} "
+                            "no longer hold what the split recorded. The run stopped before logging a model (what it "
+                            "learnt mixed two versions of the data); restore them, or log the split again "
+                            "(data_prep.py --reference) and train on the new version.")
         return out
 

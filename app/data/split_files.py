@@ -119,9 +119,9 @@ def image_files(folder: Path, split: str) -> list[Path]:
         raise UserError(f"{SHARDS_FILE} in {folder} cannot be read ({err}); log the split again.") from err
 
 
-def read_split(folder: Path, mapped: bool = False, check_sources: bool = True) -> Split:
+def read_split(folder: Path, mapped: bool = False, check_sources: bool = True, ref: str | None = None) -> Split:
     """Read a split written by SplitWriter; a wrong or damaged folder is a clear error that names
-    the file. `mapped`: the images as app/data/shards.ShardedImages, read from disk only where they
+    the file (and the version, `ref`, when given). `mapped`: the images as app/data/shards.ShardedImages, read from disk only where they
     are used (a split may exceed memory); otherwise held in memory as one array. A split of
     references (data_prep --reference) has its source images checked first, unless not `check_sources`."""
     listed = [f"{s}_labels.npy" for s in SPLITS] + [CLASSES_FILE]
@@ -136,6 +136,7 @@ def read_split(folder: Path, mapped: bool = False, check_sources: bool = True) -
         names = json.loads((folder / CLASSES_FILE).read_text(encoding="utf-8"))
     except (ValueError, OSError) as err:
         raise UserError(f"the dataset files in {folder} cannot be read ({err}); log the split again.") from err
+    check_labels(labels, names, ref or str(folder))
     images = {}
     listing = references.read_references(folder) if of_references else None
     if listing is not None and check_sources:
@@ -147,3 +148,20 @@ def read_split(folder: Path, mapped: bool = False, check_sources: bool = True) -
                             "log the split again.")
         images[s] = view if mapped else view[:]
     return Split(images=images, labels=labels, class_names=names)
+
+
+def check_labels(labels: dict[str, np.ndarray], class_names: list, where: str) -> None:
+    """Every label an index into the class names: a version whose labels say 99 or -1 (written by
+    hand, or by another tool) is named with those labels here, not as an IndexError mid-training."""
+    if not isinstance(class_names, list) or not class_names:
+        raise UserError(f"{where} has no class names ({CLASSES_FILE}); log the split again with data_prep.py.")
+    for s, values in labels.items():
+        if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+            raise UserError(f"{where}: the {s} labels are not one integer class index per image "
+                            f"(shape {values.shape}, {values.dtype}); log the split again with data_prep.py.")
+        bad = np.unique(values[(values < 0) | (values >= len(class_names))])
+        if bad.size:
+            shown = ", ".join(str(int(v)) for v in bad[:10]) + (f" and {bad.size - 10} more" if bad.size > 10 else "")
+            raise UserError(f"{where}: the {s} labels hold {shown}, outside the {len(class_names)} classes "
+                            f"(0 to {len(class_names) - 1}); log the split again with data_prep.py, which "
+                            "numbers the classes itself.")

@@ -6,7 +6,10 @@ fair comparison (same dataset version); promote: move `production` to the evalua
 """
 from __future__ import annotations
 
+import sys
+
 from app import names
+from app.errors import AliasMoved, UserError
 from app.evaluation.inference import probabilities
 from app.training.checkpoint import load_checkpoint
 
@@ -29,6 +32,30 @@ def production_on_split(run, collection, model_version, dataset, split, device, 
     probs = probabilities(model, split.images["test"], device, recipe, workers=workers)
     accuracy = float((probs.argmax(1) == split.labels["test"]).mean())
     return {"ref": used.ref, "version": info.version, "comparable": True, "test_accuracy": accuracy}
+
+
+# How often a promotion decides again when `production` moved between its read and its write
+# (another evaluate.py --promote landed first) before it gives up, nothing changed.
+DECIDE_AGAIN = 3
+
+
+def promote_if_still_better(run, model_version, collection, production: dict | None, decision, judge):
+    """Promote as decided against `production`; when another promotion moved it meanwhile, read it
+    again and decide again against the new one (`judge()` -> (production, decision)), at most
+    DECIDE_AGAIN times. Returns (the promoted ref or None, the production decided against, the decision)."""
+    for attempt in range(DECIDE_AGAIN + 1):
+        if not decision.promote:
+            return None, production, decision
+        try:
+            return promote(run, model_version, collection, production), production, decision
+        except AliasMoved as moved:
+            if attempt == DECIDE_AGAIN:
+                raise UserError(f"{moved} It moved {DECIDE_AGAIN + 1} times while this model was compared with it; "
+                                "run the step again when the other promotions are done.") from moved
+            production, decision = judge()
+            print(f"note: '{names.PRODUCTION}' moved to {production['ref'] if production else 'no version'} while "
+                  f"this step ran (another promotion); decided again against it: {decision.reason}", file=sys.stderr)
+    raise AssertionError("unreachable")
 
 
 def promote(run, model_version, collection, production: dict | None) -> str:

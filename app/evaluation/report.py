@@ -1,7 +1,6 @@
 """What evaluate.py shows a person: confusion-matrix figures, error-analysis tables, prediction files."""
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -10,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from app import spreadsheet  # noqa: E402
 
 # Rows W&B keeps of a table logged to a run (wandb.Table.MAX_ROWS): it drops the rest with only a
 # log line. The run's tables show this many; the evaluation artifact's CSV files hold every row.
@@ -27,8 +28,9 @@ def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ticks = range(len(class_names))
-        ax.set_xticks(ticks, class_names, rotation=90)
-        ax.set_yticks(ticks, class_names)
+        # class names shown as written: a `$` in a folder name is no mathtext (parse_math=False)
+        ax.set_xticks(ticks, class_names, rotation=90, parse_math=False)
+        ax.set_yticks(ticks, class_names, parse_math=False)
         threshold = values.max() / 2
         for (i, j), v in np.ndenumerate(values):
             ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7,
@@ -62,7 +64,7 @@ def write_predictions(path: Path, probs: np.ndarray, labels: np.ndarray, class_n
     """The error-analysis table without images (ids index the dataset artifact's split)."""
     columns = error_columns(class_names, with_images=False)
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
+        writer = spreadsheet.writer(f)  # class names are the user's folder names: no formula runs
         writer.writerow(columns)
         writer.writerows(error_rows(probs, labels, class_names))
     return path

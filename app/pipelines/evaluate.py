@@ -57,7 +57,7 @@ def main(argv=None) -> None:
 
     from app.data.split_files import read_split
     from app.evaluation import gate, html_report, report
-    from app.evaluation.promotion import production_on_split, promote
+    from app.evaluation.promotion import production_on_split, promote_if_still_better
     from app.serving.onnx_export import log_export
     from app.evaluation.inference import probabilities
     from app.evaluation.metrics import classification_report
@@ -74,7 +74,7 @@ def main(argv=None) -> None:
             print(f"note: evaluating on {args.data} instead of the model's own {recipe['dataset']['ref']}",
                   file=sys.stderr)
         dataset = run.use(data_ref, names.DATASET_TYPE)
-        split = read_split(dataset.path, mapped=True)  # images read where used: a split may exceed memory
+        split = read_split(dataset.path, mapped=True, ref=dataset.ref)  # images read where used: a split may exceed memory
         run.update_config({"model_version": model_version.ref, "dataset_ref": dataset.ref, "arch": recipe["arch"]})
 
         results, probs, shown = {}, {}, {}
@@ -91,13 +91,18 @@ def main(argv=None) -> None:
         run.summary(summary)
 
         collection = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])
-        production = production_on_split(run, collection, model_version, dataset, split, device, args.workers)
-        if production and production.get("comparable") and not production.get("same_model"):
-            print(f"side by side on {dataset.ref} test: this {results['test']['accuracy']:.4f}  "
-                  f"production {production['test_accuracy']:.4f} ({production['ref']})")
         own_data = dataset.digest == recipe["dataset"]["digest"]
-        decision = gate.decide(results["test"]["accuracy"], production, own_data=own_data, ties=args.promote_ties,
-                               min_accuracy=args.min_accuracy)
+
+        def judge():
+            """(production, the gate's decision against it), read now."""
+            production = production_on_split(run, collection, model_version, dataset, split, device, args.workers)
+            if production and production.get("comparable") and not production.get("same_model"):
+                print(f"side by side on {dataset.ref} test: this {results['test']['accuracy']:.4f}  "
+                      f"production {production['test_accuracy']:.4f} ({production['ref']})")
+            return production, gate.decide(results["test"]["accuracy"], production, own_data=own_data,
+                                           ties=args.promote_ties, min_accuracy=args.min_accuracy)
+
+        production, decision = judge()
         run.summary({"promotion_eligible": decision.promote, "promotion_reason": decision.reason})
 
         # A page that shows the errors offline too (W&B's offline table files only point at media).
@@ -121,9 +126,13 @@ def main(argv=None) -> None:
 
         promoted = exported = None
         if args.promote and decision.promote:
-            promoted = promote(run, model_version, collection, production)
-            exported = log_export(run, model_version, model, recipe)  # production, servable without this repo
-        run.summary({"promoted": bool(promoted)})
+            # another promotion may land first: then decided again against the model it promoted
+            promoted, production, decision = promote_if_still_better(run, model_version, collection, production,
+                                                                     decision, judge)
+            if promoted:
+                exported = log_export(run, model_version, model, recipe)  # production, servable without this repo
+        run.summary({"promoted": bool(promoted), "promotion_eligible": decision.promote,
+                     "promotion_reason": decision.reason})
 
     print(f"evaluated {model_version.ref} on {dataset.ref}: val accuracy {results['val']['accuracy']:.4f}, "
           f"test accuracy {results['test']['accuracy']:.4f}, val-test gap {gap:+.4f}")

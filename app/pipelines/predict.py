@@ -14,12 +14,11 @@ export runs them through onnxruntime where there is one (`registry.py export`, o
 """
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
 
-from app import names
+from app import names, spreadsheet
 from app.cli import Parser, add_model_flags, positive_int
 from app.errors import UserError, exits_cleanly
 
@@ -86,7 +85,7 @@ def main(argv=None) -> None:
 def write_csv(path: Path, results: list[dict]) -> None:
     try:
         with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
+            writer = spreadsheet.writer(f)  # file and class names are the user's: no formula runs
             writer.writerow(["input", "class", "confidence", "top3"])
             writer.writerows([r["input"], r["class"], r["confidence"], " | ".join(f"{c} {q}" for c, q in r["top3"])]
                              for r in results)

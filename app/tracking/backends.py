@@ -6,6 +6,7 @@ output artifacts, for a later `wandb sync`) is still written by the real SDK in 
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +146,11 @@ class OfflineBackend:
     def check_writable(self) -> None:
         """A read-only store is refused before a run that writes to it starts."""
         self.store.check_writable()
+
+    def hold_run(self, run_id: str, resuming: bool):
+        """A context in which this process alone trains run `run_id` (Store.hold_run), a new run
+        or a resumed one."""
+        return self.store.hold_run(run_id)
 
     def use(self, run, ref: str, expected_type: str | None, lineage_optional: bool = False) -> ArtifactVersion:
         """`lineage_optional`: a store that cannot be written still serves its verified files
@@ -337,6 +343,30 @@ class OnlineBackend:
 
     def check_writable(self) -> None:
         """W&B's server decides what may be written; the key was checked on connecting."""
+
+    def hold_run(self, run_id: str, resuming: bool):
+        """Refuse to resume run `run_id` while W&B says it is running: its state is `running` only
+        while its process sends heartbeats (a killed one turns `crashed` after a few minutes).
+        A new run needs no check: W&B's state of it is this process's own."""
+        if not resuming:
+            return contextlib.nullcontext()
+        path = "/".join(p for p in (self.settings.entity, self.settings.project) if p) + f"/{run_id}"
+        try:
+            self.api.flush()  # the Api caches runs; their state is what changes
+            found = self.api.run(path)
+        except wandb.errors.CommError as err:
+            # the SDK wraps its RunNotFoundError (a ValueError): W&B has no such run, so nobody trains it
+            if isinstance(getattr(err, "exc", None), ValueError):
+                return contextlib.nullcontext()
+            raise _failure(f"run {path}", err) from err
+        if found.state == "running":
+            raise UserError(
+                f"run {path} is running in W&B (its last heartbeat: {getattr(found, 'heartbeat_at', None) or 'recent'}"
+                "); one run is trained by one process at a time. Wait for it "
+                "to end, or stop it (the run's page in W&B, or kill its process); a process that died is marked "
+                "crashed by W&B within minutes, and can be resumed then."
+            )
+        return contextlib.nullcontext()
 
     def use(self, run, ref: str, expected_type: str | None, lineage_optional: bool = False) -> ArtifactVersion:
         # peek first: a wrong type is refused before W&B records the use in the run's lineage

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 import wandb
 
 from app.errors import LOGGED, UserError
+from app.names import TRAINING_JOBS
 from app.settings import Settings, load_settings
 from app.tracking.backends import ArtifactVersion, make_backend
 from app.tracking.sdk_internals import quiet_run_settings
@@ -156,39 +157,47 @@ def start_run(job_type: str, config: dict, *, group: str | None = None, name: st
 
     An exception or Ctrl-C inside marks the run failed (exit code 1) and re-raises, so a
     broken run never looks finished. `writes`: the run logs to the store, so a store that
-    cannot be written is refused before the run starts (predict.py only reads).
+    cannot be written is refused before the run starts (predict.py only reads). A run that
+    trains is held by this process while it runs (backend.hold_run): a second process that
+    would resume it meanwhile is refused.
     """
     settings = load_settings()
     connected = backend()  # the process's one connection: a lookup before the run already made it
     if writes:
         connected.check_writable()
     clean_config = {k: v for k, v in config.items() if k.lower() not in _SECRET_KEYS}
-    try:
-        wandb_run = wandb.init(
-            project=settings.project,
-            entity=settings.entity,
-            job_type=job_type,
-            config=clean_config,
-            group=group,
-            name=name,
-            id=resume_id,
-            resume="allow" if resume_id else None,
-            mode=settings.mode,
-            settings=wandb.Settings(**quiet_run_settings()),
-        )
-    except wandb.errors.Error as err:  # CommError, AuthenticationError, UsageError: say so, no traceback
-        raise UserError(f"W&B could not start the run ({err}). Check `wandb login` / WANDB_API_KEY in "
-                        "app/.env and the project and entity names, or run offline with WANDB_MODE=offline.") from err
-    scratch = Path(tempfile.mkdtemp(prefix="pipeline-inputs-"))
-    run = Run(wandb_run, connected, settings, scratch)
-    try:
-        yield run
-    except BaseException:
-        wandb_run.finish(exit_code=1)
-        raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    wandb_run.finish()
+    training = job_type in TRAINING_JOBS
+    with contextlib.ExitStack() as held:
+        if training and resume_id:  # before init: a refused resume starts no second run folder
+            held.enter_context(connected.hold_run(resume_id, resuming=True))
+        try:
+            wandb_run = wandb.init(
+                project=settings.project,
+                entity=settings.entity,
+                job_type=job_type,
+                config=clean_config,
+                group=group,
+                name=name,
+                id=resume_id,
+                resume="allow" if resume_id else None,
+                mode=settings.mode,
+                settings=wandb.Settings(**quiet_run_settings()),
+            )
+        except wandb.errors.Error as err:  # CommError, AuthenticationError, UsageError: say so, no traceback
+            raise UserError(f"W&B could not start the run ({err}). Check `wandb login` / WANDB_API_KEY in "
+                            "app/.env and the project and entity names, or run offline with WANDB_MODE=offline.") from err
+        if training and not resume_id:
+            held.enter_context(connected.hold_run(wandb_run.id, resuming=False))
+        scratch = Path(tempfile.mkdtemp(prefix="pipeline-inputs-"))
+        run = Run(wandb_run, connected, settings, scratch)
+        try:
+            yield run
+        except BaseException:
+            wandb_run.finish(exit_code=1)
+            raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        wandb_run.finish()
     if settings.offline:
         print(f"W&B run (offline): {run.dir}  (upload later with `wandb sync {run.dir}`)", file=sys.stderr)
 

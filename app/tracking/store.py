@@ -7,6 +7,7 @@ Layout under the store root:
     sweeps/<id>.json              local sweep state (see sweep_controller.py)
     tmp/<pid>-<random>/           staging for a version being written
     .lock                         one writer at a time (flock; released if the writer dies)
+    runs/<run id>.lock            held by the one process training that run (hold_run)
 
 Promises, the same as W&B's:
 - a version appears whole or not at all: files are staged, checked and renamed into
@@ -26,7 +27,7 @@ import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 
-from app.errors import UserError, summary
+from app.errors import AliasMoved, UserError, summary
 from app.names import LATEST, REGISTRY
 from app.tracking.refs import NAME, Ref
 from app.tracking.sdk_internals import file_digest
@@ -87,7 +88,7 @@ def check_guard(coll: dict, guard: dict[str, int | None] | None) -> None:
         current = coll["aliases"].get(alias)
         if current != expected:
             where = f"v{current}" if current is not None else "no version"
-            raise UserError(
+            raise AliasMoved(
                 f"'{alias}' of {coll['name']} moved to {where} while this step ran (another promotion?); "
                 "nothing was changed. Run the step again to decide against the new state."
             )
@@ -193,6 +194,49 @@ class Store:
         """Refuse now, before a run starts, where a later write would be refused (ReadOnlyStore)."""
         with self.locked():
             pass
+
+    @contextlib.contextmanager
+    def hold_run(self, run_id: str):
+        """This process trains run `run_id` while inside: a second process that would train the
+        same run (two `train.py --resume RUN` at once) is refused, naming the holder. flock, so
+        the kernel frees it when the holder dies, however it dies; the file is removed when the
+        holder leaves (a killed holder's stays, free, and is taken over by the next)."""
+        path = self.root / "runs" / f"{run_id}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                try:
+                    holder = json.loads(handle.read())
+                except ValueError:  # the holder has the lock but has not written itself yet
+                    holder = {}
+                handle.close()
+                pid = holder.get("pid", "PID")
+                raise UserError(
+                    f"run {run_id} is being trained by process {pid} on {holder.get('host', 'this machine')} "
+                    f"(since {holder.get('since', 'just now')}); one run is trained by one process at a time, or "
+                    "its epochs and checkpoints would interleave. Wait for that process to end, or stop it "
+                    f"(kill {pid}) and resume then."
+                ) from None
+            # Locked; but if the last holder removed the file after this process opened it, the lock
+            # is on a file no one else will open: open the one at the path again.
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                    break
+            handle.close()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "since": now_iso()}))
+            handle.flush()
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()  # while still locked: nobody can hold the file being removed
+            handle.close()
 
     # -- collections ---------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ def load_training_data(dataset_version, device, preprocessing: dict, stream: int
     """The split in memory on the device, or with `stream` (DataLoader workers) read from its
     files (one per split, or shards) batch by batch (app/training/streaming.py): only the labels
     are loaded."""
-    split = read_split(dataset_version.path, mapped=True)  # the files' headers checked, nothing read yet
+    split = read_split(dataset_version.path, mapped=True, ref=dataset_version.ref)  # the files' headers checked, nothing read yet
     if stream is None:  # the fast path, where the split fits
         memory.check_training_fits({s: split.images[s].shape for s in ("train", "val")}, torch.device(device))
         from app.training.streaming import decode_workers, read_whole
