@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -c "import torch, torchvision, wandb, sweeps; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'wandb', wandb.__version__)"
+	$(PY) -W "ignore:Valid config keys:UserWarning" -c "import torch, torchvision, wandb, sweeps; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'wandb', wandb.__version__)"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -2,17 +2,34 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from app import names
+from app import names, progress
+
+
+def command(script: str) -> str:
+    """How to run pipeline script `script` ("registry", "train", ...) as this process was started,
+    for the commands a message prints: `python ../app/pipelines/registry.py` when it was started
+    from another folder, `python -m app.pipelines.registry` when started with -m."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name.startswith("app.pipelines."):
+        return f"python -m app.pipelines.{script}"
+    started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if started is not None and started.suffix == ".py" and started.parent.name == "pipelines":
+        return f"python {started.parent / (script + '.py')}"
+    return f"python app/pipelines/{script}.py"
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each flag once, in the spelling it was declared with (the other is accepted, not
     listed), and its default, unless there is none to show (None: decided later, and the help
-    says how), it is a switch's False, or the help already names it."""
+    says how), it is a switch (on or off is what its name says: `--no-generate-images` is no
+    "default: True"), or the help already names it."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False) or "default" in (action.help or ""):
+        if action.default is None or action.nargs == 0 or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -29,6 +46,15 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(*args, **kwargs)
+        # every script, and each of registry.py's commands (SUPPRESS: a command's parser must not
+        # reset what `registry.py -v list` set)
+        super().add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="say more: W&B's own lines, each checkpoint, the offline notice every time")
+
+    def parse_args(self, *args, **kwargs):
+        parsed = super().parse_args(*args, **kwargs)
+        progress.set_verbose(getattr(parsed, "verbose", False))
+        return parsed
 
     def add_argument(self, *names, **kwargs):
         return declared(super().add_argument, names, kwargs)

@@ -12,6 +12,11 @@ import traceback
 LOGGED: list[str] = []
 
 
+# evaluate.py --promote's exit status when the gate refused the promotion (documented in the
+# README): a refusal is an answer, not an error (2), and CI can branch on it.
+PROMOTION_REFUSED = 3
+
+
 class UserError(Exception):
     """Bad input or a missing prerequisite: the message says what is wrong and the fix."""
 

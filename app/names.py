@@ -34,6 +34,8 @@ TRAINING_JOBS = ("train", "retrain", "sweep_trial")
 # Keys train.py logs every epoch, with `epoch` as the step. The best-so-far keys are plain
 # scalars on purpose: define_metric(summary="max") stores a nested {"max": v} summary, which
 # a sweep metric cannot name, so sweep.yaml optimises val/best_accuracy, a key really logged.
+# The per-epoch values a model artifact keeps as its learning curves (metadata "history").
+LEARNING_CURVES = ("epoch", "train/loss", "train/accuracy", "val/loss", "val/accuracy")
 EPOCH_METRICS = ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "val/best_accuracy", "val/best_loss")
 
 

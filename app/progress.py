@@ -5,11 +5,32 @@ of carriage returns, so off a terminal the loop runs silently and ends with one 
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
+
+# -v / --verbose on every script (app/cli.py sets it). An environment variable, so the processes a
+# script starts (sweep trials, DataLoader workers) are as verbose as it is.
+VERBOSE_ENV = "PIPELINE_VERBOSE"
+
+
+def set_verbose(on: bool) -> None:
+    if on:
+        os.environ[VERBOSE_ENV] = "1"
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def detail(text: str) -> None:
+    """A line for -v only: what a person needs when looking closer (each checkpoint, W&B's own
+    lines), not on every run. Warnings and errors are printed always, never through here."""
+    if verbose():
+        print(text, file=sys.stderr, flush=True)
 
 
 def on_terminal() -> bool:

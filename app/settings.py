@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.errors import UserError, summary
+from app.progress import verbose
 
 ENV_FILE = Path(__file__).resolve().parent / ".env"
 
@@ -91,7 +92,6 @@ def decide_mode(base_url: str) -> str:
         raise UserError(f"WANDB_MODE={explicit!r} is not a mode; use 'online' or 'offline'.")
     if key_configured(base_url):
         return "online"
-    print(OFFLINE_NOTICE, file=sys.stderr)
     return "offline"
 
 
@@ -116,16 +116,22 @@ def load_settings() -> Settings:
     if _settings is None:
         load_env_file()
         base_url = resolve_base_url()
+        chosen = bool(os.environ.get("WANDB_MODE", "").strip())
         mode = decide_mode(base_url)
         # Pin the decision so every wandb.init in this process (and its children) agrees.
         os.environ["WANDB_MODE"] = mode
+        store_dir = Path(os.environ.get("PIPELINE_STORE_DIR") or DEFAULT_STORE_DIR).resolve()
+        # Offline for want of a key: said when this folder's store is new (the first step), and
+        # every time with -v; not again on every later step.
+        if mode == "offline" and not chosen and (verbose() or not store_dir.exists()):
+            print(OFFLINE_NOTICE, file=sys.stderr)
         _settings = Settings(
             mode=mode,
             project=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
             entity=os.environ.get("WANDB_ENTITY") or None,
             model_retrain=os.environ.get("WANDB_MODEL_RETRAIN") or None,
             model_eval=os.environ.get("WANDB_MODEL_EVAL") or None,
-            store_dir=Path(os.environ.get("PIPELINE_STORE_DIR") or DEFAULT_STORE_DIR).resolve(),
+            store_dir=store_dir,
             base_url=base_url,
         )
     return _settings

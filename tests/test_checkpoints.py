@@ -79,7 +79,7 @@ def checkpoints_of(ws) -> dict:
 def test_killed_after_epoch_3_of_6_resumes_without_rerunning_and_ends_as_if_never_killed(workspace):
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
-    train = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--epochs", "6", "--seed", "3"],
+    train = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "-v", "--epochs", "6", "--seed", "3"],
                              cwd=ws.path, env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in train.stderr:
         if line.startswith("checkpoint:") and "(epoch 3" in line:
@@ -106,8 +106,8 @@ def test_killed_after_epoch_3_of_6_resumes_without_rerunning_and_ends_as_if_neve
 def test_only_the_newest_checkpoints_and_the_best_are_kept(workspace):
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
-    out = ws.run("train", "--arch", "mlp", "--epochs", "5", "--keep-checkpoints", "1").stderr
-    coll = checkpoints_of(ws)
+    out = ws.run("train", "-v", "--arch", "mlp", "--epochs", "5", "--keep-checkpoints", "1").stderr
+    coll = checkpoints_of(ws)  # --keep-checkpoints given: kept after the run too
     live = [v for v in coll["versions"] if not v.get("deleted")]
     best = coll["aliases"]["best"]
     assert {v["version"] for v in live} == {4, best} and len(coll["versions"]) == 5
@@ -117,6 +117,20 @@ def test_only_the_newest_checkpoints_and_the_best_are_kept(workspace):
     assert "deleted v" in out
     refused = ws.run("registry", "alias", f"{coll['name']}:v{gone}", "kept", check=False)
     assert refused.returncode == 2 and "was deleted" in refused.stderr
+
+
+def test_a_finished_run_deletes_its_checkpoints_and_says_so_only_when_verbose(workspace):
+    ws = workspace
+    ws.run("data_prep", "--dataset", "digits")
+    out = ws.run("train", "--arch", "mlp", "--epochs", "3").stderr
+    assert "checkpoint" not in out  # quiet: one line per epoch
+    coll = checkpoints_of(ws)
+    assert [v for v in coll["versions"] if not v.get("deleted")] == [] and coll["aliases"] == {}
+    assert not any((ws.store / "objects" / v["digest"]).exists() for v in coll["versions"])
+    listing = ws.run("registry", "list", "--all").stdout
+    assert "checkpoint-" not in listing and "store: " in listing
+    verbose = ws.run("train", "-v", "--arch", "mlp", "--epochs", "2", "--seed", "5").stderr
+    assert "checkpoint: checkpoint-" in verbose and "deleted (2 version(s)): the run finished" in verbose
 
 
 def test_resume_refuses_training_flags_and_says_when_there_is_nothing(workspace):
@@ -140,7 +154,7 @@ def test_a_killed_sweep_trial_goes_on_from_its_checkpoint_when_the_sweep_resumes
     path = small_sweep(tmp_path)
     path.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "early_terminate"}))
     config = str(path)
-    agent = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--tune", "--max-sweep", "1", "--epochs", "4",
+    agent = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "-v", "--tune", "--max-sweep", "1", "--epochs", "4",
                               "--sweep-config", config], cwd=ws.path, env=ws.env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     for line in agent.stderr:
@@ -163,7 +177,7 @@ def test_a_killed_sweep_trial_goes_on_from_its_checkpoint_when_the_sweep_resumes
 def test_a_killed_retrain_resumes_and_links_its_model_as_to_evaluate(trained_copy):
     ws = trained_copy
     ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "candidate")
-    retrain = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--retrain", "--epochs", "4"],
+    retrain = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "-v", "--retrain", "--epochs", "4"],
                                cwd=ws.path, env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in retrain.stderr:
         if line.startswith("checkpoint:") and "(epoch 2" in line:

@@ -93,7 +93,9 @@ def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
     # the default one scores 100% on digits' 180 test images)
     ws.run("train", "--arch", "mlp", "--epochs", "1", "--lr", "0.00001", "--checkpoint-every", "0")
     ws.run("registry", "link", "digits-mlp:v0", "digits-mlp", "--alias", "to_evaluate")
-    floor = ws.run("evaluate", "--arch", "mlp", "--promote", "--min-accuracy", "0.99", "--no-generate-images")
+    floor = ws.run("evaluate", "--arch", "mlp", "--promote", "--min-accuracy", "0.99", "--no-generate-images",
+                   check=False)
+    assert floor.returncode == 3  # a refused promotion: its own documented status, not an error's 2
     assert "refused (test accuracy" in floor.stdout and "below the --min-accuracy floor 0.9900" in floor.stdout
     assert not [v for v in ws.versions("wandb-registry-model/digits-mlp") if "production" in v["aliases"]]
     ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "to_evaluate")
@@ -152,8 +154,9 @@ def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
     # a deliberately worse model is refused, production stays
     ws.run("train", "--dataset", "digits", "--epochs", "1", "--lr", "0.00001")
     ws.run("registry", "link", "digits-convnet:v1", "digits-convnet", "--alias", "to_evaluate")
-    out = ws.run("evaluate", "--arch", "convnet", "--promote", "--no-generate-images").stdout
-    assert "promotion: refused" in out and "< production's" in out
+    refused = ws.run("evaluate", "--arch", "convnet", "--promote", "--no-generate-images", check=False)
+    out = refused.stdout
+    assert refused.returncode == 3 and "promotion: refused" in out and "< production's" in out
     page = Path(out.split("report: ")[1].splitlines()[0]).read_text()
     assert "production (wandb-registry-model/digits-convnet:v0)" in page  # the two models side by side
     production = [v for v in ws.versions("wandb-registry-model/digits-convnet") if "production" in v["aliases"]]

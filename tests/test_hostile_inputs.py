@@ -78,9 +78,17 @@ def test_a_decompression_bomb_is_skipped_by_data_prep_and_refused_by_predict(wor
         load_image_folder(folder, None, strict=True)
 
     before = production.store_snapshot()
-    proc = production.run("predict", str(folder / "a" / "bomb.png"), str(folder / "a" / "0.png"), check=False)
+    proc = production.run("predict", "--strict", str(folder / "a" / "bomb.png"), str(folder / "a" / "0.png"), check=False)
     assert_clean_refusal(proc, "bomb.png is not an image this can read", "decompression bomb")
     assert production.store_snapshot() == before
+    # without --strict (#36): the others are predicted, the bomb listed at the end with its reason
+    proc = production.run("predict", str(folder / "a" / "bomb.png"), str(folder / "a" / "0.png"))
+    assert proc.stdout.splitlines() == [f"{folder / 'a' / '0.png'}: " + proc.stdout.split(": ", 1)[1].strip()]
+    assert "skipped 1 file(s) that could not be read" in proc.stderr
+    assert re.search(r"bomb\.png: .*decompression bomb", proc.stderr) and "Traceback" not in proc.stderr
+    as_json = json.loads(production.run("predict", "--json", str(folder / "a")).stdout)
+    assert [s["input"] for s in as_json["skipped"]] == [str(folder / "a" / "bomb.png")]
+    assert len(as_json["predictions"]) == 12
 
 
 # 2. a read-only store -----------------------------------------------------------------------

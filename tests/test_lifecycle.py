@@ -44,7 +44,12 @@ def registry_entry(ws, collection: str, alias: str) -> dict:
 def test_the_original_flow_runs_without_dataset_flags(workspace, tmp_path):
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
-    out = ws.run("train").stdout
+    trained = ws.run("train")
+    out = trained.stdout
+    # quiet (#36): a line per epoch and a few around them; W&B's own lines and checkpoints only with -v
+    lines = (trained.stdout + trained.stderr).splitlines()
+    assert len(lines) <= 10 + 5, lines
+    assert not [line for line in lines if line.startswith(("wandb:", "checkpoint:", "W&B: no API key"))], lines
     # no --epochs: the step budget's, from the training split's size (1,257 images, 20 steps each)
     assert "digits-convnet:v0" in out and "epochs: 10, for about 200 steps" in out
     baseline = ws.versions("digits-convnet")[0]["metadata"]
@@ -75,6 +80,7 @@ def test_the_original_flow_runs_without_dataset_flags(workspace, tmp_path):
     out = ws.run("evaluate", "--promote").stdout
     assert "promoted to wandb-registry-model/digits-convnet:" in out
     production = registry_entry(ws, "digits-convnet", "production")
+    assert "to_evaluate" not in production["aliases"]  # consumed by its promotion (#36)
 
     split_dir = ws.store / "objects" / ws.versions("digits-split")[0]["digest"]
     image = np.load(split_dir / "test_images.npy")[0]
@@ -83,9 +89,10 @@ def test_the_original_flow_runs_without_dataset_flags(workspace, tmp_path):
 
     # the leakage gate: scored on another dataset version, --promote refuses and production stays
     ws.run("data_prep", "--dataset", "digits", "--seed", "7")
-    out = ws.run("evaluate", "--model", "wandb-registry-model/digits-convnet:candidate", "--data", "digits-split:v1",
-                 "--promote", "--no-generate-images").stdout
-    assert "promotion: refused" in out and "dataset version other than" in out
+    refused = ws.run("evaluate", "--model", "wandb-registry-model/digits-convnet:candidate", "--data", "digits-split:v1",
+                     "--promote", "--no-generate-images", check=False)
+    out = refused.stdout
+    assert refused.returncode == 3 and "promotion: refused" in out and "dataset version other than" in out
     assert registry_entry(ws, "digits-convnet", "production")["version"] == production["version"]
 
     # with two dataset artifacts, train takes the newest and says which
@@ -179,8 +186,11 @@ def test_make_demo_twice_gives_the_same_production_model_at_98_percent(tmp_path)
     results = []
     for attempt in ("first", "second"):
         ws = make_workspace(tmp_path / attempt)
+        printed = 0
         for script, *args in steps:
-            ws.run(script, *args)
+            proc = ws.run(script, *args)
+            printed += len((proc.stdout + proc.stderr).splitlines())
+        assert printed <= 80, printed  # quiet by default (#36): the whole demo in at most 80 lines
         production = registry_entry(ws, "digits-convnet", "production")
         evaluation = ws.versions("digits-convnet-evaluation")[-1]["metadata"]["metrics"]
         results.append((production["digest"], evaluation["test_accuracy"]))

@@ -32,7 +32,7 @@ def test_an_interrupted_sweep_says_how_to_resume_once_and_keeps_its_size(workspa
     err = "".join(seen) + rest
     assert agent.returncode == 130 and "Traceback" not in err, err
     assert err.count("interrupted: local sweep") == 1, err
-    resume = re.search(r"Resume it with `python app/pipelines/train\.py (.*?)`", err).group(1)
+    resume = re.search(r"Resume it with `python \S*app/pipelines/train\.py (.*?)`", err).group(1)
     state = sweep_state(ws)
     assert state["config"]["run_cap"] == 3 and [t["state"] for t in state["trials"]] == ["failed"]
 

@@ -53,9 +53,20 @@ def clean_env(monkeypatch, tmp_path):
     return tmp_path
 
 
-def test_mode_is_offline_without_a_key_with_a_notice(clean_env, capsys):
+def test_mode_is_offline_without_a_key_with_a_notice_once_per_store(clean_env, capsys, monkeypatch):
     assert settings_module.decide_mode("https://api.wandb.ai") == "offline"
-    assert "WANDB_API_KEY" in capsys.readouterr().err
+    store = clean_env / "artifact-store"
+    monkeypatch.setenv("PIPELINE_STORE_DIR", str(store))
+    monkeypatch.delenv("PIPELINE_VERBOSE", raising=False)
+    assert settings_module.load_settings().offline
+    assert "WANDB_API_KEY" in capsys.readouterr().err  # a new store: the first step says why offline
+    store.mkdir()
+    for verbose, said in (("", False), ("1", True)):  # later steps: only with -v
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+        monkeypatch.setattr(settings_module, "_settings", None)
+        monkeypatch.setenv("PIPELINE_VERBOSE", verbose)
+        settings_module.load_settings()
+        assert ("WANDB_API_KEY" in capsys.readouterr().err) == said
 
 
 def test_mode_is_online_with_a_key_and_wandb_mode_wins(clean_env, monkeypatch):

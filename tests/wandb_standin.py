@@ -24,6 +24,7 @@ class StandIn:
         self.failures: dict[str, str] = {}  # operation -> the GraphQL error W&B answers it with
         self.handlers = {"Viewer": self.viewer, "GetDefaultEntity": self.viewer, "FetchOrgInfoFromEntity": self.org_info,
                          "ArtifactMembershipByName": self.membership_by_name, "AddAliases": self.add_aliases,
+                         "DeleteAliases": self.delete_aliases,
                          "LinkArtifact": self.link_artifact,
                          "IsProjectReadOnly": lambda variables: {"project": {"readOnly": False}},
                          "UpdateArtifact": self.update_artifact, "DeleteArtifact": self.delete_artifact,
@@ -254,6 +255,16 @@ class StandIn:
         run = self._find_run(variables["run"])
         edges = [{"node": self._artifact(artifact_id)} for artifact_id in run.get("inputs", [])]
         return {"project": {"run": {"artifacts": self._page(edges)}}}
+
+    def delete_aliases(self, variables):
+        """An alias taken off a version (Artifact.save() after aliases.remove)."""
+        spec = variables["input"]
+        for alias in spec["aliases"]:
+            key = (alias["entityName"], alias["projectName"], alias["artifactCollectionName"])
+            collection = self.collections[key]
+            if collection["aliases"].get(alias["alias"]) == collection["members"].index(spec["artifactID"]):
+                del collection["aliases"][alias["alias"]]
+        return {"result": {"success": True}}
 
     def update_artifact(self, variables):
         """Description, metadata, TTL and tags: nothing the contract depends on; echoed back."""

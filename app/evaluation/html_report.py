@@ -46,10 +46,11 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def render(*, model_ref: str, dataset_ref: str, class_names: list[str], splits: dict, comparison: dict | None,
-           decision: str) -> str:
+           decision: str, curves_png: bytes | None = None) -> str:
     """`splits`: {name: {"report": metrics.classification_report, "confusion_png": bytes,
     "errors": [(png, label, prediction, confidence)]}}; `comparison`: production's test accuracy
-    on the same split ({"ref", "test_accuracy"}), or None."""
+    on the same split ({"ref", "test_accuracy"}), or None; `curves_png`: the model's learning
+    curves (report.learning_curves_figure), None for a model logged before it kept them."""
     e = html.escape
     parts = [f"<h1>Evaluation of {e(model_ref)}</h1>", f"<p>on {e(dataset_ref)}</p>",
              "<table><tr><th>split</th><th>accuracy</th><th>loss</th><th>macro F1</th></tr>"]
@@ -67,6 +68,9 @@ def render(*, model_ref: str, dataset_ref: str, class_names: list[str], splits: 
     else:
         parts.append("<p>no production model on this dataset version to compare with</p>")
     parts.append(f"<p>promotion gate: {e(decision)}</p>")
+    parts.append("<h2>How it trained</h2>")
+    parts.append(_img(curves_png, "learning curves: loss and accuracy per epoch") if curves_png else
+                 "<p>this model artifact records no learning curves (it was logged before they were kept)</p>")
     for name, split in splits.items():
         per_class = split["report"]["per_class"]
         parts.append(f"<h2>{e(name)}</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th></tr>")

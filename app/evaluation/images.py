@@ -29,12 +29,13 @@ def to_model_input(image: np.ndarray, seen: dict) -> np.ndarray:
     return fitted
 
 
-def read_inputs(paths: list[str]) -> list[tuple[str, np.ndarray]]:
+def read_inputs(paths: list[str], skipped: list | None = None) -> list[tuple[str, np.ndarray]]:
     """(a name, a uint8 image (H, W) or (H, W, 3) as the file holds it) for every image file, every
     image of an .npy array, every such file in a folder (sorted, sub-folders included) and every
-    file a quoted glob pattern matches. All of
-    them are read before anything else happens, so a missing or broken one is refused before a
-    run starts: a UserError that names it."""
+    file a quoted glob pattern matches. All of them are read before anything else happens, so a
+    path that does not exist is refused before a run starts (a UserError that names it), and so
+    is a file that cannot be read, unless a list `skipped` is given: then such a file is passed
+    over and appended to it as (name, reason), as data_prep skips such files in a folder."""
     files, suffixes = [], image_files.image_extensions() | {".npy"}
     for text in paths:
         path = Path(text)
@@ -55,14 +56,19 @@ def read_inputs(paths: list[str]) -> list[tuple[str, np.ndarray]]:
     inputs = []
     for path in files:
         name = image_files.shown(str(path))
-        if path.suffix.lower() == ".npy":
-            inputs += [(f"{name}[{i}]", image) for i, image in enumerate(_npy_images(path))]
-            continue
         try:
-            inputs.append((name, image_files.read_as_stored(path)))
-        except (OSError, ValueError) as err:  # not an image, truncated, a decompression bomb
-            raise UserError(f"{name} is not an image this can read ({summary(err)}); pass a PNG or JPEG (or any "
-                            "format Pillow reads), or an .npy array.") from err
+            if path.suffix.lower() == ".npy":
+                inputs += [(f"{name}[{i}]", image) for i, image in enumerate(_npy_images(path))]
+                continue
+            try:
+                inputs.append((name, image_files.read_as_stored(path)))
+            except (OSError, ValueError) as err:  # not an image, truncated, a decompression bomb
+                raise UserError(f"{name} is not an image this can read ({summary(err)}); pass a PNG or JPEG (or "
+                                "any format Pillow reads), or an .npy array.") from err
+        except UserError as err:
+            if skipped is None:
+                raise
+            skipped.append((name, str(err)))
     return inputs
 
 

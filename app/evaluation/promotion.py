@@ -58,6 +58,14 @@ def promote_if_still_better(run, model_version, collection, production: dict | N
     raise AssertionError("unreachable")
 
 
+def consume_to_evaluate(run, model_version) -> bool:
+    """After a promotion, `to_evaluate` has done its work: taken off the evaluated registry version
+    (its lineage shows the evaluation instead), so a later evaluate.py never picks it again."""
+    if names.TO_EVALUATE not in model_version.aliases or not model_version.ref.startswith(names.REGISTRY + "/"):
+        return False
+    return run.backend.remove_alias(model_version.ref, names.TO_EVALUATE)
+
+
 def promote(run, model_version, collection, production: dict | None) -> str:
     """Move `production` to the evaluated model (linking it into the registry if needed), only if
     production still is where the gate saw it (`production`, None for none): a promotion decided

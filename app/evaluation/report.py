@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from app import spreadsheet  # noqa: E402
@@ -35,6 +36,24 @@ def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str
         for (i, j), v in np.ndenumerate(values):
             ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7,
                     color="white" if v > threshold else "black")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves_figure(history: dict):
+    """Loss and accuracy per epoch, training and validation, from a model artifact's "history"
+    (names.LEARNING_CURVES); the epoch whose weights the model holds (best validation) marked."""
+    epochs = history["epoch"]
+    best = int(epochs[int(np.argmax(history["val/accuracy"]))])  # the first best, as engine.best_epoch
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for split, style in (("train", "--"), ("val", "-")):
+            ax.plot(epochs, history[f"{split}/{metric}"], style, marker="o", markersize=3, label=split)
+        ax.axvline(best, color="grey", linewidth=0.8, linestyle=":", label=f"kept: epoch {best}")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(metric)
+        ax.legend()
     fig.tight_layout()
     return fig
 

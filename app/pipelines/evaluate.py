@@ -6,7 +6,8 @@
 The data is the dataset version the model was trained on (from its recipe), unless --data.
 With --promote, `production` moves to this model only if it was evaluated on its own dataset
 version and its test accuracy beats production's on the same split (or there is none yet), and
-reaches --min-accuracy when given. A self-contained HTML report (metrics, confusion matrices,
+reaches --min-accuracy when given; a refused promotion exits with status 3 (a model that already
+is production is no refusal). A self-contained HTML report (metrics, confusion matrices,
 the most confident errors as images, production beside the model) is written next to the run,
 logged to it and kept in the evaluation artifact.
 """
@@ -16,7 +17,7 @@ import sys
 
 from app import names
 from app.cli import Parser, add_model_flags, non_negative_int, unit_interval
-from app.errors import exits_cleanly
+from app.errors import PROMOTION_REFUSED, exits_cleanly
 from app.training.config import stream_workers
 
 SPLITS = ("val", "test")
@@ -27,7 +28,7 @@ def parse_args(argv=None):
     add_model_flags(p, names.TO_EVALUATE, "WANDB_MODEL_EVAL, else wandb-registry-model/<dataset>-<arch>:to_evaluate")
     p.add_argument("--data", metavar="REF", help="dataset ref instead of the model's own dataset version")
     p.add_argument("--promote", action="store_true",
-                   help="move 'production' here if better than production on the same test split")
+                   help="move 'production' here if better than production on the same test split (refused: exit status 3)")
     p.add_argument("--promote-ties", action="store_true",
                    help="with --promote: a tie with production promotes too")
     p.add_argument("--min-accuracy", type=unit_interval, default=None, metavar="A",
@@ -57,7 +58,7 @@ def main(argv=None) -> None:
 
     from app.data.split_files import read_split
     from app.evaluation import gate, html_report, report
-    from app.evaluation.promotion import production_on_split, promote_if_still_better
+    from app.evaluation.promotion import consume_to_evaluate, production_on_split, promote_if_still_better
     from app.serving.onnx_export import log_export
     from app.evaluation.inference import probabilities
     from app.evaluation.metrics import classification_report
@@ -105,10 +106,14 @@ def main(argv=None) -> None:
         production, decision = judge()
         run.summary({"promotion_eligible": decision.promote, "promotion_reason": decision.reason})
 
-        # A page that shows the errors offline too (W&B's offline table files only point at media).
+        # A page that shows the errors and how the model trained offline too (W&B's offline table
+        # files only point at media; its charts need `wandb sync`).
+        history = model_version.metadata.get("history")
         page = html_report.render(model_ref=model_version.ref, dataset_ref=dataset.ref, class_names=split.class_names,
                                   splits=shown, decision=decision.reason,
-                                  comparison=production if production and "test_accuracy" in production else None)
+                                  comparison=production if production and "test_accuracy" in production else None,
+                                  curves_png=html_report.figure_png(report.learning_curves_figure(history))
+                                  if history else None)
         report_path = run.dir / "evaluation-report.html"
         report_path.write_text(page, encoding="utf-8")
         run.log({"report": run.html(page)})
@@ -130,6 +135,7 @@ def main(argv=None) -> None:
             promoted, production, decision = promote_if_still_better(run, model_version, collection, production,
                                                                      decision, judge)
             if promoted:
+                consume_to_evaluate(run, model_version)  # evaluated: no later step picks it again
                 exported = log_export(run, model_version, model, recipe)  # production, servable without this repo
         run.summary({"promoted": bool(promoted), "promotion_eligible": decision.promote,
                      "promotion_reason": decision.reason})
@@ -142,6 +148,8 @@ def main(argv=None) -> None:
         print(f"promotion: {'promoted to ' + promoted if promoted else 'refused'} ({decision.reason})")
         if exported:
             print(f"onnx export: {exported.ref}")
+        if not promoted and not (production or {}).get("same_model"):
+            sys.exit(PROMOTION_REFUSED)
     else:
         print(f"promotion: not asked (--promote); the gate would {'promote' if decision.promote else 'refuse'}: "
               f"{decision.reason}")

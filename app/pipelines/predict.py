@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from app import names, spreadsheet
-from app.cli import Parser, add_model_flags, positive_int
+from app.cli import Parser, add_model_flags, command, positive_int
 from app.errors import UserError, exits_cleanly
 
 
@@ -34,6 +34,8 @@ def parse_args(argv=None):
                    help="auto: onnxruntime when the model version has an ONNX export (registry.py export) and "
                         "the device is the CPU, else torch")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="inference device (torch)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse when a file cannot be read (default: skip it, predict the others, list it at the end)")
     return p.parse_args(argv)
 
 
@@ -47,7 +49,13 @@ def main(argv=None) -> None:
     from app.tracking import backend, discovery, start_run
 
     connected = backend()  # online: a bad key or no network is said first, in seconds
-    inputs = read_inputs(args.inputs)  # a missing or broken file is refused before any run or lineage record
+    # A missing path is refused before any run or lineage record; an unreadable file too with
+    # --strict, else passed over and listed at the end (as data_prep does in a folder).
+    skipped = None if args.strict else []
+    inputs = read_inputs(args.inputs, skipped)
+    if not inputs:
+        raise UserError(f"none of the {len(skipped)} file(s) given could be read: "
+                        + "; ".join(reason for _, reason in skipped[:3]))
     model_ref = args.model or discovery.registry_model(connected, names.PRODUCTION, args.dataset, args.arch)
     # Prediction only reads: a read-only store serves its models (the use then goes unrecorded).
     with start_run("predict", {"model": model_ref, "inputs": len(inputs)}, writes=False) as run:
@@ -57,8 +65,8 @@ def main(argv=None) -> None:
         if args.engine == "onnx" or (args.engine == "auto" and device.type == "cpu"):
             export = discovery.onnx_export(connected, model_version)
             if export is None and args.engine == "onnx":
-                raise UserError(f"{model_version.ref} has no ONNX export; log one with `python app/pipelines/"
-                                f"registry.py export {model_version.ref}`, or pass --engine torch.")
+                raise UserError(f"{model_version.ref} has no ONNX export; log one with "
+                                f"`{command('registry')} export {model_version.ref}`, or pass --engine torch.")
         onnx_folder = run.use(export.ref, names.ONNX_TYPE, lineage_optional=True).path if export else None
         predictor = Predictor(model_version.path, onnx_folder, device=str(device))
         sources, images = model_inputs(inputs, read_recipe(model_version.path))
@@ -73,13 +81,19 @@ def main(argv=None) -> None:
     if args.output:
         write_csv(args.output, results)
     engine = f"{predictor.engine}" + (f" ({export.ref})" if export else "")
+    skipped = skipped or []
     if args.json:
-        print(json.dumps({"model": model_version.ref, "engine": engine, "predictions": results}, indent=1))
-        return
-    for r in results:
-        print(f"{r['input']}: {r['class']} ({r['confidence']:.3f})")
-    print(f"model: {model_version.ref}, engine: {engine}" + (f", written to {args.output}" if args.output else ""),
-          file=sys.stderr)
+        print(json.dumps({"model": model_version.ref, "engine": engine, "predictions": results,
+                          "skipped": [{"input": name, "reason": reason} for name, reason in skipped]}, indent=1))
+    else:
+        for r in results:
+            print(f"{r['input']}: {r['class']} ({r['confidence']:.3f})")
+        print(f"model: {model_version.ref}, engine: {engine}" + (f", written to {args.output}" if args.output else ""),
+              file=sys.stderr)
+    if skipped:
+        print(f"skipped {len(skipped)} file(s) that could not be read (--strict refuses them):", file=sys.stderr)
+        for name, reason in skipped:
+            print(f"  {name}: {reason.split('; pass ')[0]}", file=sys.stderr)
 
 
 def write_csv(path: Path, results: list[dict]) -> None:

@@ -1,6 +1,7 @@
 """The artifact store and the W&B model registry from the shell, on either backend.
 
-    python app/pipelines/registry.py list [COLLECTION] [--json]
+    python app/pipelines/registry.py list [COLLECTION] [--json] [--all]
+    python app/pipelines/registry.py prune [--keep 3] [--yes]          # what nothing holds, beyond the newest 3
     python app/pipelines/registry.py link digits-convnet:v3 digits-convnet --alias candidate
     python app/pipelines/registry.py alias wandb-registry-model/digits-convnet:v1 production
     python app/pipelines/registry.py export wandb-registry-model/digits-convnet:production   # -> digits-convnet-onnx
@@ -15,7 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.cli import Parser
+from app import names
+from app.cli import Parser, command, positive_int
 from app.errors import exits_cleanly
 
 # Metadata keys worth a column in the human listing, first match wins.
@@ -28,6 +30,12 @@ def parse_args(argv=None):
     ls = sub.add_parser("list", help="collections and versions with aliases, metrics and lineage")
     ls.add_argument("collection", nargs="?", help="only this collection")
     ls.add_argument("--json", action="store_true", help="one JSON document, for machines")
+    ls.add_argument("--all", action="store_true", help="checkpoints too (training state, for --resume)")
+    prune = sub.add_parser("prune", help="delete the versions nothing holds beyond the newest K of each collection "
+                                         "(no alias but latest, no run used them, no registry link): a plan, "
+                                         "--yes to delete")
+    prune.add_argument("--keep", type=positive_int, default=3, metavar="K", help="newest versions kept per collection")
+    prune.add_argument("--yes", action="store_true", help="delete them (default: print the plan, change nothing)")
     link = sub.add_parser("link", help="link an artifact version into a registry collection")
     link.add_argument("ref", help="the version to link, e.g. digits-convnet:v3")
     link.add_argument("collection", help="registry collection, e.g. digits-convnet")
@@ -57,6 +65,7 @@ def metric_of(metadata: dict) -> str:
 @exits_cleanly
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from app.settings import load_settings
     from app.tracking import backend
 
     if args.command == "push":
@@ -66,16 +75,25 @@ def main(argv=None) -> None:
     store = backend()
     if args.command == "list":
         rows = store.list(args.collection)
+        hidden = [] if args.all or args.collection else [r for r in rows if r.type == names.CHECKPOINT_TYPE]
+        rows = [r for r in rows if r not in hidden]
         if args.json:
             print(json.dumps({"versions": [r.as_json() for r in rows]}, indent=1, sort_keys=True))
             return
         if not rows:
-            print("no artifacts yet: run `python app/pipelines/data_prep.py --dataset digits` first.")
-            return
+            print(f"no artifacts yet: run `{command('data_prep')} --dataset digits` first.")
         for r in rows:
             users = ", ".join(u.get("job_type") or "?" for u in r.used_by) or "-"
             print(f"{r.collection:40} v{r.version:<3} {r.type:10} {r.digest[:8]}  "
                   f"[{', '.join(r.aliases)}]  {metric_of(r.metadata)}  used by: {users}")
+        if hidden:
+            print(f"(and {len(hidden)} checkpoint version(s) of unfinished runs: --all lists them)")
+        size = store.size()
+        if size is not None:
+            print(f"store: {size / 2**20:.1f} MB in {load_settings().store_dir}  "
+                  f"(`{command('registry')} prune` plans what can go)")
+    elif args.command == "prune":
+        return prune(store, args.keep, args.yes)
     elif args.command == "link":
         linked = store.link(args.ref, args.collection, args.alias)
         print(f"linked {args.ref} -> {linked.ref} (aliases: {', '.join(linked.aliases)})")
@@ -85,9 +103,28 @@ def main(argv=None) -> None:
         print(f"alias {args.alias!r} -> {moved.ref}{came_from}")
 
 
+def prune(store, keep: int, delete: bool) -> None:
+    from app.tracking.retention import prune_plan
+
+    doomed = prune_plan(store.list(), keep)
+    if not doomed:
+        print(f"nothing to prune: beyond the newest {keep} of each collection, every version is held by an alias, "
+              "a run that used it or a registry link.")
+        return
+    for version in doomed:
+        print(f"{'deleting' if delete else 'would delete'} {version.ref}  ({version.type}, nothing holds it)")
+    if not delete:
+        print(f"plan: {len(doomed)} version(s), nothing changed; `{command('registry')} prune --keep {keep} --yes` "
+              "deletes them.")
+        return
+    before = store.size()
+    store.delete(doomed)
+    freed = f", {(before - store.size()) / 2**20:.1f} MB freed" if before is not None else ""
+    print(f"deleted {len(doomed)} version(s){freed}.")
+
+
 def export(ref: str) -> None:
     """One run that uses the model version and logs its export: lineage model -> export."""
-    from app import names
     from app.serving.onnx_export import log_export
     from app.training.checkpoint import load_checkpoint
     from app.tracking import start_run

@@ -42,8 +42,9 @@ def parse_args(argv=None):
     saving = p.add_argument_group("checkpoints (resumable training state, W&B artifacts checkpoint-<run id>)")
     saving.add_argument("--checkpoint-every", type=non_negative_int, default=CheckpointOptions.every, metavar="N",
                         help="save the training state every N epochs and after the last; 0: never")
-    saving.add_argument("--keep-checkpoints", type=positive_int, default=CheckpointOptions.keep, metavar="K",
-                        help="checkpoint versions kept per run, newest first (the best epoch's is kept too)")
+    saving.add_argument("--keep-checkpoints", type=positive_int, default=None, metavar="K",
+                        help=f"keep the newest K checkpoint versions (and the best epoch's) after the run too (default: "
+                             f"{CheckpointOptions.keep} while it trains, none once it has logged its model)")
     saving.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_ID",
                         help="continue a stopped run (baseline or --retrain) from its newest checkpoint, in the same "
                              "W&B run (default: the newest run that did not finish)")
@@ -80,7 +81,8 @@ def device_options(args) -> DeviceOptions:
 
 
 def checkpoint_options(args) -> CheckpointOptions:
-    return CheckpointOptions(every=args.checkpoint_every, keep=args.keep_checkpoints)
+    return CheckpointOptions(every=args.checkpoint_every, keep=args.keep_checkpoints or CheckpointOptions.keep,
+                             keep_after=args.keep_checkpoints is not None)
 
 
 @exits_cleanly

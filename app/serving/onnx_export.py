@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.cli import command
 from app.data.preprocessing import of_recipe
 from app.errors import UserError, summary
 
@@ -72,7 +73,7 @@ def onnx_session(folder: Path):
         return onnxruntime.InferenceSession(str(folder / ONNX_FILE), providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own untyped failures
         raise UserError(f"onnxruntime could not load {folder / ONNX_FILE} ({summary(err)}); export it again "
-                        "with `python app/pipelines/registry.py export REF`.") from err
+                        f"with `{command('registry')} export REF`.") from err
 
 
 def log_export(run, model_version, model: nn.Module, recipe: dict):

@@ -7,14 +7,16 @@ output artifacts, for a later `wandb sync`) is still written by the real SDK in 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import wandb
 
+from app.cli import command
 from app.errors import UserError
-from app.names import CHECKPOINT_TYPE, DATASET_TYPE, EVALUATION_TYPE, LATEST, MODEL_TYPE, REGISTRY
+from app.names import CHECKPOINT_TYPE, DATASET_TYPE, EVALUATION_TYPE, LATEST, MODEL_TYPE, ONNX_TYPE, REGISTRY
 from app.settings import Settings
 from app.tracking.refs import Ref, parse_ref
 from app.tracking.sdk_internals import file_digest, manifest_digests, reference_digests
@@ -54,12 +56,19 @@ class ArtifactVersion:
         }
 
 
+# How long W&B keeps a checkpoint version that its run did not delete (a run killed and never
+# resumed): long enough to resume after a weekend or a preempted week, not forever.
+CHECKPOINT_TTL = datetime.timedelta(days=14)
+
+
 def build_wandb_artifact(name: str, type: str, files: dict[str, Path], metadata: dict,
                          references: dict[str, str] | None = None) -> wandb.Artifact:
     """W&B's own manifest gives the digest, so a version's identity is the same on both backends.
     `references`: {name: URI} of files left where they are, each with its checksum (W&B computes
     the MD5 of a file:// reference), so a changed file makes another digest."""
     art = wandb.Artifact(name, type=type, metadata=metadata)
+    if type == CHECKPOINT_TYPE:  # online, W&B deletes a checkpoint no finished run deleted (a killed one's)
+        art.ttl = CHECKPOINT_TTL
     for rel, path in files.items():
         art.add_file(str(path), name=rel)
     for rel, uri in sorted((references or {}).items()):
@@ -87,7 +96,7 @@ def _check_type(found: ArtifactVersion, expected: str | None) -> None:
     if expected and found.type != expected:
         raise UserError(
             f"{found.ref} is a {found.type!r} artifact, but a {expected!r} artifact is needed here. "
-            f"List what exists with `python app/pipelines/registry.py list`."
+            f"List what exists with `{command('registry')} list`."
         )
 
 
@@ -184,9 +193,19 @@ class OfflineBackend:
             run.wandb_run.log_artifact(art, aliases=[LATEST, *aliases])
         return self._info(coll, version)
 
-    def prune(self, name: str, keep: int) -> list[int]:
-        """Keep the newest `keep` versions of a project collection and those another alias holds."""
-        return self.store.prune(self.settings.project, name, keep)
+    def prune(self, name: str, keep: int, everything: bool = False) -> list[int]:
+        """Keep the newest `keep` versions of a project collection and those another alias holds
+        (`everything`: keep none, aliased or not)."""
+        return self.store.prune(self.settings.project, name, keep, everything)
+
+    def delete(self, versions: list[ArtifactVersion]) -> None:
+        """Delete these project versions (registry.py prune's plan)."""
+        for version in versions:
+            self.store.delete_versions(self.settings.project, version.name, [version.version])
+
+    def size(self) -> int | None:
+        """Bytes the store takes on disk."""
+        return self.store.size()
 
     def link(self, ref: str, collection: str, aliases: list[str], run=None,
              guard: dict[str, int | None] | None = None) -> ArtifactVersion:
@@ -211,6 +230,11 @@ class OfflineBackend:
         previous = self.store.set_alias(coll["scope"], coll["name"], version["version"], alias, guard)
         coll, version = self._resolve(ref)
         return self._info(coll, version), (f"v{previous}" if previous is not None else None)
+
+    def remove_alias(self, ref: str, alias: str) -> bool:
+        """Take `alias` off the version `ref` names (True when it was there)."""
+        coll, version = self._resolve(ref)
+        return self.store.remove_alias(coll["scope"], coll["name"], version["version"], alias)
 
     def find(self, type: str, alias: str, registry: bool) -> list[ArtifactVersion]:
         """The version carrying `alias` in each collection of `type`, in the model registry or in
@@ -319,7 +343,7 @@ class OnlineBackend:
         except wandb.errors.CommError as err:
             if is_not_found(err):
                 raise UserError(f"{ref} was not found in W&B ({err}). Check the name and alias in the W&B UI, "
-                                "or list them with `python app/pipelines/registry.py list COLLECTION`.") from err
+                                f"or list them with `{command('registry')} list COLLECTION`.") from err
             raise _failure(ref, err) from err
 
     def _lookup(self, ref: str):
@@ -405,20 +429,36 @@ class OnlineBackend:
             digest=art.digest, metadata=metadata, aliases=[LATEST, *aliases],
         )
 
-    def prune(self, name: str, keep: int) -> list[int]:
+    def prune(self, name: str, keep: int, everything: bool = False) -> list[int]:
         """As OfflineBackend.prune, through the public API: Artifact.delete() on each version
-        older than the newest `keep` that holds no alias but `latest`."""
+        older than the newest `keep` that holds no alias but `latest` (`everything`: on all,
+        their aliases with them)."""
         path = self._full(f"{name}:latest").rsplit(":", 1)[0]
         latest = self._fetch(f"{path}:latest")
         versions = sorted(self.paged(path, self.api.artifacts(latest.type, path)),
                           key=lambda a: int(a.name.rpartition(":v")[2]))
-        doomed = [a for a in versions[:-keep] if not set(a.aliases) - {LATEST}] if keep > 0 else []
+        if everything:
+            doomed = versions
+        else:
+            doomed = [a for a in versions[:-keep] if not set(a.aliases) - {LATEST}] if keep > 0 else []
         for art in doomed:
-            try:
-                art.delete()
-            except wandb.errors.CommError as err:
-                raise _failure(f"deleting {art.name}", err) from err
+            self._delete(art, everything)
         return [int(a.name.rpartition(":v")[2]) for a in doomed]
+
+    def _delete(self, art, with_aliases: bool = False) -> None:
+        try:
+            art.delete(delete_aliases=with_aliases)
+        except wandb.errors.CommError as err:
+            raise _failure(f"deleting {art.name}", err) from err
+
+    def delete(self, versions: list[ArtifactVersion]) -> None:
+        """Delete these project versions (registry.py prune's plan)."""
+        for version in versions:
+            self._delete(self._fetch(version.ref))
+
+    def size(self) -> int | None:
+        """W&B keeps the files: no local store to measure."""
+        return None
 
     def _holders(self, collection_path: str, aliases) -> dict[str, int]:
         """The version number each alias is on now in the collection (aliases on none left out)."""
@@ -474,6 +514,18 @@ class OnlineBackend:
             info.aliases.append(alias)
         return info, previous
 
+    def remove_alias(self, ref: str, alias: str) -> bool:
+        """As OfflineBackend.remove_alias: Artifact.save() with the alias gone from its aliases."""
+        art = self._fetch(ref)
+        if alias not in art.aliases:
+            return False
+        art.aliases.remove(alias)
+        try:
+            art.save()
+        except wandb.errors.CommError as err:
+            raise _failure(f"taking {alias!r} off {ref}", err) from err
+        return True
+
     def paged(self, what: str, pages) -> list:
         """Every item of one of the SDK's paginated listings. Iterating them raises the failures
         of wandb-core un-normalized (not as CommError), hence the broad catch, kept to this loop."""
@@ -503,12 +555,12 @@ class OnlineBackend:
         return sorted(found, key=lambda v: v.created_at or "", reverse=True)
 
     def list(self, collection: str | None = None) -> list[ArtifactVersion]:
-        """Every version of the project's dataset, model and evaluation collections and of the
-        registry collections named after its models; or of one collection."""
+        """Every version of the project's dataset, model, evaluation, ONNX and checkpoint
+        collections and of the registry collections named after its models; or of one collection."""
         project_path = "/".join(p for p in (self.settings.entity, self.settings.project) if p)
         if collection is None:
             paths = []
-            for type_name in (DATASET_TYPE, MODEL_TYPE, EVALUATION_TYPE):
+            for type_name in (DATASET_TYPE, MODEL_TYPE, EVALUATION_TYPE, ONNX_TYPE, CHECKPOINT_TYPE):
                 names = self._collection_names(project_path, type_name)
                 paths += [(type_name, f"{project_path}/{n}") for n in names]
                 if type_name == MODEL_TYPE:

@@ -2,8 +2,9 @@
 original project's scripts did (they had one dataset and one registry collection).
 
 - train.py: the newest dataset artifact of the project;
-- --retrain, evaluate.py, predict.py: the one registry collection whose versions carry the
-  alias the step needs (candidate, to_evaluate, production);
+- --retrain, evaluate.py, predict.py, serve.py: the registry collection of the newest dataset (as
+  train.py chooses) whose versions carry the alias the step needs (candidate, to_evaluate,
+  production); never another dataset's model without --dataset;
 - --resume: the newest checkpoint of the newest baseline or --retrain run that stopped early.
 When several fit, the error lists them and names the flag that picks one.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import sys
 
 from app import names
+from app.cli import command
 from app.errors import UserError
 
 # Which step sets each alias, for the message when none carries it yet.
@@ -28,7 +30,7 @@ def dataset_name(backend, dataset: str | None) -> str:
         return dataset
     found = backend.find(names.DATASET_TYPE, names.LATEST, registry=False)
     if not found:
-        raise UserError("no dataset artifact yet: run `python app/pipelines/data_prep.py --dataset digits` "
+        raise UserError(f"no dataset artifact yet: run `{command('data_prep')} --dataset digits` "
                         "(or another --dataset) first, or pass --data REF.")
     newest = found[0]
     name = newest.metadata.get("dataset") or newest.name
@@ -44,25 +46,41 @@ def _fits(collection: str, dataset: str | None, arch: str | None) -> bool:
     return (dataset is None or stem == dataset) and (arch is None or suffix == arch)
 
 
+def newest_dataset(backend) -> str | None:
+    """The dataset of the project's newest dataset artifact (None: there is none)."""
+    found = backend.find(names.DATASET_TYPE, names.LATEST, registry=False)
+    return (found[0].metadata.get("dataset") or found[0].name) if found else None
+
+
 def registry_model(backend, alias: str, dataset: str | None, arch: str | None) -> str:
-    """`wandb-registry-model/<dataset>-<arch>:<alias>`: the flags name the collection, or the one
-    registry collection that carries `alias` (filtered by whichever of them was given)."""
+    """`wandb-registry-model/<dataset>-<arch>:<alias>`: the flags name the collection; else the
+    registry collection that carries `alias` among the newest dataset's (as train.py picks its
+    dataset), or, where the project has no dataset artifact, among all. A collection of another
+    dataset is never taken without --dataset: the error names it and the flag."""
     if dataset and arch:
         return names.registry_ref(names.model_artifact(dataset, arch), alias)
+    chosen = dataset or newest_dataset(backend)
     carrying = backend.find(names.MODEL_TYPE, alias, registry=True)
-    fits = [v for v in carrying if _fits(v.name, dataset, arch)]
+    fits = [v for v in carrying if _fits(v.name, chosen, arch)]
     if len(fits) == 1:
         ref = names.registry_ref(fits[0].name, alias)
-        print(f"model: {ref} (the registry collection with {alias!r})", file=sys.stderr)
+        why = "" if dataset else f", of the newest dataset {chosen}" if chosen else ""
+        print(f"model: {ref} (the registry collection with {alias!r}{why})", file=sys.stderr)
         return ref
     given = " and ".join(f"--{k} {v}" for k, v in (("dataset", dataset), ("arch", arch)) if v)
     if not fits:
+        if chosen and not dataset and carrying:
+            others = ", ".join(f"{v.name} (--dataset {v.name.rpartition('-')[0]})" for v in carrying)
+            raise UserError(
+                f"no registry collection of the newest dataset, {chosen}, has a version with the alias {alias!r} "
+                f"({ALIAS_SET_BY.get(alias, 'set it with registry.py alias')}); other datasets' do: {others}. "
+                "Pick one with --dataset, or pass --model REF.")
         elsewhere = f" (with {given}; others: {', '.join(sorted(v.name for v in carrying))})" if carrying else ""
         raise UserError(
             f"no registry collection has a version with the alias {alias!r}{elsewhere}: "
             f"{ALIAS_SET_BY.get(alias, 'set it with registry.py alias')}, or link one with "
-            f"`python app/pipelines/registry.py link REF COLLECTION --alias {alias}`. "
-            "See `python app/pipelines/registry.py list`."
+            f"`{command('registry')} link REF COLLECTION --alias {alias}`. "
+            f"See `{command('registry')} list`."
         )
     raise UserError(
         f"several registry collections have a version with the alias {alias!r}: "

@@ -57,9 +57,12 @@ def reference_digests(artifact: wandb.Artifact, references: dict[str, str]) -> d
 
 
 def quiet_run_settings() -> dict:
-    """Settings for wandb.init: quiet, a minute to start, and no system-stats sampling where the
-    SDK offers it (`x_disable_stats`, an experimental setting: left out where it is gone)."""
-    settings = {"quiet": True, "init_timeout": 60}
+    """Settings for wandb.init: quiet (silent unless -v: W&B's own `wandb:` lines are detail), a
+    minute to start, and no system-stats sampling where the SDK offers it (`x_disable_stats`, an
+    experimental setting: left out where it is gone)."""
+    from app.progress import verbose
+
+    settings = {"quiet": True, "silent": not verbose(), "init_timeout": 60}
     if "x_disable_stats" in getattr(wandb.Settings, "model_fields", {}):
         settings["x_disable_stats"] = True
     return settings

@@ -81,9 +81,10 @@ class Run:
         LOGGED.append(logged.ref)
         return logged
 
-    def prune(self, name: str, keep: int) -> list[int]:
-        """Delete all but the newest `keep` versions of `name` (those an alias like `best` holds stay)."""
-        return self.backend.prune(name, keep)
+    def prune(self, name: str, keep: int, everything: bool = False) -> list[int]:
+        """Delete all but the newest `keep` versions of `name` (those an alias like `best` holds stay;
+        with `everything`, all of them)."""
+        return self.backend.prune(name, keep, everything)
 
     def link(self, ref: str, collection: str, aliases: list[str],
              guard: dict[str, int | None] | None = None) -> ArtifactVersion:
@@ -147,6 +148,11 @@ class SilentRun:
 
     def log_artifact(self, name, type, files, metadata, aliases=(), references=None) -> None:
         return None
+
+    id = ""  # the run is rank 0's
+
+    def prune(self, name: str, keep: int, everything: bool = False) -> list[int]:
+        return []
 
 
 @contextlib.contextmanager

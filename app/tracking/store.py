@@ -27,6 +27,7 @@ import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 
+from app.cli import command
 from app.errors import AliasMoved, UserError, summary
 from app.names import LATEST, REGISTRY
 from app.tracking.refs import NAME, Ref
@@ -272,7 +273,7 @@ class Store:
             raise UserError(
                 f"{shown}: no collection {prefix}{ref.name} in {where}. Existing: {', '.join(existing) or 'none'}. "
                 + (
-                    "Link a model with `python app/pipelines/registry.py link REF COLLECTION --alias A`."
+                    f"Link a model with `{command('registry')} link REF COLLECTION --alias A`."
                     if ref.registry
                     else "Run the step that produces it first (data_prep.py, then train.py)."
                 )
@@ -410,24 +411,44 @@ class Store:
             write_json_atomic(self._collection_path(scope, name), coll)
             return coll, existing
 
-    def prune(self, scope: str, name: str, keep: int) -> list[int]:
+    def prune(self, scope: str, name: str, keep: int, everything: bool = False) -> list[int]:
         """Delete all but the newest `keep` versions of a collection, and any version an alias
-        other than `latest` holds (`best`); returns the versions deleted. A deleted version keeps
-        its number (W&B does not reuse them either) and its entry, marked `deleted`; its files go
-        unless another live version anywhere has the same digest."""
+        other than `latest` holds (`best`); with `everything`, every version, aliases and all (a
+        finished run's checkpoints). Returns the versions deleted (delete_versions)."""
         with self.locked():
             coll = self.read_collection(scope, name)
-            held = {v for a, v in coll["aliases"].items() if a != LATEST}
+            if coll is None:
+                return []
+            held = set() if everything else {v for a, v in coll["aliases"].items() if a != LATEST}
             live = [v for v in coll["versions"] if not v.get("deleted")]
-            doomed = [v for v in live[:-keep] if v["version"] not in held] if keep > 0 else []
-            for version in doomed:
-                version["deleted"] = now_iso()
-            write_json_atomic(self._collection_path(scope, name), coll)
-            in_use = {v["digest"] for c in self.collections() for v in c["versions"] if not v.get("deleted")}
-            for version in doomed:
-                if version["digest"] not in in_use:
-                    shutil.rmtree(self.objects / version["digest"], ignore_errors=True)
-            return [v["version"] for v in doomed]
+            older = live if everything else live[:-keep] if keep > 0 else []
+            return self._delete(scope, coll, [v for v in older if v["version"] not in held])
+
+    def delete_versions(self, scope: str, name: str, numbers: list[int]) -> list[int]:
+        """Delete these versions of a collection (registry.py prune: versions it chose)."""
+        with self.locked():
+            coll = self.read_collection(scope, name)
+            doomed = [v for v in coll["versions"] if v["version"] in numbers and not v.get("deleted")]
+            return self._delete(scope, coll, doomed)
+
+    def _delete(self, scope: str, coll: dict, doomed: list[dict]) -> list[int]:
+        """Under the lock. A deleted version keeps its number (W&B does not reuse them either) and
+        its entry, marked `deleted`; an alias on it goes with it; its files go unless another live
+        version anywhere has the same digest."""
+        numbers = {v["version"] for v in doomed}
+        for version in doomed:
+            version["deleted"] = now_iso()
+        coll["aliases"] = {a: v for a, v in coll["aliases"].items() if v not in numbers}
+        write_json_atomic(self._collection_path(scope, coll["name"]), coll)
+        in_use = {v["digest"] for c in self.collections() for v in c["versions"] if not v.get("deleted")}
+        for version in doomed:
+            if version["digest"] not in in_use:
+                shutil.rmtree(self.objects / version["digest"], ignore_errors=True)
+        return sorted(numbers)
+
+    def size(self) -> int:
+        """Bytes of every file under the store."""
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file()) if self.root.exists() else 0
 
     def record_use(self, scope: str, name: str, version: int, run: dict) -> None:
         """Lineage: note that `run` consumed this version."""
@@ -437,6 +458,16 @@ class Store:
             if all(u.get("id") != run.get("id") for u in entry["used_by"]):
                 entry["used_by"].append(run)
                 write_json_atomic(self._collection_path(scope, name), coll)
+
+    def remove_alias(self, scope: str, name: str, version: int, alias: str) -> bool:
+        """Take `alias` off a version, if it is there; True when it was."""
+        with self.locked():
+            coll = self.read_collection(scope, name)
+            if coll["aliases"].get(alias) != version:
+                return False
+            del coll["aliases"][alias]
+            write_json_atomic(self._collection_path(scope, name), coll)
+            return True
 
     def set_alias(self, scope: str, name: str, version: int, alias: str,
                   guard: dict[str, int | None] | None = None) -> int | None:

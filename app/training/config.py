@@ -157,7 +157,8 @@ class CheckpointOptions:
     keeps: like DeviceOptions, not part of the recipe (the same training, saved more or less often)."""
 
     every: int = 1  # epochs between checkpoints (and always after the last); 0: none
-    keep: int = 2  # newest checkpoint versions kept per run (the `best` one is kept too)
+    keep: int = 2  # newest checkpoint versions kept while the run trains (the `best` one is kept too)
+    keep_after: bool = False  # keep them once the run has logged its model (else deleted: the model holds the best weights)
 
 
 # What a recipe logged before a key existed means: the training it describes did without.

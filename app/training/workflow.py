@@ -20,6 +20,7 @@ from app.data.preprocessing import of_recipe
 from app.data.split_files import read_split
 from app.errors import UserError
 from app.models import build_model, load_pretrained
+from app.progress import detail
 from app.training import distributed, engine
 from app.training.checkpoint import load_training_state, read_recipe, save_checkpoint, save_training_state
 from app.training.config import CheckpointOptions, DeviceOptions, TrainConfig
@@ -160,7 +161,8 @@ def train_and_log(
         "best_epoch": kept, "epochs_trained": len(history),
     }
     run.summary({"epochs_trained": len(history), "best_epoch": kept})
-    if stopped["early"]:
+    if stopped["early"]:  # a sweep stopped it: done, nothing to resume
+        drop_checkpoints(run, checkpoints)
         return None, history
 
     metadata = {
@@ -172,13 +174,26 @@ def train_and_log(
         "summary": str(model),
         "world_size": group.world_size,  # processes that trained it (torchrun), batch_size each
         "trained_on": {"device": device.type, **engine.accelerate(options, device, model).describe()},
+        # the learning curves, so evaluate.py's report shows how the model trained, offline too
+        "history": {key: [r[key] if key == "epoch" else round(float(r[key]), 6) for r in history]
+                    for key in names.LEARNING_CURVES},
         **extra_metadata,
     }
     collection = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])
     with tempfile.TemporaryDirectory() as tmp:
         files = save_checkpoint(model, recipe, Path(tmp))
         logged = run.log_artifact(collection, names.MODEL_TYPE, files, metadata, aliases)
+    drop_checkpoints(run, checkpoints)
     return logged, history
+
+
+def drop_checkpoints(run, checkpoints: CheckpointOptions) -> None:
+    """A finished run's checkpoints, deleted (unless --keep-checkpoints): the model holds its best
+    weights, and nothing resumes a finished run, so they would only fill the store."""
+    if checkpoints.every and not checkpoints.keep_after:
+        deleted = run.prune(names.checkpoint_artifact(run.id), 0, everything=True)
+        if deleted:
+            detail(f"checkpoints of run {run.id} deleted ({len(deleted)} version(s)): the run finished")
 
 
 def log_checkpoint(run, state: dict, is_best: bool, recipe: dict, keep: int, extra_metadata: dict) -> None:
@@ -192,8 +207,8 @@ def log_checkpoint(run, state: dict, is_best: bool, recipe: dict, keep: int, ext
         files = save_training_state(state, recipe, Path(tmp))
         logged = run.log_artifact(name, names.CHECKPOINT_TYPE, files, metadata, [names.BEST] if is_best else [])
     deleted = run.prune(name, keep)
-    print(f"checkpoint: {logged.ref} (epoch {state['epoch']}{', best so far' if is_best else ''})"
-          + (f"; deleted {', '.join(f'v{v}' for v in deleted)}" if deleted else ""), file=sys.stderr, flush=True)
+    detail(f"checkpoint: {logged.ref} (epoch {state['epoch']}{', best so far' if is_best else ''})"
+           + (f"; deleted {', '.join(f'v{v}' for v in deleted)}" if deleted else ""))
 
 
 @dataclass

@@ -11,6 +11,7 @@ import os
 import sys
 
 from app import names
+from app.cli import command
 from app.errors import Interrupted, UserError
 from app.tuning.trial import RESUME_ENV, SWEEP_ID_ENV, TRIAL_ENV
 from app.tuning.trial_runner import run_trial, start_warm_process
@@ -80,7 +81,7 @@ def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
     if args.sweep_id:
         config = controller.read(sweep_id)["config"]  # the sweep as created: its search and its size
     size = config.get("run_cap")
-    join = f"python app/pipelines/train.py --tune --dataset {args.dataset} --arch {args.arch} --sweep-id {sweep_id}"
+    join = f"{command('train')} --tune --dataset {args.dataset} --arch {args.arch} --sweep-id {sweep_id}"
     print(f"local sweep {sweep_id} ({size or 'unlimited'} trials): join from another shell, or resume it "
           f"later, with `{join}`", file=sys.stderr)
     failures, trial = 0, None
