@@ -19,7 +19,7 @@ setup: $(STAMP)
 
 # The whole flow on the embedded (offline) backend. Runs in demo/ so it leaves the checkout clean.
 demo: $(STAMP)
-	mkdir -p demo
+	@mkdir -p demo
 	cd demo && ../$(PY) ../app/pipelines/data_prep.py --dataset digits
 	cd demo && ../$(PY) ../app/pipelines/train.py
 	cd demo && ../$(PY) ../app/pipelines/train.py --tune --max_sweep 4 --epochs 3 --sweep-config ../sweep.yaml

@@ -57,8 +57,12 @@ class Workspace:
         return proc
 
     def registry(self, collection: str | None = None) -> list[dict]:
-        out = self.run("registry", "list", *([collection] if collection else []), "--json").stdout
+        out = self.run("registry", "list", *([collection] if collection else []), "--all", "--json").stdout
         return json.loads(out)["versions"]
+
+    def run_json(self, script: str, *args: str) -> list[dict]:
+        """The versions a `registry.py list ... --json` lists."""
+        return json.loads(self.run(script, *args, "--json").stdout)["versions"]
 
     def versions(self, collection: str) -> list[dict]:
         return [v for v in self.registry() if v["collection"] == collection]
@@ -73,7 +77,7 @@ class Workspace:
         if not self.store.exists():
             return {}
         return {str(p.relative_to(self.store)): p.read_bytes() for p in sorted(self.store.rglob("*"))
-                if p.is_file() and p.suffix != ".lock"}
+                if p.is_file() and ".lock" not in (p.name, p.suffix)}
 
     def run_dirs(self) -> list[Path]:
         return sorted((self.path / "wandb").glob("offline-run-*"))

@@ -32,7 +32,7 @@ def test_torchrun_logs_one_run_and_one_model_that_evaluate_reads(workspace):
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
     # global batch 64 either way: 2 processes of 32, or one of 64
-    proc = torchrun(ws, "--device", "cpu", "--epochs", "8", "--batch_size", "32")
+    proc = torchrun(ws, "-v", "--device", "cpu", "--epochs", "8", "--batch_size", "32", "--keep-checkpoints", "2")
     assert proc.returncode == 0, proc.stderr
     assert "2 ranks" in proc.stderr and "digits-convnet:v0" in proc.stdout
     # rank 0 speaks: each notice once, each on its own line

@@ -142,7 +142,8 @@ def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
     report = Path(out.split("report: ")[1].splitlines()[0])
     assert report.parent == eval_dir and report.read_text() == (store_dir / "report.html").read_text()
     page = report.read_text()
-    assert page.count("<img") == 2 + min(wrong["val"], 24) + min(wrong["test"], 24)  # two confusion matrices
+    # two confusion matrices and the learning curves
+    assert page.count("<img") == 3 + min(wrong["val"], 24) + min(wrong["test"], 24)
     assert "no production model" in page and "src=\"http" not in page  # self-contained
     assert any(t.startswith("media/html/report") for t in tables)
 

@@ -51,7 +51,7 @@ def test_the_original_flow_runs_without_dataset_flags(workspace, tmp_path):
     assert len(lines) <= 10 + 5, lines
     assert not [line for line in lines if line.startswith(("wandb:", "checkpoint:", "W&B: no API key"))], lines
     # no --epochs: the step budget's, from the training split's size (1,257 images, 20 steps each)
-    assert "digits-convnet:v0" in out and "epochs: 10, for about 200 steps" in out
+    assert "digits-convnet:v0" in out and "epoch 10/10 " in trained.stderr
     baseline = ws.versions("digits-convnet")[0]["metadata"]
     assert baseline["epochs"] == baseline["metrics"]["epochs_trained"] == 10
     assert baseline["arch"] == "convnet" and baseline["hyperparameters"]["schedule"] == "cosine"
@@ -98,6 +98,8 @@ def test_the_original_flow_runs_without_dataset_flags(workspace, tmp_path):
     # with two dataset artifacts, train takes the newest and says which
     proc = ws.run("train", "--epochs", "1", "--arch", "mlp")
     assert "digits-split:v1" in proc.stderr and "digits-mlp:v0" in proc.stdout
+    # every run finished (baseline, the sweep's trials, the retrain): no checkpoint is left (#36)
+    assert [v["ref"] for v in ws.run_json("registry", "list", "--all") if v["type"] == "checkpoint"] == []
 
 
 def test_several_collections_with_the_alias_ask_for_dataset(trained_copy):
@@ -191,6 +193,7 @@ def test_make_demo_twice_gives_the_same_production_model_at_98_percent(tmp_path)
             proc = ws.run(script, *args)
             printed += len((proc.stdout + proc.stderr).splitlines())
         assert printed <= 80, printed  # quiet by default (#36): the whole demo in at most 80 lines
+        assert not [v for v in ws.run_json("registry", "list", "--all") if v["type"] == "checkpoint"]
         production = registry_entry(ws, "digits-convnet", "production")
         evaluation = ws.versions("digits-convnet-evaluation")[-1]["metadata"]["metrics"]
         results.append((production["digest"], evaluation["test_accuracy"]))

@@ -25,7 +25,7 @@ def test_an_interrupted_sweep_says_how_to_resume_once_and_keeps_its_size(workspa
     seen = []
     for line in agent.stderr:
         seen.append(line)
-        if line.startswith("fit:"):  # trial 0 is training
+        if line.startswith("epoch 1/"):  # trial 0 is training
             break
     os.killpg(agent.pid, signal.SIGINT)  # Ctrl-C: the agent and its trial, one process group
     _, rest = agent.communicate(timeout=120)

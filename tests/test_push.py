@@ -90,8 +90,9 @@ def test_push_replays_every_use_link_and_alias_once(offline_flow, standin):
     assert [link["artifactID"] for link in links] == sources  # in the store's version order
     online = standin.aliases_of("my-org-entity", "wandb-registry-model", "digits-convnet")
     offline = {a: v for a, v in registry["aliases"].items()}
-    assert {a: online[a] for a in ("candidate", "to_evaluate", "production")} == \
-        {a: offline[a] for a in ("candidate", "to_evaluate", "production")}
+    assert {a: online.get(a) for a in ("candidate", "to_evaluate", "production")} == \
+        {a: offline.get(a) for a in ("candidate", "to_evaluate", "production")}
+    assert "to_evaluate" not in offline and "production" in offline  # the promotion consumed it (#36)
 
     before = len(mutations(standin))
     again = push(ws, standin)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 class Decision:
     promote: bool
     reason: str
+    already: bool = False  # the evaluated model already is production: nothing to do, no refusal
 
 
 def decide(test_accuracy: float, production: dict | None, *, own_data: bool = True, ties: bool = False,
@@ -40,7 +41,7 @@ def _decide(test_accuracy, production, own_data, ties, min_accuracy) -> Decision
     if production is None:
         return Decision(True, "no production model yet")
     if production.get("same_model"):
-        return Decision(False, f"this model already is production ({production['ref']})")
+        return Decision(False, f"this model already is production ({production['ref']})", already=True)
     if not production["comparable"]:
         return Decision(False, f"production ({production['ref']}) was trained on another dataset version, so the "
                                "test accuracies are not comparable; promote by hand with registry.py alias if intended")

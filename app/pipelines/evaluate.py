@@ -18,6 +18,7 @@ import sys
 from app import names
 from app.cli import Parser, add_model_flags, non_negative_int, unit_interval
 from app.errors import PROMOTION_REFUSED, exits_cleanly
+from app.progress import detail
 from app.training.config import stream_workers
 
 SPLITS = ("val", "test")
@@ -82,8 +83,8 @@ def main(argv=None) -> None:
         for name in SPLITS:
             probs[name] = probabilities(model, split.images[name], device, recipe, workers=args.workers)
             results[name] = classification_report(probs[name], split.labels[name], len(split.class_names))
-            print(f"{name}: accuracy {results[name]['accuracy']:.4f}  loss {results[name]['loss']:.4f}  "
-                  f"macro F1 {results[name]['macro_f1']:.4f}", file=sys.stderr)
+            detail(f"{name}: accuracy {results[name]['accuracy']:.4f}  loss {results[name]['loss']:.4f}  "
+                   f"macro F1 {results[name]['macro_f1']:.4f}")
             shown[name] = report.log_split(run, name, results[name], probs[name], split.labels[name],
                                            split.images[name], split.class_names, args.generate_images)
         gap = results["val"]["accuracy"] - results["test"]["accuracy"]
@@ -141,14 +142,14 @@ def main(argv=None) -> None:
                      "promotion_reason": decision.reason})
 
     print(f"evaluated {model_version.ref} on {dataset.ref}: val accuracy {results['val']['accuracy']:.4f}, "
-          f"test accuracy {results['test']['accuracy']:.4f}, val-test gap {gap:+.4f}")
-    print(f"evaluation artifact: {evaluation.ref}")
-    print(f"report: {report_path}")
+          f"test accuracy {results['test']['accuracy']:.4f} (macro F1 {results['test']['macro_f1']:.4f}), "
+          f"val-test gap {gap:+.4f}")
+    print(f"evaluation artifact: {evaluation.ref}, report: {report_path}")
     if args.promote:
         print(f"promotion: {'promoted to ' + promoted if promoted else 'refused'} ({decision.reason})")
         if exported:
             print(f"onnx export: {exported.ref}")
-        if not promoted and not (production or {}).get("same_model"):
+        if not promoted and not decision.already:
             sys.exit(PROMOTION_REFUSED)
     else:
         print(f"promotion: not asked (--promote); the gate would {'promote' if decision.promote else 'refuse'}: "

@@ -14,6 +14,7 @@ import sys
 from app import names
 from app.cli import Parser, non_negative_int, positive_int
 from app.errors import UserError, exits_cleanly, speak_on_rank_0_only
+from app.progress import detail
 from app.training.config import (PRECISIONS, STEP_BUDGET, CheckpointOptions, DeviceOptions, TrainConfig, add_flags,
                                  hyperparameter_names, stream_workers)
 
@@ -133,7 +134,7 @@ def baseline(args) -> None:
     config = with_dataset_defaults(config, backend().peek(data_ref, names.DATASET_TYPE).metadata,
                                    int(os.environ.get("WORLD_SIZE", "1")))
     if args.epochs is None:
-        print(f"epochs: {config.epochs}, for about {STEP_BUDGET} steps over this training split (--epochs sets them)")
+        detail(f"epochs: {config.epochs}, for about {STEP_BUDGET} steps over this training split (--epochs sets them)")
     device = distributed.device_for(pick_device(args.device))
     group = distributed.setup(device)  # under torchrun: one process of several, else alone
     trial = current_trial() if group.is_main else None
@@ -151,6 +152,7 @@ def baseline(args) -> None:
             checkpoints=checkpoint_options(args),
             extra_metadata={"sweep": trial.metadata()} if trial else {},
             should_stop=trial.report_epoch if trial else None, resume_state=resumed.state if resumed else None,
+            announce=trial is None,  # a sweep's agent has announced its trial
         )
 
     if config.model.get("pretrained") and group.is_main:
@@ -162,7 +164,7 @@ def baseline(args) -> None:
             # A sweep trial that was killed is re-run by its controller from its checkpoint, in its own run.
             resume_id = trial.resume_run if trial else None
             with start_run("sweep_trial" if trial else "train", run_config, group=trial.group if trial else None,
-                           resume_id=resume_id) as run:
+                           resume_id=resume_id, announce=trial is None) as run:
                 if trial:
                     trial.started(run.id)
                 resumed = resumed_from(backend(), resume_id) if resume_id else None

@@ -14,6 +14,7 @@ import wandb
 
 from app.errors import LOGGED, UserError
 from app.names import TRAINING_JOBS
+from app.progress import detail
 from app.settings import Settings, load_settings
 from app.tracking.backends import ArtifactVersion, make_backend
 from app.tracking.sdk_internals import quiet_run_settings
@@ -157,7 +158,7 @@ class SilentRun:
 
 @contextlib.contextmanager
 def start_run(job_type: str, config: dict, *, group: str | None = None, name: str | None = None,
-              writes: bool = True, resume_id: str | None = None):
+              writes: bool = True, resume_id: str | None = None, announce: bool = True):
     """A W&B run: `with start_run("train", cfg) as run: ...`. `resume_id` continues that run
     (W&B's resume="allow": online the same run; offline a new folder with the same run id).
 
@@ -165,7 +166,8 @@ def start_run(job_type: str, config: dict, *, group: str | None = None, name: st
     broken run never looks finished. `writes`: the run logs to the store, so a store that
     cannot be written is refused before the run starts (predict.py only reads). A run that
     trains is held by this process while it runs (backend.hold_run): a second process that
-    would resume it meanwhile is refused.
+    would resume it meanwhile is refused. `announce`: say where an offline run is when it ends
+    (a sweep's trials leave it to -v: the agent's ranking names their models).
     """
     settings = load_settings()
     connected = backend()  # the process's one connection: a lookup before the run already made it
@@ -205,7 +207,8 @@ def start_run(job_type: str, config: dict, *, group: str | None = None, name: st
             shutil.rmtree(scratch, ignore_errors=True)
         wandb_run.finish()
     if settings.offline:
-        print(f"W&B run (offline): {run.dir}  (upload later with `wandb sync {run.dir}`)", file=sys.stderr)
+        (print if announce else detail)(f"W&B run (offline): {run.dir}  (upload later with `wandb sync {run.dir}`)",
+                                        **({"file": sys.stderr} if announce else {}))
 
 
 _backend = None

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.errors import UserError, summary
+from app.progress import detail
 from app.training import distributed
 from app.training.augment import augment_batch
 from app.training.config import DeviceOptions, TrainConfig
@@ -214,8 +215,8 @@ def fit(
         ranks = f" per rank, {group.world_size} ranks" if group.active else ""
         speedups = [name for name, on in (("bf16 autocast", acceleration.autocast), ("channels_last",
                     acceleration.channels_last), ("torch.compile", acceleration.compile)) if on]
-        print(f"fit: {n} samples, {steps} steps per epoch{ranks}, {epochs} epochs"
-              + (f" ({', '.join(speedups)})" if speedups else ""), file=sys.stderr, flush=True)
+        detail(f"fit: {n} samples, {steps} steps per epoch{ranks}, {epochs} epochs"
+               + (f" ({', '.join(speedups)})" if speedups else ""))
 
     def step(module: nn.Module, images: torch.Tensor, labels: torch.Tensor):
         """Forward, loss and backward of one batch (through `module`: the trained or the eager one)."""

@@ -120,13 +120,15 @@ def train_and_log(
     group: distributed.Group = distributed.Group(),
     checkpoints: CheckpointOptions = CheckpointOptions(),
     resume_state: dict | None = None,
+    announce: bool = True,
 ):
     """Train `config` on the dataset version, log per-epoch metrics and the model, which carries
     `recipe` (make_recipe: the config's part plus the data's description).
 
     Every `checkpoints.every` epochs the training state is logged as `checkpoint-<run id>`
     (type checkpoint; `best` on the best epoch's) and only the newest `checkpoints.keep` are kept;
-    `resume_state` (one of them, loaded) continues that training.
+    `resume_state` (one of them, loaded) continues that training. `announce`: say what trains on
+    what (a sweep's agent has said it for its trial: then only with -v).
 
     Returns (model artifact version or None when a sweep stopped the trial, history).
     """
@@ -143,8 +145,8 @@ def train_and_log(
         stopped["early"] = bool(should_stop and should_stop({**record, **best}))
         return stopped["early"]
 
-    print(f"training {config.arch} on {dataset_version.ref} ({len(data.train)} images) on {device}",
-          file=sys.stderr)
+    (print if announce else detail)(f"training {config.arch} on {dataset_version.ref} ({len(data.train)} images) "
+                                    f"on {device}", **({"file": sys.stderr} if announce else {}))
     checkpoint = engine.Checkpointing(
         save=lambda state, is_best: log_checkpoint(run, state, is_best, recipe, checkpoints.keep, extra_metadata),
         every=checkpoints.every, resume=resume_state)

@@ -44,7 +44,7 @@ def tune(args, settings) -> None:
         ranking = tune_online(config, args, settings)
 
     metric = config["metric"]["name"]
-    print(f"\nranking by {metric} ({config['metric']['goal']}):")
+    print(f"ranking by {metric} ({config['metric']['goal']}):")
     for place, trial in enumerate(ranking, 1):
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial["params"].items()
                            if k not in ("dataset", "arch", "data"))
