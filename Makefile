@@ -11,7 +11,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	# PYTHONWARNINGS: setuptools' editable-install notice is for packaging authors, not for users
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -W "ignore:Valid config keys:UserWarning" -c "import torch, torchvision, wandb, sweeps; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'wandb', wandb.__version__)"
 	touch $(STAMP)
 

@@ -29,7 +29,12 @@ def verbose() -> bool:
 def detail(text: str) -> None:
     """A line for -v only: what a person needs when looking closer (each checkpoint, W&B's own
     lines), not on every run. Warnings and errors are printed always, never through here."""
-    if verbose():
+    say(text, verbose_only=True)
+
+
+def say(text: str, verbose_only: bool = False) -> None:
+    """A line on stderr; with `verbose_only`, only with -v (detail)."""
+    if not verbose_only or verbose():
         print(text, file=sys.stderr, flush=True)
 
 

@@ -4,7 +4,6 @@ range, and two promotions racing. Each test drives the scripts as a user would."
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -215,8 +214,6 @@ def test_online_a_run_that_w_and_b_says_is_running_is_not_resumed(online, standi
 def log_split_with_labels(ws, source_ref: str, labels: dict[str, list[int]], tmp_path: Path) -> str:
     """A dataset version whose labels another tool wrote: the files of `source_ref` with some
     labels replaced, logged through the embedded store as any version is."""
-    import wandb
-
     from app.settings import Settings
     from app.tracking.backends import OfflineBackend
 
@@ -231,7 +228,6 @@ def log_split_with_labels(ws, source_ref: str, labels: dict[str, list[int]], tmp
         files[f"{split}_labels.npy"] = tmp_path / f"{split}_labels.npy"
     run = SimpleNamespace(lineage_entry=lambda: {"id": "by-hand", "name": "by-hand", "job_type": "by-hand"},
                           wandb_run=SimpleNamespace(log_artifact=lambda *a, **k: None))
-    assert wandb is not None
     return backend.log(run, source.name, "dataset", files, source.metadata, []).ref
 
 

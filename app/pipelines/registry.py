@@ -150,8 +150,8 @@ def push(args) -> None:
         raise UserError("push writes to W&B: log in first (`wandb login`, or WANDB_API_KEY in app/.env), "
                         "with WANDB_MODE unset or online. `push --dry-run` shows the plan without a login.")
     plan = replay(backend(), Store(settings.store_dir), args.wandb_dir, args.dry_run)
-    for run_id, command in sorted(plan.unsynced.items()):
-        print(f"not in W&B yet, skipped: run {run_id}; upload it first: {command}")
+    for run_id, sync in sorted(plan.unsynced.items()):
+        print(f"not in W&B yet, skipped: run {run_id}; upload it first: {sync}")
     if not plan.steps:
         print("nothing to push: W&B already has every synced version's inputs, links and aliases.")
     elif args.dry_run:

@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import tempfile
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -14,7 +13,7 @@ import wandb
 
 from app.errors import LOGGED, UserError
 from app.names import TRAINING_JOBS
-from app.progress import detail
+from app.progress import say
 from app.settings import Settings, load_settings
 from app.tracking.backends import ArtifactVersion, make_backend
 from app.tracking.sdk_internals import quiet_run_settings
@@ -207,8 +206,7 @@ def start_run(job_type: str, config: dict, *, group: str | None = None, name: st
             shutil.rmtree(scratch, ignore_errors=True)
         wandb_run.finish()
     if settings.offline:
-        (print if announce else detail)(f"W&B run (offline): {run.dir}  (upload later with `wandb sync {run.dir}`)",
-                                        **({"file": sys.stderr} if announce else {}))
+        say(f"W&B run (offline): {run.dir}  (upload later with `wandb sync {run.dir}`)", verbose_only=not announce)
 
 
 _backend = None

@@ -6,7 +6,6 @@ and carry the same recipe. `run` is an app.tracking.Run; nothing here imports wa
 from __future__ import annotations
 
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from app.data.preprocessing import of_recipe
 from app.data.split_files import read_split
 from app.errors import UserError
 from app.models import build_model, load_pretrained
-from app.progress import detail
+from app.progress import detail, say
 from app.training import distributed, engine
 from app.training.checkpoint import load_training_state, read_recipe, save_checkpoint, save_training_state
 from app.training.config import CheckpointOptions, DeviceOptions, TrainConfig
@@ -145,8 +144,8 @@ def train_and_log(
         stopped["early"] = bool(should_stop and should_stop({**record, **best}))
         return stopped["early"]
 
-    (print if announce else detail)(f"training {config.arch} on {dataset_version.ref} ({len(data.train)} images) "
-                                    f"on {device}", **({"file": sys.stderr} if announce else {}))
+    say(f"training {config.arch} on {dataset_version.ref} ({len(data.train)} images) on {device}",
+        verbose_only=not announce)
     checkpoint = engine.Checkpointing(
         save=lambda state, is_best: log_checkpoint(run, state, is_best, recipe, checkpoints.keep, extra_metadata),
         every=checkpoints.every, resume=resume_state)
