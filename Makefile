@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-slow test-reliability test-online bench clean-demo
 
+# PYTHONWARNINGS on the install: setuptools' editable-install notice is for packaging authors, not
+# users; -W on the check: sweeps 0.3 declares a pydantic v1 config key (app/ imports it quietly too).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# PYTHONWARNINGS: setuptools' editable-install notice is for packaging authors, not for users
 	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -W "ignore:Valid config keys:UserWarning" -c "import torch, torchvision, wandb, sweeps; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'wandb', wandb.__version__)"
 	touch $(STAMP)
