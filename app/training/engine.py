@@ -138,6 +138,24 @@ def predict_logits(model: nn.Module, data: Tensors, batch_size: int = EVAL_BATCH
     return torch.cat([model(images) for images in data.in_order(batch_size)])
 
 
+# Training images whose BatchNorm statistics are recomputed after each epoch (recompute_batchnorm):
+# 256 gave the same epoch-1 validation accuracy as all 1,257 of digits' (5 seeds, within 1 point).
+BATCHNORM_SAMPLE = 512
+
+
+def recompute_batchnorm(model: nn.Module, train, batch_size: int, sample: int = BATCHNORM_SAMPLE) -> None:
+    """The BatchNorm layers' running statistics, recomputed for the epoch's final weights from the
+    first `sample` training images as evaluation sees them (no augmentation): PyTorch's
+    torch.optim.swa_utils.update_bn, the "precise BN" of fvcore and timm. The running averages
+    kept while training mix the statistics of weights that changed fast within the epoch: after
+    epoch 1 of the default convnet on digits they gave 10-18% validation accuracy where the
+    weights scored 75-79% in training (5 seeds); recomputed, 93-95%. Every rank uses the same
+    images, so the statistics agree under torchrun. Models without BatchNorm are left alone."""
+    order = torch.arange(min(len(train), sample))
+    with torch.no_grad():
+        torch.optim.swa_utils.update_bn((images for images, _ in train.batches(order, batch_size)), model)
+
+
 def evaluate(model: nn.Module, data: Tensors) -> dict[str, float]:
     logits = predict_logits(model, data)
     loss = F.cross_entropy(logits, data.labels).item()
@@ -281,6 +299,7 @@ def fit(
                 f"the training loss became {train_loss} in epoch {epoch}; no model was logged. "
                 f"Lower the learning rate (now {lr})."
             )
+        recompute_batchnorm(model, train, batch_size)  # what evaluation (and the saved model) will use
         val_metrics = evaluate(model, val)
         if not math.isfinite(val_metrics["loss"]):  # e.g. normalisation statistics gone bad: no model to keep
             raise NonFiniteLoss(
