@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 import traceback
 
 
@@ -57,11 +59,27 @@ def _rank_label() -> str:
     return f" (rank {rank})" if rank != "0" else ""
 
 
+# How to go on after an interrupt, once there is a way (a baseline's or --retrain's first checkpoint).
+RESUME = {"command": None}
+
+# Set when SIGTERM (what `kill` and job schedulers send) interrupted this process: a sweep's agent
+# then passes it on to its trial, which Ctrl-C would have reached through the terminal.
+TERMINATED = {"by_signal": False}
+
+
+def _terminated(signum, frame):
+    TERMINATED["by_signal"] = True
+    raise KeyboardInterrupt
+
+
 def exits_cleanly(main):
-    """Turn UserError and Ctrl-C into a one-paragraph message and a non-zero exit."""
+    """Turn UserError and Ctrl-C (or SIGTERM, handled as Ctrl-C) into a one-paragraph message and
+    a non-zero exit."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminated)
         try:
             return main(*args, **kwargs)
         except UserError as err:
@@ -71,7 +89,10 @@ def exits_cleanly(main):
             print(f"interrupted: {err}", file=sys.stderr)
             sys.exit(130)
         except KeyboardInterrupt:
-            if LOGGED:
+            if RESUME["command"]:
+                print(f"interrupted: the run is marked failed; its newest checkpoint is kept. Resume it with "
+                      f"`{RESUME['command']}`.", file=sys.stderr)
+            elif LOGGED:
                 print(f"interrupted: the run is marked failed; already logged before the interrupt, and kept: "
                       f"{', '.join(LOGGED)}.", file=sys.stderr)
             else:

@@ -10,6 +10,8 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from conftest import SCRIPTS
 from test_tune import small_sweep, sweep_state
@@ -73,3 +75,60 @@ def test_errors_name_refs_as_written_and_one_version_reads_v0(trained_copy, tmp_
     proc = ws.run("evaluate", "--model", "wandb-registry-model/nosuch:production", check=False)
     assert "no collection wandb-registry-model/nosuch in the model registry" in proc.stderr
     assert "Existing: wandb-registry-model/digits-convnet (model)" in proc.stderr
+
+
+def group_alive(pgid: int) -> bool:
+    """Any process of the group still running (zombies, ended but not yet reaped, do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def test_sigterm_to_the_agent_alone_is_handled_as_ctrl_c_and_leaves_no_process(workspace, tmp_path):
+    """#34: what `kill` or a job scheduler sends, to the agent's process only: its trial closes its
+    run and keeps its checkpoint, the resume command is printed once, nothing of the job runs on."""
+    ws = workspace
+    ws.run("data_prep", "--dataset", "digits")
+    config = str(small_sweep(tmp_path))
+    agent = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--tune", "--max_sweep", "2", "--epochs", "30",
+                              "--sweep-config", config], cwd=ws.path, env=ws.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = []
+    for line in agent.stderr:
+        seen.append(line)
+        if line.startswith("epoch 2/"):  # trial 0 has saved a checkpoint (epoch 1)
+            break
+    agent.send_signal(signal.SIGTERM)  # the agent's process alone, not its group
+    _, rest = agent.communicate(timeout=120)
+    err = "".join(seen) + rest
+    assert agent.returncode == 130 and "Traceback" not in err, err
+    assert err.count("interrupted: local sweep") == 1 and err.count("Resume it with `") == 1, err
+    [trial] = sweep_state(ws)["trials"]
+    assert trial["state"] == "failed"  # closed, not left running
+    checkpoints = [v for v in ws.versions(f"checkpoint-{trial['run_id']}")]
+    assert checkpoints and max(v["metadata"]["epoch"] for v in checkpoints) >= 1  # kept for the resume
+    for _ in range(100):
+        if not group_alive(agent.pid):
+            break
+        time.sleep(0.1)
+    assert not group_alive(agent.pid), "a process of the sweep outlived it by 10 s"
+
+
+def test_sigterm_to_train_keeps_the_checkpoint_and_says_how_to_resume(workspace):
+    ws = workspace
+    ws.run("data_prep", "--dataset", "digits")
+    train = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--epochs", "30"], cwd=ws.path, env=ws.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in train.stderr:
+        if line.startswith("epoch 2/"):
+            break
+    train.send_signal(signal.SIGTERM)
+    _, err = train.communicate(timeout=120)
+    assert train.returncode == 130 and "Traceback" not in err, err
+    command = re.search(r"Resume it with `(python \S+ --resume (\S+))`", err)
+    assert command and ws.versions(f"checkpoint-{command.group(2)}")

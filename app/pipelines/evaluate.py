@@ -142,8 +142,8 @@ def main(argv=None) -> None:
                      "promotion_reason": decision.reason})
 
     print(f"evaluated {model_version.ref} on {dataset.ref}: val accuracy {results['val']['accuracy']:.4f}, "
-          f"test accuracy {results['test']['accuracy']:.4f} (macro F1 {results['test']['macro_f1']:.4f}), "
-          f"val-test gap {gap:+.4f}")
+          f"test accuracy {results['test']['accuracy']:.4f}, val-test gap {gap:+.4f}, "
+          f"test macro F1 {results['test']['macro_f1']:.4f}")
     print(f"evaluation artifact: {evaluation.ref}, report: {report_path}")
     if args.promote:
         print(f"promotion: {'promoted to ' + promoted if promoted else 'refused'} ({decision.reason})")

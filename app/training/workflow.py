@@ -14,10 +14,11 @@ from typing import Callable
 import torch
 
 from app import names
+from app.cli import command
 from app.data import memory
 from app.data.preprocessing import of_recipe
 from app.data.split_files import read_split
-from app.errors import UserError
+from app.errors import RESUME, UserError
 from app.models import build_model, load_pretrained
 from app.progress import detail, say
 from app.training import distributed, engine
@@ -191,6 +192,7 @@ def train_and_log(
 def drop_checkpoints(run, checkpoints: CheckpointOptions) -> None:
     """A finished run's checkpoints, deleted (unless --keep-checkpoints): the model holds its best
     weights, and nothing resumes a finished run, so they would only fill the store."""
+    RESUME["command"] = None  # finished: nothing to resume
     if checkpoints.every and not checkpoints.keep_after:
         deleted = run.prune(names.checkpoint_artifact(run.id), 0, everything=True)
         if deleted:
@@ -208,6 +210,8 @@ def log_checkpoint(run, state: dict, is_best: bool, recipe: dict, keep: int, ext
         files = save_training_state(state, recipe, Path(tmp))
         logged = run.log_artifact(name, names.CHECKPOINT_TYPE, files, metadata, [names.BEST] if is_best else [])
     deleted = run.prune(name, keep)
+    if metadata["job_type"] in ("train", "retrain"):  # a sweep trial resumes through its sweep
+        RESUME["command"] = f"{command('train')} --resume {run.id}"
     detail(f"checkpoint: {logged.ref} (epoch {state['epoch']}{', best so far' if is_best else ''})"
            + (f"; deleted {', '.join(f'v{v}' for v in deleted)}" if deleted else ""))
 

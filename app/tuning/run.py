@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from app import names
 from app.cli import command
@@ -84,7 +85,7 @@ def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
     join = f"{command('train')} --tune --dataset {args.dataset} --arch {args.arch} --sweep-id {sweep_id}"
     print(f"local sweep {sweep_id} ({size or 'unlimited'} trials): join from another shell, or resume it "
           f"later, with `{join}`", file=sys.stderr)
-    failures, trial = 0, None
+    failures, trial, pace = 0, None, TrialPace(size)
     try:
         for _ in range(args.count or sys.maxsize):  # --count trials, or until the sweep has its size
             trial = controller.next_trial(sweep_id, cap=None, checkpointed=checkpointed_epoch)
@@ -92,13 +93,15 @@ def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
                 break
             again = f" (killed before, re-run from its checkpoint of epoch {len(trial['history'])})" \
                 if trial.get("resume_run") else ""
-            print(f"--- trial {trial['number']}{again}: {trial['params']}", file=sys.stderr, flush=True)
+            print(f"--- trial {trial['number']}{again}{pace.said(len(controller.read(sweep_id)['trials']))}: "
+                  f"{trial['params']}", file=sys.stderr, flush=True)
             env = {**os.environ, SWEEP_ID_ENV: sweep_id, TRIAL_ENV: str(trial["number"]),
                    **({RESUME_ENV: trial["resume_run"]} if trial.get("resume_run") else {})}
             argv = expand_command({**config, "program": program}, trial["params"])
             returncode = run_trial(argv, env,
                                    on_start=lambda pid, n=trial["number"]: controller.set_process(sweep_id, n, pid))
             state = controller.close_trial(sweep_id, trial["number"], returncode)
+            pace.done()
             failures = failures + 1 if state in ("failed", "crashed") else 0
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 raise UserError(f"{failures} trials in a row failed; fix the error above and resume with `{join}`.")
@@ -109,6 +112,29 @@ def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
         raise Interrupted(f"local sweep {sweep_id} stopped with {started} of {size or 'unlimited'} trials started "
                           f"(models of finished trials are kept). Resume it with `{join}`.") from None
     return controller.ranking(sweep_id)
+
+
+class TrialPace:
+    """How long this agent's trials take, and the time the sweep has left at that rate: said on
+    each trial's line (no line of its own), so a person knows what `--tune` costs."""
+
+    def __init__(self, size: int | None):
+        self.size, self.started, self.trials = size, time.perf_counter(), 0
+
+    def done(self) -> None:
+        self.trials += 1
+
+    def said(self, started: int) -> str:
+        """`started`: the sweep's trials started so far, this one included (every agent's)."""
+        if not self.trials:
+            return ""
+        each = (time.perf_counter() - self.started) / self.trials
+        left = f", about {minutes((self.size - started + 1) * each)} left" if self.size else ""
+        return f" ({started} of {self.size or 'unlimited'}; {minutes(each)} a trial{left})"
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def checkpointed_epoch(run_id: str) -> int | None:

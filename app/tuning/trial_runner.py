@@ -16,6 +16,7 @@ import atexit
 import multiprocessing
 import os
 import runpy
+import signal
 import subprocess
 import sys
 from typing import Callable
@@ -45,7 +46,7 @@ def run_trial(argv: list[str], env: dict[str, str], on_start: Callable[[int], No
         try:
             return process.wait()
         except KeyboardInterrupt:
-            _let_it_close(lambda: process.wait(INTERRUPT_GRACE_S))
+            _let_it_close(lambda: process.wait(INTERRUPT_GRACE_S), process.pid)
             raise
     process = context.Process(target=_run_program, args=(argv[1], argv[2:], env), name="sweep-trial")
     process.start()
@@ -54,7 +55,7 @@ def run_trial(argv: list[str], env: dict[str, str], on_start: Callable[[int], No
     try:
         process.join()
     except KeyboardInterrupt:
-        _let_it_close(lambda: process.join(INTERRUPT_GRACE_S))
+        _let_it_close(lambda: process.join(INTERRUPT_GRACE_S), process.pid)
         raise
     return process.exitcode
 
@@ -62,9 +63,17 @@ def run_trial(argv: list[str], env: dict[str, str], on_start: Callable[[int], No
 INTERRUPT_GRACE_S = 30  # how long an interrupted agent waits for its trial to close its W&B run
 
 
-def _let_it_close(wait) -> None:
-    """Ctrl-C reaches the trial too (one process group): wait until it has closed its run and
-    said so, so the agent's own message comes last."""
+def _let_it_close(wait, pid: int) -> None:
+    """Ctrl-C reaches the trial too (one process group); a SIGTERM sent to the agent alone is
+    passed on to it. Then wait until it has closed its run and said so, so the agent's own
+    message comes last."""
+    from app.errors import TERMINATED
+
+    if TERMINATED["by_signal"]:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     try:
         wait()
     except (KeyboardInterrupt, subprocess.TimeoutExpired):
