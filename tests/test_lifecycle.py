@@ -121,7 +121,7 @@ def _agent(ws, *args):
 
 
 @pytest.mark.parametrize("point, marker, delay", [
-    ("before the first epoch", "--- trial 1:", 0.0),
+    ("before the first epoch", "--- trial 1 (", 0.0),  # its line: "--- trial 1 (2 of 3; ...): {params}"
     pytest.param("mid-epoch", "epoch 1/", 0.05, marks=pytest.mark.slow),
     pytest.param("while logging the model", "epoch 2/2", 0.0, marks=pytest.mark.slow),
 ])
