@@ -17,18 +17,25 @@ from conftest import SCRIPTS
 from test_tune import small_sweep, sweep_state
 
 
+def agent_until(ws, marker: str, *args: str):
+    """A `--tune` agent in its own session (as a terminal's job or a scheduler's), read until a
+    line starts with `marker`: (the process, the lines read)."""
+    agent = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--tune", *args], cwd=ws.path, env=ws.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = []
+    for line in agent.stderr:
+        seen.append(line)
+        if line.startswith(marker):
+            break
+    return agent, seen
+
+
 def test_an_interrupted_sweep_says_how_to_resume_once_and_keeps_its_size(workspace, tmp_path):
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
     config = str(small_sweep(tmp_path))  # its file says run_cap 30
-    agent = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--tune", "--max_sweep", "3", "--epochs", "1",
-                              "--sweep-config", config], cwd=ws.path, env=ws.env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    seen = []
-    for line in agent.stderr:
-        seen.append(line)
-        if line.startswith("epoch 1/"):  # trial 0 is training
-            break
+    agent, seen = agent_until(ws, "epoch 1/", "--max_sweep", "3", "--epochs", "1", "--sweep-config", config)
+    # trial 0 is training
     os.killpg(agent.pid, signal.SIGINT)  # Ctrl-C: the agent and its trial, one process group
     _, rest = agent.communicate(timeout=120)
     err = "".join(seen) + rest
@@ -95,14 +102,8 @@ def test_sigterm_to_the_agent_alone_is_handled_as_ctrl_c_and_leaves_no_process(w
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
     config = str(small_sweep(tmp_path))
-    agent = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "--tune", "--max_sweep", "2", "--epochs", "30",
-                              "--sweep-config", config], cwd=ws.path, env=ws.env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    seen = []
-    for line in agent.stderr:
-        seen.append(line)
-        if line.startswith("epoch 2/"):  # trial 0 has saved a checkpoint (epoch 1)
-            break
+    # trial 0 has saved a checkpoint (epoch 1) when its epoch 2 starts
+    agent, seen = agent_until(ws, "epoch 2/", "--max_sweep", "2", "--epochs", "30", "--sweep-config", config)
     agent.send_signal(signal.SIGTERM)  # the agent's process alone, not its group
     _, rest = agent.communicate(timeout=120)
     err = "".join(seen) + rest
