@@ -33,7 +33,7 @@ def test_two_datasets_side_by_side_each_step_takes_the_newest_datasets_model(wor
         """train, a candidate (as --tune would link its best), --retrain, evaluate --promote."""
         model = ws.run("train", "--epochs", epochs).stdout.split("model artifact: ")[1].split()[0]
         ws.run("registry", "link", model, model.split(":")[0], "--alias", "candidate")
-        ws.run("train", "--retrain")
+        ws.run("train", "--retrain", "--epochs", epochs)  # the candidate's own training: linked, not repeated
         return ws.run("evaluate", "--promote")
 
     ws.run("data_prep", "--dataset", "digits")

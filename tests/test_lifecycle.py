@@ -15,6 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from app.training.config import epochs_for_budget
 from app.tuning.sweep_config import load_sweep_config
 from conftest import REPO, SCRIPTS, make_workspace
 
@@ -69,13 +70,15 @@ def test_the_original_flow_runs_without_dataset_flags(workspace, tmp_path):
     assert candidate_meta["metrics"]["best_epoch"] <= candidate_meta["metrics"]["epochs_trained"]
     assert candidate_meta["metrics"]["val_accuracy"] == ranked["summary"]["val/best_accuracy"]
 
-    # --retrain with no --epochs trains the candidate's own epoch count
+    # --retrain with no --epochs trains the trial (1 or 2 epochs) to the dataset's full budget (#34)
     ws.run("train", "--retrain")
     retrained = registry_entry(ws, "digits-convnet", "to_evaluate")["metadata"]
-    assert retrained["epochs"] == candidate_meta["epochs"] == ranked["params"]["epochs"]
-    assert retrained["metrics"]["epochs_trained"] == candidate_meta["epochs"]
+    budget = epochs_for_budget(1257, candidate_meta["hyperparameters"]["batch_size"])
+    assert candidate_meta["epochs"] == ranked["params"]["epochs"] < budget
+    assert retrained["epochs"] == retrained["metrics"]["epochs_trained"] == budget
+    assert retrained["hyperparameters"] == candidate_meta["hyperparameters"]  # the recipe stays locked
     recipe_file = ws.store / "objects" / registry_entry(ws, "digits-convnet", "to_evaluate")["digest"] / "recipe.json"
-    assert json.loads(recipe_file.read_text())["epochs"] == candidate_meta["epochs"]
+    assert json.loads(recipe_file.read_text())["epochs"] == budget
 
     out = ws.run("evaluate", "--promote").stdout
     assert "promoted to wandb-registry-model/digits-convnet:" in out

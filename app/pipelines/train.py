@@ -12,7 +12,7 @@ import os
 import sys
 
 from app import names
-from app.cli import Parser, non_negative_int, positive_int
+from app.cli import Parser, command, non_negative_int, positive_int
 from app.errors import UserError, exits_cleanly, speak_on_rank_0_only
 from app.progress import detail
 from app.training.config import (PRECISIONS, STEP_BUDGET, CheckpointOptions, DeviceOptions, TrainConfig, add_flags,
@@ -29,7 +29,7 @@ def parse_args(argv=None):
     p.add_argument("--data", metavar="REF", help="dataset artifact ref (default: <dataset>-split:latest)")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help=f"epochs to train (default: about {STEP_BUDGET} optimizer steps' worth, from the training split's size; "
-                        "--retrain: the candidate's own count)")
+                        "--retrain: that full budget for the candidate's batch size, at least its own count)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device")
     p.add_argument("--precision", choices=PRECISIONS, default=DeviceOptions.precision,
                    help="auto: bf16 autocast (and channels_last for convolutions) on a CUDA GPU, fp32 on the CPU")
@@ -62,7 +62,9 @@ def parse_args(argv=None):
                       help=f"--tune: the sweep definition (default: sweep.yaml for {TrainConfig.arch}, sweep-<arch>.yaml for the "
                            "others)")
     flow.add_argument("--no-link", action="store_true", help="--tune: do not link the best trial as 'candidate'")
-    flow.add_argument("--retrain", action="store_true", help="retrain the registry's candidate with its own recipe")
+    flow.add_argument("--retrain", action="store_true",
+                      help="retrain the registry's candidate with its own recipe to the full budget and link it as "
+                           "'to_evaluate' (a candidate already trained so is linked itself, without training again)")
     flow.add_argument("--model", metavar="REF", help="--retrain: model ref (default: WANDB_MODEL_RETRAIN, "
                       "else wandb-registry-model/<dataset>-<arch>:candidate)")
     flow.add_argument("--warm-start", action="store_true",
@@ -197,19 +199,22 @@ def retrain(args, settings) -> None:
 
     from app.training.checkpoint import WEIGHTS_FILE, read_recipe
     from app.training.engine import pick_device
-    from app.training.config import from_recipe, with_epochs
-    from app.training.config import LEGACY_EPOCHS
+    from app.training.config import from_recipe, retrain_epochs, with_epochs
     from app.training.recipe import check_locked
-    from app.training.workflow import train_and_log
+    from app.training.workflow import repeats_candidate, train_and_log
     from app.tracking import backend, discovery, start_run
 
     model_ref = (args.model or settings.model_retrain
                  or discovery.registry_model(backend(), names.CANDIDATE, args.dataset, args.arch))
     candidate_metadata = backend().peek(model_ref, names.MODEL_TYPE).metadata
-    # The candidate's own epoch count unless --epochs asks for more (or fewer) on purpose.
-    epochs = args.epochs or candidate_metadata.get("epochs") or LEGACY_EPOCHS
     # Refuse a changed hyperparameter before any run starts, so a refusal changes nothing.
     check_locked(candidate_metadata, given_hyperparameters(args))
+    # --epochs when given (more or fewer, on purpose), else the dataset's full budget.
+    epochs = args.epochs or retrain_epochs(from_recipe(candidate_metadata), backend().peek(
+        candidate_metadata["dataset"]["ref"], names.DATASET_TYPE).metadata)
+    device = pick_device(args.device)
+    if not args.warm_start and repeats_candidate(candidate_metadata, epochs, device, device_options(args)):
+        return link_candidate(model_ref, candidate_metadata, epochs, device)
     with start_run("retrain", {"model": model_ref, "epochs": epochs, "warm_start": args.warm_start,
                                "precision": args.precision, "compile": args.compile}) as run:
         candidate = run.use(model_ref, names.MODEL_TYPE)
@@ -225,13 +230,30 @@ def retrain(args, settings) -> None:
         init_state = (torch.load(candidate.path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
                       if args.warm_start else None)
         logged, history = train_and_log(
-            run, config, dataset_version=dataset, recipe=recipe, device=pick_device(args.device),
+            run, config, dataset_version=dataset, recipe=recipe, device=device,
             extra_metadata={"retrained_from": candidate.ref, "warm_start": args.warm_start},
             init_state=init_state, options=device_options(args), checkpoints=checkpoint_options(args),
         )
         linked = link_to_evaluate(run, logged, recipe)
     report(logged, history)
     print(f"registry: {linked.ref} [{', '.join(linked.aliases)}]  (retrained from {candidate.ref})")
+
+
+def link_candidate(model_ref: str, metadata: dict, epochs: int, device) -> None:
+    """--retrain when training again would repeat the candidate (workflow.repeats_candidate): the
+    candidate itself becomes `to_evaluate`, in a run that records the decision, within seconds."""
+    from app.tracking import start_run
+
+    with start_run("retrain", {"model": model_ref, "epochs": epochs, "trained": False}) as run:
+        candidate = run.use(model_ref, names.MODEL_TYPE)
+        run.summary({"trained": False})
+        linked = run.link(candidate.ref, names.model_artifact(metadata["dataset"]["name"], metadata["arch"]),
+                          [names.TO_EVALUATE])
+    print(f"not retrained: {candidate.ref} was trained with this very recipe ({metadata['dataset']['ref']}, "
+          f"{epochs} epochs on {device.type}), so training it again would log the same "
+          f"model; the candidate itself is now to_evaluate. To train it longer: {command('train')} --retrain "
+          f"--epochs N (N > {epochs}).")
+    print(f"registry: {linked.ref} [{', '.join(linked.aliases)}]")
 
 
 def link_to_evaluate(run, logged, recipe: dict):

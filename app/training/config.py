@@ -204,6 +204,15 @@ def with_dataset_defaults(config: TrainConfig, dataset_metadata: dict, world_siz
     return replace(config, augment=augment, epochs=epochs)
 
 
+def retrain_epochs(candidate: TrainConfig, dataset_metadata: dict) -> int:
+    """--retrain's epochs when --epochs is not given: the dataset's full step budget for the
+    candidate's batch size, and never fewer than the candidate's own count. A sweep trial run with
+    fewer epochs (--tune --epochs 2) is so trained to the budget, the candidate "trained on more
+    epochs before it is evaluated" of the original's retrain; one already at its budget trains as long."""
+    budget = with_dataset_defaults(replace(candidate, epochs=None), dataset_metadata).epochs
+    return max(candidate.epochs, budget)
+
+
 def from_recipe(recipe: dict) -> TrainConfig:
     """The configuration a model artifact's recipe was trained with (older recipes: LEGACY)."""
     hyper = recipe.get("hyperparameters")

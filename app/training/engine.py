@@ -122,14 +122,19 @@ def accelerate(options: DeviceOptions, device: torch.device, model: nn.Module) -
     see `prepare`), unless --precision bf16 asks for it; channels_last on the CPU for a model that
     says it gains from it (`channels_last_on_cpu`: the convnet). --compile wherever it is asked for."""
     cuda = device.type == "cuda"
+    convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    nhwc = convolutional and (cuda or getattr(model, "channels_last_on_cpu", False))
+    return Acceleration(autocast=torch.bfloat16 if precision(options, device) == "bf16" else None,
+                        channels_last=nhwc, compile=options.compile)
+
+
+def precision(options: DeviceOptions, device: torch.device) -> str:
+    """The precision the steps run in on `device`, "bf16" or "fp32" (see accelerate)."""
+    cuda = device.type == "cuda"
     bf16_here = torch.cuda.is_bf16_supported() if cuda else True
     if options.precision == "bf16" and not bf16_here:
         raise UserError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bfloat16; use --precision fp32.")
-    bf16 = options.precision == "bf16" or (options.precision == "auto" and cuda and bf16_here)
-    convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    nhwc = convolutional and (cuda or getattr(model, "channels_last_on_cpu", False))
-    return Acceleration(autocast=torch.bfloat16 if bf16 else None, channels_last=nhwc,
-                        compile=options.compile)
+    return "bf16" if options.precision == "bf16" or (options.precision == "auto" and cuda and bf16_here) else "fp32"
 
 
 @torch.inference_mode()

@@ -189,6 +189,17 @@ def train_and_log(
     return logged, history
 
 
+def repeats_candidate(candidate_metadata: dict, epochs: int, device: torch.device, options: DeviceOptions) -> bool:
+    """Whether --retrain (from scratch) would train what the candidate already is: its recipe
+    (locked), its dataset version, as many epochs, in one process on the same kind of device and
+    precision. The seed is the recipe's, so such a retrain logs the same model again (on the CPU bit
+    for bit; on a GPU within its nondeterminism) and adds nothing."""
+    trained_on = candidate_metadata.get("trained_on") or {}
+    return (candidate_metadata.get("epochs") == epochs and candidate_metadata.get("world_size", 1) == 1
+            and trained_on.get("device") == device.type
+            and trained_on.get("precision") == engine.precision(options, device))
+
+
 def drop_checkpoints(run, checkpoints: CheckpointOptions) -> None:
     """A finished run's checkpoints, deleted (unless --keep-checkpoints): the model holds its best
     weights, and nothing resumes a finished run, so they would only fill the store."""
