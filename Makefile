@@ -54,6 +54,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_serve.py
 	$(PY) benchmarks/bench_stream.py
 	mkdir -p demo && cd demo && ../$(PY) ../app/pipelines/data_prep.py --dataset digits && ../$(PY) ../benchmarks/bench_quality.py
+	$(PY) benchmarks/bench_quality.py --kind patterns
+	$(PY) benchmarks/bench_quality.py --kind objects
 
 clean-demo:
 	rm -rf demo

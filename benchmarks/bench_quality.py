@@ -2,8 +2,11 @@
 
     python app/pipelines/data_prep.py --dataset digits
     python benchmarks/bench_quality.py [--data digits-split:latest] [--epochs N] [--arch cnn]
+    python benchmarks/bench_quality.py --kind patterns|objects [--per-class 240]
 
-Reads a dataset artifact (from W&B or the embedded store, as the scripts do), trains the
+Reads a dataset artifact (from W&B or the embedded store, as the scripts do), or with --kind
+writes a colour folder unlike make_shapes' (benchmarks/colour_sets.py) and prepares it as
+`data_prep.py --dataset imagefolder --image-size 48` does, in a store of its own; then trains the
 default recipe of `--arch` (as `train.py` with no training flag: the step budget's epochs,
 unless --epochs) on its train split (the model kept is the best validation epoch's,
 as train.py keeps it), and fits scikit-learn's logistic regression and RBF SVC on the same
@@ -13,7 +16,10 @@ and the seconds each took on this machine.
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +34,22 @@ from app.training import engine  # noqa: E402
 from app.data.preprocessing import from_dataset_metadata  # noqa: E402
 from app.training.config import TrainConfig, from_flags, with_dataset_defaults  # noqa: E402
 from app.training.workflow import load_training_data, train  # noqa: E402
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def prepare_kind(kind: str, per_class: int, workdir: Path, image_size: int = 48) -> None:
+    """A folder of `kind` (colour_sets.py) logged by data_prep.py into an offline store under
+    `workdir`, which this process then reads (PIPELINE_STORE_DIR)."""
+    import colour_sets
+
+    colour_sets.write(kind, workdir / kind, per_class)
+    os.environ.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(workdir),
+                       "PIPELINE_STORE_DIR": str(workdir / "artifact-store")})
+    subprocess.run([sys.executable, str(REPO / "app" / "pipelines" / "data_prep.py"), "--dataset", "imagefolder",
+                    "--data-dir", str(workdir / kind), "--image-size", str(image_size)],
+                   cwd=workdir, check=True, capture_output=True)
 
 
 def pixels(images: np.ndarray) -> np.ndarray:
@@ -56,7 +78,19 @@ def main() -> None:
     p.add_argument("--arch", choices=names.ARCHITECTURES, default=TrainConfig.arch, help="the recipe's architecture")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs of the recipe (default: train.py's, from the step budget; best validation epoch kept)")
+    p.add_argument("--kind", choices=("patterns", "objects"),
+                   help="write this colour folder (benchmarks/colour_sets.py) and measure on it instead")
+    p.add_argument("--per-class", type=int, default=240, help="--kind: images per class (5 classes)")
     args = p.parse_args()
+    if not args.kind:
+        return measure(args)
+    with tempfile.TemporaryDirectory(prefix=f"bench-quality-{args.kind}-") as workdir:
+        prepare_kind(args.kind, args.per_class, Path(workdir))
+        print(f"kind: {args.kind}, {5 * args.per_class} images written and prepared")
+        measure(args)
+
+
+def measure(args) -> None:
     store = backend()
     ref = args.data or names.dataset_artifact(discovery.dataset_name(store, None))
     dataset = store.fetch(ref, names.DATASET_TYPE)

@@ -84,3 +84,22 @@ def test_bench_large_runs_the_three_scripts_on_a_sharded_folder_and_prints_their
     assert re.search(r"^peak memory of any stage: [\d.]+ GiB \(below 3 GiB\)$", out, re.M), out
     assert "big-convnet-evaluation:v0" in out
     assert ("training split: 3 shard file(s)" if layout == "shards" else "training split: references to the JPEGs") in out
+
+
+def test_bench_quality_writes_and_prepares_a_colour_kind(tmp_path):
+    out = run_benchmark("bench_quality.py", "--kind", "objects", "--per-class", "12", "--epochs", "1", tmp_path=tmp_path)
+    assert re.search(r"^data: objects-split:v0 \(\d+ train, \d+ val, \d+ test, shape \[48, 48, 3\], 5 classes\)", out,
+                     re.M), out
+    assert re.search(r"^this project: convnet, default recipe, 1 epochs, augment crop-flip +0\.\d{4}", out, re.M), out
+    assert re.search(r"^RBF SVC \(pixels\) +0\.\d{4}", out, re.M), out
+
+
+@pytest.mark.slow
+def test_bench_sweep_prints_both_sweeps_and_the_measurement_side_by_side(tmp_path):
+    out = run_benchmark("bench_sweep.py", "--per-class", "8", "--trials", "3", "--epochs", "2", tmp_path=tmp_path)
+    for label in ("with early termination", "without"):
+        assert re.search(rf"^{label} +\d+ +\d +\d+ +[01]\.\d{{4}} +[01]\.\d{{4}}$", out, re.M), out
+    assert re.search(r"^early termination: [\d.]+x faster, best test accuracy [+-][\d.]+ points", out, re.M), out
+    assert re.search(r"^  epoch 1: Spearman rho ([+-][\d.]+|nan)$", out, re.M), out
+    assert re.search(r"^  min_iter 1, eta 2: stops trials .*, \d+ epochs \(-?\d+% saved\), best trial (STOPPED|kept)$",
+                     out, re.M), out

@@ -133,3 +133,17 @@ def test_sigterm_to_train_keeps_the_checkpoint_and_says_how_to_resume(workspace)
     assert train.returncode == 130 and "Traceback" not in err, err
     command = re.search(r"Resume it with `(python \S+ --resume (\S+))`", err)
     assert command and ws.versions(f"checkpoint-{command.group(2)}")
+
+
+def test_tune_gives_every_trial_the_step_budgets_epochs_so_hyperband_compares_like_with_like(workspace):
+    """#34: with sweep.yaml (no epochs in it) every trial trains the budget at the default batch
+    size, 10 epochs on digits, whatever its own batch size; the sweep says so when it starts."""
+    ws = workspace
+    ws.run("data_prep", "--dataset", "digits")
+    agent, seen = agent_until(ws, "epoch 1/", "--max_sweep", "2")
+    os.killpg(agent.pid, signal.SIGINT)
+    agent.communicate(timeout=120)
+    assert any(re.match(r"local sweep \w+ \(2 trials of 10 epochs\)", line) for line in seen), seen
+    state = sweep_state(ws)
+    assert state["config"]["parameters"]["epochs"] == {"value": 10}
+    assert state["config"]["early_terminate"] == {"type": "hyperband", "min_iter": 8, "eta": 3}

@@ -299,3 +299,23 @@ def test_a_process_that_ended_but_was_not_reaped_yet_is_not_alive():
     assert not pid_alive(child.pid)
     child.wait()
     assert pid_alive(os.getpid())
+
+
+def test_both_backends_implement_the_declared_interface_and_nothing_public_beside_it():
+    """backends.Backend is the one interface: the same methods, parameters and defaults in both."""
+    import inspect
+
+    from app.tracking.backends import Backend, OnlineBackend
+
+    declared = {n for n, f in vars(Backend).items() if inspect.isfunction(f) and not n.startswith("_")}
+    assert len(declared) == 15
+    for backend in (OfflineBackend, OnlineBackend):
+        public = {n for n, f in vars(backend).items() if inspect.isfunction(f) and not n.startswith("_")}
+        assert declared <= public, f"{backend.__name__} lacks {declared - public}"
+        for name in declared:
+            expected = inspect.signature(getattr(Backend, name)).parameters
+            got = inspect.signature(getattr(backend, name)).parameters
+            assert [(p.name, p.default) for p in got.values()] == [(p.name, p.default) for p in expected.values()], \
+                f"{backend.__name__}.{name}"
+        helpers = public - declared
+        assert helpers <= {"api", "paged"}, helpers  # OnlineBackend's own, used inside it

@@ -65,14 +65,14 @@ def test_device_flags_given_to_tune_reach_every_trial_and_defaults_stay_each_mac
 
     config = load_sweep_config(SWEEP)
     tune_args = parse_args(["--tune", "--dataset", "digits", "--device", "cpu", "--compile", "--precision", "fp32"])
-    tune_args.arch = "cnn"
-    swept = with_fixed(config, fixed_values(tune_args))
+    tune_args.arch, tune_args.epochs = "cnn", 3
+    swept = with_fixed(config, fixed_values(tune_args, config))
     validate(swept)
     trial = parse_args(expand_command(swept, {k: v["value"] for k, v in swept["parameters"].items() if "value" in v})[2:])
     assert (trial.device, trial.compile, trial.precision, trial.dataset) == ("cpu", True, "fp32", "digits")
     plain = parse_args(["--tune", "--dataset", "digits"])
-    plain.arch = "cnn"
-    assert not {"device", "precision", "compile"} & set(with_fixed(config, fixed_values(plain))["parameters"])
+    plain.arch, plain.epochs = "cnn", 3
+    assert not {"device", "precision", "compile"} & set(with_fixed(config, fixed_values(plain, config))["parameters"])
 
 
 @pytest.mark.parametrize("change, message", [

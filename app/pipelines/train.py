@@ -4,7 +4,8 @@
     python app/pipelines/train.py --dataset digits --tune --max_sweep 6 # Bayesian sweep -> "candidate"
     python app/pipelines/train.py --dataset digits --retrain --epochs 15  # candidate -> "to_evaluate"
 
-Hyperparameters default to the values in app/training/config.py (TrainConfig) and app/models/.
+Hyperparameters, the architectures' own settings included, default to TrainConfig's values
+(app/training/config.py); `--help` lists each with its default.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import datetime
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import wandb
 
@@ -98,6 +99,61 @@ def _check_type(found: ArtifactVersion, expected: str | None) -> None:
             f"{found.ref} is a {found.type!r} artifact, but a {expected!r} artifact is needed here. "
             f"List what exists with `{command('registry')} list`."
         )
+
+
+class Backend(Protocol):
+    """What the hand-off layer asks of a backend, online (W&B's server) or offline (the embedded
+    store). Both implement exactly these; tests/test_store.py checks their signatures against it."""
+
+    settings: Settings
+
+    def peek(self, ref: str, expected_type: str | None = None) -> ArtifactVersion:
+        """A version's metadata, no files fetched, no use recorded; a missing ref is a UserError."""
+
+    def fetch(self, ref: str, expected_type: str | None) -> ArtifactVersion:
+        """A version with its verified files, outside any run."""
+
+    def lookup(self, ref: str) -> ArtifactVersion | None:
+        """As peek, None where nothing is found."""
+
+    def check_writable(self) -> None:
+        """A UserError now when nothing could be logged (a read-only store)."""
+
+    def hold_run(self, run_id: str, resuming: bool):
+        """A context manager holding a training run for this process alone."""
+
+    def use(self, run, ref: str, expected_type: str | None, lineage_optional: bool = False) -> ArtifactVersion:
+        """A version's verified files, its use recorded as the run's input."""
+
+    def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str],
+            references: dict[str, str] | None = None) -> ArtifactVersion:
+        """A new version (or the one with the same digest) as the run's output."""
+
+    def prune(self, name: str, keep: int, everything: bool = False) -> list[int]:
+        """Versions of `name` beyond the newest `keep` deleted (held ones kept unless `everything`)."""
+
+    def delete(self, versions: list[ArtifactVersion]) -> None:
+        """These versions deleted."""
+
+    def size(self) -> int | None:
+        """Bytes the store holds (None online)."""
+
+    def link(self, ref: str, collection: str, aliases: list[str], run=None,
+             guard: dict[str, int | None] | None = None) -> ArtifactVersion:
+        """The version linked into a registry collection with `aliases`."""
+
+    def set_alias(self, ref: str, alias: str,
+                  guard: dict[str, int | None] | None = None) -> tuple[ArtifactVersion, str | None]:
+        """`alias` moved onto the version; returns it and the version that held the alias before."""
+
+    def remove_alias(self, ref: str, alias: str) -> bool:
+        """`alias` taken off the version (True when it was there)."""
+
+    def find(self, type: str, alias: str, registry: bool) -> list[ArtifactVersion]:
+        """The version holding `alias` in each collection of `type`, newest first."""
+
+    def list(self, collection: str | None = None) -> list[ArtifactVersion]:
+        """Every version (of one collection), for `registry.py list`."""
 
 
 class OfflineBackend:

@@ -15,7 +15,7 @@ from app.errors import LOGGED, UserError
 from app.names import TRAINING_JOBS
 from app.progress import say
 from app.settings import Settings, load_settings
-from app.tracking.backends import ArtifactVersion, make_backend
+from app.tracking.backends import ArtifactVersion, Backend, make_backend
 from app.tracking.sdk_internals import quiet_run_settings
 
 # Keys a run config must never carry, whatever a caller passes in.
@@ -35,7 +35,7 @@ def check_reachable(base_url: str, timeout: float = 5.0) -> None:
         ) from err
 
 
-def connected_backend(settings: Settings):
+def connected_backend(settings: Settings) -> Backend:
     """The backend for this mode; online, only once W&B answers and accepts the key (a bad key
     or no network ends here, in seconds, with the fix, before any run or lookup starts)."""
     backend = make_backend(settings)
@@ -212,7 +212,7 @@ def start_run(job_type: str, config: dict, *, group: str | None = None, name: st
 _backend = None
 
 
-def backend():
+def backend() -> Backend:
     """The registry operations that need no run (list, link, alias, peek, find); connected once
     per process."""
     global _backend

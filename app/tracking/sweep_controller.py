@@ -30,8 +30,11 @@ MAX_CONSECUTIVE_FAILURES = 3  # an agent gives up instead of looping on a broken
 
 
 def search_seed(config: dict) -> int:
-    """A sweep's search seed: from its definition, so the same sweep.yaml searches the same way."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    """A sweep's search seed: from what defines its search (method, metric, parameters), so the
+    same search space searches the same way whatever its size or stopping rule
+    (benchmarks/bench_sweep.py compares a sweep with and without early termination)."""
+    search = {key: config.get(key) for key in ("method", "metric", "parameters")}
+    digest = hashlib.sha256(json.dumps(search, sort_keys=True, default=str).encode()).hexdigest()
     return int(digest[:8], 16)
 
 

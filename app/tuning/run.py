@@ -31,7 +31,7 @@ def tune(args, settings) -> None:
     sweep_file = sweep_config_path(args.sweep_config, args.arch)
     config = load_sweep_config(sweep_file)
     validate(config, str(sweep_file), arch=args.arch)
-    config = with_fixed(config, fixed_values(args), args.max_sweep)
+    config = with_fixed(config, fixed_values(args, config), args.max_sweep)
     for problem in boolean_problems(config):  # --tune --compile fixes a boolean for every trial
         raise UserError(f"{sweep_file}: {problem}")
     if args.sweep_id and args.max_sweep:
@@ -63,13 +63,27 @@ def tune(args, settings) -> None:
     print(f"candidate: {linked.ref} [{', '.join(linked.aliases)}] <- {best['model_ref']}")
 
 
-def fixed_values(args) -> dict:
+def fixed_values(args, config: dict) -> dict:
     """What this --tune fixes for every trial: dataset, arch, data, epochs, and the device flags
     given (left out at their defaults, so each agent's machine picks its own device)."""
-    return {"dataset": args.dataset, "arch": args.arch, "data": args.data, "epochs": args.epochs,
+    epochs = args.epochs or (None if "epochs" in config["parameters"] else sweep_epochs(args))
+    return {"dataset": args.dataset, "arch": args.arch, "data": args.data, "epochs": epochs,
             "device": args.device if args.device != "auto" else None,
             "precision": args.precision if args.precision != "auto" else None, "compile": args.compile or None,
             "stream": args.stream}
+
+
+def sweep_epochs(args) -> int:
+    """One epoch count for every trial: the step budget's at the architecture's default batch size.
+    Hyperband compares trials at the same epoch, which is then the same share of every trial's
+    training and the same point of its schedule; with each trial's own budget (epochs from its
+    batch size) a batch-128 trial had done a quarter of a batch-32 trial's steps at epoch 1 and
+    epoch ranks told nothing of final ranks (benchmarks/bench_sweep.py, docs/performance.md)."""
+    from app.tracking import backend
+    from app.training.config import from_flags, with_dataset_defaults
+
+    dataset = backend().peek(args.data or names.dataset_artifact(args.dataset), names.DATASET_TYPE)
+    return with_dataset_defaults(from_flags(args.arch, None, {}), dataset.metadata).epochs
 
 
 def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
@@ -83,7 +97,9 @@ def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
         config = controller.read(sweep_id)["config"]  # the sweep as created: its search and its size
     size = config.get("run_cap")
     join = f"{command('train')} --tune --dataset {args.dataset} --arch {args.arch} --sweep-id {sweep_id}"
-    print(f"local sweep {sweep_id} ({size or 'unlimited'} trials): join from another shell, or resume it "
+    epochs = config["parameters"].get("epochs", {}).get("value")
+    each = f" of {epochs} epochs" if epochs else ""
+    print(f"local sweep {sweep_id} ({size or 'unlimited'} trials{each}): join from another shell, or resume it "
           f"later, with `{join}`", file=sys.stderr)
     failures, trial, pace = 0, None, TrialPace(size)
     try:
