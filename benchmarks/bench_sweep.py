@@ -38,7 +38,7 @@ import colour_sets
 REPO = Path(__file__).resolve().parents[1]
 
 METRIC = "val/best_accuracy"
-SETTINGS = ((1, 2), (2, 2), (2, 3), (3, 2), (4, 2))  # (min_iter, eta) replayed on the full histories
+SETTINGS = ((1, 2), (2, 2), (2, 3), (4, 2), (4, 3), (6, 3), (8, 2), (8, 3), (10, 3))  # (min_iter, eta) replayed
 
 
 def script(workdir: Path, name: str, *args: str) -> subprocess.CompletedProcess:
