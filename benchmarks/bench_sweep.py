@@ -59,8 +59,9 @@ def run_sweep(root: Path, label: str, folder: Path, config: dict, trials: int, e
     sweep_file.write_text(yaml.safe_dump(config))
     script(workdir, "data_prep", "--dataset", "imagefolder", "--data-dir", str(folder), "--image-size", "48")
     started = time.perf_counter()
-    script(workdir, "train", "--tune", "--max-sweep", str(trials), "--sweep-config", str(sweep_file), "--no-link",
-           *(["--epochs", str(epochs)] if epochs else []))
+    arch = config["parameters"].get("arch", {}).get("value", "convnet")  # the architecture the file searches
+    script(workdir, "train", "--tune", "--arch", arch, "--max-sweep", str(trials), "--sweep-config", str(sweep_file),
+           "--no-link", *(["--epochs", str(epochs)] if epochs else []))
     seconds = time.perf_counter() - started
     [state_file] = (workdir / "artifact-store" / "sweeps").glob("*.json")
     ran = sorted(json.loads(state_file.read_text())["trials"], key=lambda t: t["number"])
