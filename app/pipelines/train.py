@@ -248,8 +248,7 @@ def link_candidate(model_ref: str, metadata: dict, epochs: int, device) -> None:
     with start_run("retrain", {"model": model_ref, "epochs": epochs, "trained": False}) as run:
         candidate = run.use(model_ref, names.MODEL_TYPE)
         run.summary({"trained": False})
-        linked = run.link(candidate.ref, names.model_artifact(metadata["dataset"]["name"], metadata["arch"]),
-                          [names.TO_EVALUATE])
+        linked = link_to_evaluate(run, candidate, metadata)  # the metadata holds the recipe
     print(f"not retrained: {candidate.ref} was trained with this very recipe ({metadata['dataset']['ref']}, "
           f"{epochs} epochs on {device.type}), so training it again would log the same "
           f"model; the candidate itself is now to_evaluate. To train it longer: {command('train')} --retrain "
@@ -258,7 +257,7 @@ def link_candidate(model_ref: str, metadata: dict, epochs: int, device) -> None:
 
 
 def link_to_evaluate(run, logged, recipe: dict):
-    """A retrained model into its registry collection, as `to_evaluate` (--retrain, and its --resume)."""
+    """A retrained model (or the candidate itself) into its registry collection, as `to_evaluate`."""
     return run.link(logged.ref, names.model_artifact(recipe["dataset"]["name"], recipe["arch"]), [names.TO_EVALUATE])
 
 
