@@ -2,7 +2,7 @@
 
     python app/pipelines/data_prep.py --dataset digits
     python benchmarks/bench_quality.py [--data digits-split:latest] [--epochs N] [--arch cnn]
-    python benchmarks/bench_quality.py --kind patterns|objects [--per-class 240] [--set lr=0.003]
+    python benchmarks/bench_quality.py --kind patterns|objects [--per-class 240] [--lr 0.003 ...]
 
 Reads a dataset artifact (from W&B or the embedded store, as the scripts do), or with --kind
 writes a colour folder unlike make_shapes' (benchmarks/colour_sets.py) and prepares it as
@@ -32,7 +32,8 @@ from app.errors import exits_cleanly  # noqa: E402
 from app.tracking import backend, discovery  # noqa: E402
 from app.training import engine  # noqa: E402
 from app.data.preprocessing import from_dataset_metadata  # noqa: E402
-from app.training.config import TrainConfig, from_flags, with_dataset_defaults  # noqa: E402
+from app.training.config import (TrainConfig, add_flags, from_flags, hyperparameter_names,  # noqa: E402
+                                 with_dataset_defaults)
 from app.training.workflow import load_training_data, train  # noqa: E402
 
 
@@ -50,20 +51,6 @@ def prepare_kind(kind: str, per_class: int, workdir: Path, image_size: int = 48)
     subprocess.run([sys.executable, str(REPO / "app" / "pipelines" / "data_prep.py"), "--dataset", "imagefolder",
                     "--data-dir", str(workdir / kind), "--image-size", str(image_size)],
                    cwd=workdir, check=True, capture_output=True)
-
-
-def overrides(pairs: list[str]) -> dict:
-    """--set KEY=VALUE pairs as TrainConfig values, typed as the field is."""
-    from dataclasses import fields
-
-    types = {f.name: f.type for f in fields(TrainConfig)}
-    given = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        if key not in types or key in TrainConfig.STRUCTURE:
-            raise SystemExit(f"--set {pair}: {key!r} is not a hyperparameter (see train.py --help)")
-        given[key] = {"float": float, "int": int, "bool": lambda v: v.lower() in ("1", "true")}.get(types[key], str)(value)
-    return given
 
 
 def pixels(images: np.ndarray) -> np.ndarray:
@@ -92,11 +79,10 @@ def main() -> None:
     p.add_argument("--arch", choices=names.ARCHITECTURES, default=TrainConfig.arch, help="the recipe's architecture")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs of the recipe (default: train.py's, from the step budget; best validation epoch kept)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a hyperparameter other than the default, as train.py's flag would set it (--set lr=0.003)")
     p.add_argument("--kind", choices=("patterns", "objects"),
                    help="write this colour folder (benchmarks/colour_sets.py) and measure on it instead")
     p.add_argument("--per-class", type=int, default=240, help="--kind: images per class (5 classes)")
+    add_flags(p.add_argument_group("hyperparameters other than the default, as train.py takes them (--lr 0.003)"))
     args = p.parse_args()
     if not args.kind:
         return measure(args)
@@ -117,13 +103,14 @@ def measure(args) -> None:
           f"shape {list(split.images['train'].shape[1:])}, {len(split.class_names)} classes); device {device}")
 
     started = time.perf_counter()
-    config = with_dataset_defaults(from_flags(args.arch, args.epochs, overrides(args.set)), dataset.metadata)
+    given = {k: getattr(args, k) for k in hyperparameter_names() if getattr(args, k) is not None}
+    config = with_dataset_defaults(from_flags(args.arch, args.epochs, given), dataset.metadata)
     seen = from_dataset_metadata(dataset.metadata)
     model, _ = train(config, load_training_data(dataset, device, seen), progress=False)
     test = engine.to_tensors(split.images["test"], split.labels["test"], device, seen)
     ours = engine.evaluate(model, test)["accuracy"]
     recipe_seconds = time.perf_counter() - started
-    recipe = f"{', '.join(args.set)} (else default)" if args.set else "default recipe"
+    recipe = f"{', '.join(f'{k}={v}' for k, v in given.items())} (else default)" if given else "default recipe"
     rows = [(f"this project: {args.arch}, {recipe}, {config.epochs} epochs, augment {config.augment}", ours,
              recipe_seconds),
             *classical(split)]
