@@ -66,7 +66,9 @@ def tune(args, settings) -> None:
 def fixed_values(args, config: dict) -> dict:
     """What this --tune fixes for every trial: dataset, arch, data, epochs, and the device flags
     given (left out at their defaults, so each agent's machine picks its own device)."""
-    epochs = args.epochs or (None if "epochs" in config["parameters"] else sweep_epochs(args))
+    # A joined sweep keeps the epochs it was created with: nothing to choose (or look up) then.
+    chosen_elsewhere = args.sweep_id or "epochs" in config["parameters"]
+    epochs = args.epochs or (None if chosen_elsewhere else sweep_epochs(args))
     return {"dataset": args.dataset, "arch": args.arch, "data": args.data, "epochs": epochs,
             "device": args.device if args.device != "auto" else None,
             "precision": args.precision if args.precision != "auto" else None, "compile": args.compile or None,
