@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[test]'
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) -W "ignore:Valid config keys:UserWarning" -c "import torch, torchvision, wandb, sweeps; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'wandb', wandb.__version__)"
 	touch $(STAMP)
 
@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_startup.py
 	$(PY) benchmarks/bench_serve.py
 	$(PY) benchmarks/bench_stream.py
+	$(PY) benchmarks/bench_near_duplicates.py quality
 	mkdir -p demo && cd demo && ../$(PY) ../app/pipelines/data_prep.py --dataset digits && ../$(PY) ../benchmarks/bench_quality.py
 	$(PY) benchmarks/bench_quality.py --kind patterns
 	$(PY) benchmarks/bench_quality.py --kind objects

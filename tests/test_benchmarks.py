@@ -105,3 +105,12 @@ def test_bench_sweep_prints_both_sweeps_and_the_measurement_side_by_side(tmp_pat
     assert re.search(r"^  epoch 1: Spearman rho ([+-][\d.]+|[+-]?nan)$", out, re.M), out
     assert re.search(r"^  min_iter 1, eta 2: stops trials .*, \d+ epochs \(-?\d+% saved\), best trial (STOPPED|kept)$",
                      out, re.M), out
+
+
+def test_bench_near_duplicates_prints_recall_and_precision_per_set_and_the_cost_beside_no_check(tmp_path):
+    quality = run_benchmark("bench_near_duplicates.py", "quality", "--count", "100", "--thresholds", "0.3",
+                            tmp_path=tmp_path)
+    assert "objects 64 colour" in quality and "signature recall/precision 0.30:" in quality and "| phash 8:" in quality
+    cost = run_benchmark("bench_near_duplicates.py", "cost", "--images", "300", tmp_path=tmp_path)
+    assert "data_prep without the check:" in cost and "data_prep with the check:" in cost
+    assert "its time without, on 300 images" in cost and "index of 300 signatures" in cost

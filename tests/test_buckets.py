@@ -277,10 +277,11 @@ def test_a_pool_of_processes_decodes_a_buckets_objects_as_this_process_does(buck
     uri = Bucket("s3", "pool").upload(tmp_path / "pics", "pics")
     scan = scan_image_folder(location(uri), (12, 12), strict=False)
     indices = np.arange(len(scan.files))[::-1]
-    here = decode(scan, indices, digests=True)
+    here = decode(scan, indices, digests=True, signatures=True)
     with multiprocessing.get_context("spawn").Pool(2) as pool:
-        pooled = decode(scan, indices, pool, digests=True)
+        pooled = decode(scan, indices, pool, digests=True, signatures=True)
     assert np.array_equal(here[0], pooled[0]) and np.array_equal(here[1], pooled[1]) and here[2] == pooled[2]
+    assert np.array_equal(here[3], pooled[3]) and np.abs(pooled[3][pooled[1]]).sum(axis=1).min() > 0
     listed = location(uri).listing()
     assert pooled[2][0] == listed[scan.files[indices[0]]]
     assert pooled[1].all() and len(indices) == 24  # the truncated JPEG: skipped by its header here

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.data import image_files, memory
+from app.data import image_files, memory, near_duplicates
 from app.data.locations import BucketPrefix, LocalFolder, bytes_md5_b64, location
 from app.errors import UserError, summary
 from app.progress import progress
@@ -74,6 +74,11 @@ class FolderScan:
     def skip(self, index: int, reason: str) -> None:
         self.skipped.append({"file": image_files.shown(self.files[index]), "reason": reason})
 
+    def keep_only(self, positions: np.ndarray) -> None:
+        """Leave out every file but those at `positions` (data_prep --dedup near, before the split)."""
+        self.files = [self.files[i] for i in positions.tolist()]
+        self.labels = self.labels[positions]
+
     def warn_skipped(self, strict: bool) -> None:
         if self.skipped:
             if strict:
@@ -118,20 +123,24 @@ def scan_image_folder(root: Path | str | Where, size: tuple[int, int] | None, st
                       resized=any(size_hw != target for size_hw, _ in headers.values()))
 
 
-def decode(scan: FolderScan, indices: np.ndarray, pool=None,
-           digests: bool = False) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+def decode(scan: FolderScan, indices: np.ndarray, pool=None, digests: bool = False,
+           signatures: bool = False) -> tuple[np.ndarray, np.ndarray, list[str | None], np.ndarray | None]:
     """The images at `indices` of the scan, decoded and fitted (by `pool`'s processes when given),
-    a mask of those that decoded (the others are added to scan.skipped) and, with `digests`, each
-    file's digest as W&B's manifests record it (data_prep --reference keeps them; else None each)."""
+    a mask of those that decoded (the others are added to scan.skipped), with `digests` each file's
+    digest as W&B's manifests record it (data_prep --reference keeps them; else None each), and with
+    `signatures` each image's near-duplicate signature (app/data/near_duplicates.py), computed in
+    the decoding process (else None)."""
     paths = [scan.files[i] for i in indices]
-    tasks = [(scan.where, paths[i:i + DECODE_BATCH], scan.channels, scan.size, digests)
+    tasks = [(scan.where, paths[i:i + DECODE_BATCH], scan.channels, scan.size, digests, signatures)
              for i in range(0, len(paths), DECODE_BATCH)]
     results = pool.imap(_decode_batch, tasks) if pool is not None else map(_decode_batch, tasks)
     images = np.zeros((len(paths), *scan.sample_shape), dtype=np.uint8)
     keep = np.ones(len(paths), dtype=bool)
     found: list[str | None] = []
+    signed = np.zeros((len(paths), near_duplicates.DIMENSIONS * scan.channels), np.float32) if signatures else None
     position = 0
-    for batch in results:
+    for batch, batch_signatures in results:
+        start = position
         for item in batch:
             if isinstance(item, str):  # readable header, damaged pixels (a truncated file)
                 keep[position] = False
@@ -141,7 +150,9 @@ def decode(scan: FolderScan, indices: np.ndarray, pool=None,
                 images[position], digest = item
                 found.append(scan.where.listed_digest(paths[position]) if digests and scan.where.remote else digest)
             position += 1
-    return images, keep, found
+        if signatures:
+            signed[start:position][keep[start:position]] = batch_signatures
+    return images, keep, found, signed
 
 
 DECODE_BATCH = 64  # files per task sent to a decoding process
@@ -149,8 +160,9 @@ DECODE_BATCH = 64  # files per task sent to a decoding process
 
 def _decode_batch(task) -> list:
     """A decoding process's work: each file as (a fitted uint8 array, its MD5 when asked for), or
-    why it could not be read. A local file is read once: its bytes are decoded and hashed."""
-    where, names, channels, size, digests = task
+    why it could not be read; and, when asked for, the near-duplicate signatures of those decoded.
+    A local file is read once: its bytes are decoded and hashed."""
+    where, names, channels, size, digests, signatures = task
     out = []
     for name, source in zip(names, where.sources(names)):
         try:
@@ -163,7 +175,8 @@ def _decode_batch(task) -> list:
                 out.append((image_files.read_image(source, channels, size), None))
         except (OSError, ValueError) as err:
             out.append(summary(err))
-    return out
+    decoded = [item[0] for item in out if not isinstance(item, str)]
+    return out, (near_duplicates.signatures(decoded) if signatures and decoded else None)
 
 
 def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) -> FolderImages:
@@ -171,7 +184,7 @@ def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) ->
     a shard at a time)."""
     scan = scan_image_folder(root, size, strict)
     memory.check_fits(len(scan.files), scan.sample_shape)
-    images, keep, _ = decode(scan, np.arange(len(scan.files)))
+    images, keep, _, _ = decode(scan, np.arange(len(scan.files)))
     scan.warn_skipped(strict)
     return FolderImages(images=images[keep] if not keep.all() else images, labels=scan.labels[keep],
                         class_names=scan.class_names, skipped=scan.skipped, resized=scan.resized)

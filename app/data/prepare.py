@@ -5,8 +5,10 @@ A downloaded set (digits, MNIST, Fashion-MNIST, CIFAR-10) is small and loaded wh
 folder may be larger than memory: its headers are read, the split is chosen from the labels
 alone (app/data/split.py's split_indices), then the images are decoded a shard at a time by a pool
 of processes and written (app/data/split_files.py), so memory holds one shard whatever the folder's
-size. The training split's statistics and the cross-split duplicates are counted as the shards
-pass, the same way for both.
+size. The training split's statistics, the cross-split duplicates and the near-duplicate
+signatures (app/data/near_duplicates.py; computed by the decoding processes) are gathered as the
+shards pass, the same way for both. `--dedup near` needs the signatures before the split: a
+folder is then decoded twice (once for the signatures alone, once to write), a set in memory once.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.data import image_files, memory
+from app.data import image_files, memory, near_duplicates
 from app.data.references import artifact_references
 from app.data.split import SPLITS, Split, split_indices, stratified_split
 from app.data.split_files import SplitWriter, read_split, shard_size_for, write_split
@@ -42,6 +44,7 @@ class PreparedSplit:
     shard_size: int | None  # images per shard when the split was sharded
     skipped: list[dict] = field(default_factory=list)
     references: dict[str, str] = field(default_factory=dict)  # --reference: name in the artifact -> URI
+    near: near_duplicates.NearDuplicates | None = None  # None with --no-near-duplicates
 
 
 def prepare(args, name: str, fraction: float, sizes: tuple[int, int, int], folder: Path) -> PreparedSplit:
@@ -52,13 +55,19 @@ def prepare(args, name: str, fraction: float, sizes: tuple[int, int, int], folde
 
     raw = load_dataset(args.dataset, args.data_dir or Path("data"), download=args.download,
                        image_size=args.image_size, strict=args.strict, dataset_name=name)
-    files, writer = write_split(stratified_split(raw, fraction, sizes, args.seed), folder, args.shard_size)
+    removed = 0
+    if args.dedup == "near":
+        keep = _one_of_each_group(near_duplicates.signatures(raw.images))
+        removed = int((~keep).sum())
+        raw.images, raw.labels = raw.images[keep], raw.labels[keep]
+    files, writer = write_split(stratified_split(raw, fraction, sizes, args.seed), folder, args.shard_size,
+                                near=args.near_duplicates)
     return _prepared(files, folder, writer, source=raw.source, channels=raw.channels, resize=raw.resize,
-                     light_on_dark=raw.light_on_dark, skipped=raw.skipped)
+                     light_on_dark=raw.light_on_dark, skipped=raw.skipped, near=writer.near(removed))
 
 
 def _prepare_folder(args, fraction: float, sizes: tuple[int, int, int], folder: Path) -> PreparedSplit:
-    from app.data.imagefolder import decode, scan_image_folder
+    from app.data.imagefolder import scan_image_folder
     from app.data.locations import location
 
     where = location(args.data_dir)  # a folder here, or s3:// / gs://
@@ -68,6 +77,22 @@ def _prepare_folder(args, fraction: float, sizes: tuple[int, int, int], folder: 
                         f"references cannot name ({', '.join(image_files.shown(n) for n in odd[:5])}"
                         f"{' and more' if len(odd) > 5 else ''}): rename them, or leave out --reference to copy the "
                         "images into the split.")
+    workers = min(os.cpu_count() or 1, 8) if len(scan.files) >= POOL_FROM else 0
+    # spawn, not fork: online, W&B's threads may already run in this process
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers else None
+    try:
+        return _write_folder(args, scan, where, fraction, sizes, folder, pool, workers)
+    finally:
+        if pool is not None:
+            pool.terminate()
+
+
+def _write_folder(args, scan, where, fraction, sizes, folder: Path, pool, workers: int) -> PreparedSplit:
+    from app.data.imagefolder import decode
+
+    removed = 0
+    if args.dedup == "near":
+        removed = _drop_near_copies(scan, pool, workers)
     chosen = split_indices(scan.labels, scan.class_names, fraction, sizes, args.seed)
     total = sum(len(chosen[s]) for s in SPLITS)
     memory.check_fits(total, scan.sample_shape, refuse=False)
@@ -78,28 +103,25 @@ def _prepare_folder(args, fraction: float, sizes: tuple[int, int, int], folder: 
     shard_size = shard_size_for(scan.sample_shape, args.shard_size)
     writer = SplitWriter(folder, scan.class_names, shard_size,
                          sharded=not args.reference and any(len(chosen[s]) > shard_size for s in SPLITS),
-                         reference=(where, scan.channels, scan.size) if args.reference else None)
+                         reference=(where, scan.channels, scan.size) if args.reference else None,
+                         near=args.near_duplicates)
     chunks = [(s, chosen[s][start:start + shard_size]) for s in SPLITS for start in range(0, len(chosen[s]), shard_size)]
-    workers = min(os.cpu_count() or 1, 8) if total >= POOL_FROM else 0
-    # spawn, not fork: online, W&B's threads may already run in this process
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers else None
-    try:
-        for s, indices in progress(chunks, len(chunks), f"decoding {total} images from {where}"
-                                   f"{f' in {workers} processes' if workers else ''}", unit="shards" if writer.sharded else "parts"):
-            images, keep, digests = decode(scan, indices, pool, digests=args.reference)
-            sources = [[scan.files[i], digest]
-                       for i, digest, kept in zip(indices.tolist(), digests, keep.tolist()) if kept] \
-                if args.reference else None
-            writer.add(s, images[keep] if not keep.all() else images, scan.labels[indices][keep], sources)
-    finally:
-        if pool is not None:
-            pool.terminate()
+    for s, indices in progress(chunks, len(chunks), f"decoding {total} images from {where}"
+                               f"{f' in {workers} processes' if workers else ''}", unit="shards" if writer.sharded else "parts"):
+        images, keep, digests, signed = decode(scan, indices, pool, digests=args.reference,
+                                               signatures=args.near_duplicates)
+        sources = [[scan.files[i], digest]
+                   for i, digest, kept in zip(indices.tolist(), digests, keep.tolist()) if kept] \
+            if args.reference else None
+        writer.add(s, images[keep] if not keep.all() else images, scan.labels[indices][keep], sources,
+                   signatures=signed[keep] if signed is not None else None)
     scan.warn_skipped(args.strict)
     return _prepared(writer.close(), folder, writer, source=f"image folder {where if where.remote else where.name}",
                      channels=scan.channels,
                      resize=image_files.RESIZE_RULE if scan.resized else None, light_on_dark=False,
                      skipped=scan.skipped,
-                     references=artifact_references(where, writer.sources) if args.reference else {})
+                     references=artifact_references(where, writer.sources) if args.reference else {},
+                     near=writer.near(removed))
 
 
 def _prepared(files, folder, writer: SplitWriter, **described) -> PreparedSplit:
@@ -109,6 +131,46 @@ def _prepared(files, folder, writer: SplitWriter, **described) -> PreparedSplit:
                          shard_size=writer.shard_size if writer.sharded else None, **described)
 
 
+def _one_of_each_group(signature: np.ndarray) -> np.ndarray:
+    first, second, _ = near_duplicates.near_pairs(signature)
+    return near_duplicates.keep_one_per_group(len(signature), first, second)
+
+
+def _drop_near_copies(scan, pool, workers: int) -> int:
+    """--dedup near on a folder: every readable image's signature (decoded chunk by chunk, pixels not
+    kept), then all but the first of each group of near-copies left out of the scan before the split."""
+    from app.data.imagefolder import decode
+
+    chunk = 4096
+    signature, decoded = [], []
+    for start in progress(range(0, len(scan.files), chunk), -(-len(scan.files) // chunk),
+                          f"near-duplicate signatures of {len(scan.files)} images (--dedup near)"
+                          f"{f' in {workers} processes' if workers else ''}", unit="parts"):
+        indices = np.arange(start, min(start + chunk, len(scan.files)))
+        _, keep, _, signed = decode(scan, indices, pool, signatures=True)
+        signature.append(signed[keep])
+        decoded.append(indices[keep])
+    positions = np.concatenate(decoded)
+    keep = _one_of_each_group(np.concatenate(signature))
+    scan.keep_only(positions[keep])
+    return int((~keep).sum())
+
+
 def report_duplicates(prepared: PreparedSplit) -> None:
     if prepared.duplicates:
         print(f"warning: {prepared.duplicates} image(s) in val/test also appear in an earlier split.", file=sys.stderr)
+    near = prepared.near
+    if near is None:
+        return
+    if near.removed:
+        print(f"--dedup near: {near.removed} near-copies left out before the split (one image of each group kept).",
+              file=sys.stderr)
+    leaking = {pair: near.across(*pair) for pair in (("train", "test"), ("train", "val"))}
+    if any(leaking.values()):
+        print(f"warning: near-copies straddle the splits: {leaking[('train', 'test')]} train/test pair(s), "
+              f"{leaking[('train', 'val')]} train/val pair(s) (resized, re-encoded or cropped copies; the "
+              "near_duplicates table shows them): test accuracy may be inflated. --dedup near keeps one image of "
+              "each group before the split."
+              + (" On small greyscale images such pairs are often look-alikes rather than copies (digits: see "
+                 "docs/performance.md, Near-duplicates)." if prepared.channels == 1 and
+                 max(prepared.split.images["train"].shape[1:3]) <= 32 else ""), file=sys.stderr)

@@ -87,6 +87,41 @@ def check_per_class(labels: np.ndarray, class_names: list[str], fraction: float,
         )
 
 
+FEW_TO_JUDGE = 10  # images of a class in val or test below which its per-class figures move in big steps
+IMBALANCED = 3.0  # largest class / smallest class from which data_prep says so
+
+
+def class_balance(counts: dict[str, list[int]], class_names: list[str]) -> dict:
+    """What data_prep records about the classes' sizes: per-class totals, the imbalance ratio
+    (largest / smallest class) and the classes with fewer than FEW_TO_JUDGE images in val or test,
+    where one image moves that class's accuracy by more than 10 points."""
+    totals = [sum(counts[s][i] for s in SPLITS) for i in range(len(class_names))]
+    few = {class_names[i]: {s: counts[s][i] for s in ("val", "test") if counts[s][i] < FEW_TO_JUDGE}
+           for i in range(len(class_names))}
+    return {"per_class": dict(zip(class_names, totals)),
+            "imbalance_ratio": round(max(totals) / max(1, min(totals)), 2),
+            "largest": class_names[int(np.argmax(totals))], "smallest": class_names[int(np.argmin(totals))],
+            "few_to_judge": {name: splits for name, splits in few.items() if splits}}
+
+
+def report_balance(balance: dict) -> None:
+    import sys
+
+    if balance["imbalance_ratio"] >= IMBALANCED:
+        per_class = balance["per_class"]
+        print(f"warning: the classes are imbalanced: {balance['largest']} has {per_class[balance['largest']]} images, "
+              f"{balance['smallest']} {per_class[balance['smallest']]} (ratio {balance['imbalance_ratio']:g}). "
+              "Accuracy favours the large classes; evaluate.py's macro F1 and per-class table do not. Add images to "
+              "the small classes, or --fraction less of the large ones by hand.", file=sys.stderr)
+    few = balance["few_to_judge"]
+    if few:
+        shown = ", ".join(f"{name} ({', '.join(f'{n} {s}' for s, n in splits.items())})"
+                          for name, splits in list(few.items())[:8]) + (" ..." if len(few) > 8 else "")
+        print(f"warning: {len(few)} class(es) have fewer than {FEW_TO_JUDGE} images in val or test: {shown}. One "
+              "image moves such a class's accuracy by over 10 points; add images to them or give val and test "
+              "larger shares (--train_val_test_size).", file=sys.stderr)
+
+
 def cross_split_duplicates(split: Split) -> int:
     """Images of val or test that also appear byte-for-byte in an earlier split (leakage)."""
     counter = DuplicateCounter()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.data import references
+from app.data import near_duplicates, references
 from app.data.preprocessing import ChannelStats
 from app.data.shards import ShardedImages
 from app.data.split import SPLITS, DuplicateCounter, Split
@@ -38,12 +38,13 @@ def shard_size_for(sample_shape: tuple[int, ...], requested: int | None = None) 
 class SplitWriter:
     """Writes a split into `folder` chunk by chunk (each chunk at most `shard_size` images, one
     shard each when `sharded`), counting as it goes what data_prep records: the training split's
-    channel statistics and the images of val/test that repeat an earlier split. With `reference`
+    channel statistics, the images of val/test that repeat an earlier split and, with `near`, each
+    image's near-duplicate signature (app/data/near_duplicates.py). With `reference`
     (the image folder, data_prep --reference) no image is written: each chunk's source files and
     their digests (as W&B records them) go to references.json instead."""
 
     def __init__(self, folder: Path, class_names: list[str], shard_size: int, sharded: bool,
-                 reference: tuple | None = None):
+                 reference: tuple | None = None, near: bool = True):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.class_names, self.shard_size, self.sharded = folder, class_names, shard_size, sharded
         self.reference = reference  # (the folder: app/data/locations.py, channels, size)
@@ -51,14 +52,19 @@ class SplitWriter:
         self.shards: dict[str, list[dict]] = {s: [] for s in SPLITS}
         self.labels: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
         self.stats, self.duplicates = ChannelStats(), DuplicateCounter()
+        self.signatures: dict[str, list[np.ndarray]] | None = {s: [] for s in SPLITS} if near else None
 
-    def add(self, split: str, images: np.ndarray, labels: np.ndarray, sources: list[list[str]] | None = None) -> None:
-        """`sources`: with `reference`, each image's [file relative to the folder, digest]."""
+    def add(self, split: str, images: np.ndarray, labels: np.ndarray, sources: list[list[str]] | None = None,
+            signatures: np.ndarray | None = None) -> None:
+        """`sources`: with `reference`, each image's [file relative to the folder, digest];
+        `signatures`: the images' near-duplicate signatures when the decoding pool computed them."""
         if len(images) > self.shard_size or (self.shards[split] and not self.sharded):
             raise ValueError("a chunk must fit one shard; a split without shards takes one chunk")
         if split == "train":
             self.stats.add(images)
         self.duplicates.add(split, images)
+        if self.signatures is not None:
+            self.signatures[split].append(near_duplicates.signatures(images) if signatures is None else signatures)
         self.labels[split].append(np.asarray(labels, dtype=np.int64))
         if self.reference is not None:
             self.sources[split] += sources
@@ -67,6 +73,14 @@ class SplitWriter:
         name = f"{split}_images_{k:05d}.npy" if self.sharded else f"{split}_images.npy"
         np.save(self.folder / name, np.ascontiguousarray(images), allow_pickle=False)
         self.shards[split].append({"file": name, "images": int(len(images))})
+
+    def near(self, removed: int = 0) -> near_duplicates.NearDuplicates | None:
+        """The near pairs within and across the splits written (None when not asked for)."""
+        if self.signatures is None:
+            return None
+        return near_duplicates.NearDuplicates.of_splits(
+            {s: np.concatenate(chunks) if chunks else np.zeros((0, near_duplicates.DIMENSIONS), np.float32)
+             for s, chunks in self.signatures.items()}, removed=removed)
 
     def close(self) -> dict[str, Path]:
         """The labels, classes and shard list written; returns {name inside the artifact: path}."""
@@ -92,11 +106,13 @@ class SplitWriter:
         return files
 
 
-def write_split(split: Split, folder: Path, shard_size: int | None = None) -> tuple[dict[str, Path], SplitWriter]:
+def write_split(split: Split, folder: Path, shard_size: int | None = None,
+                near: bool = True) -> tuple[dict[str, Path], SplitWriter]:
     """Write an in-memory split (shards when a split holds more than a shard); returns
     ({name inside the artifact: path}, the writer with its statistics)."""
     size = shard_size_for(split.images["train"].shape[1:], shard_size)
-    writer = SplitWriter(folder, split.class_names, size, sharded=any(len(split.labels[s]) > size for s in SPLITS))
+    writer = SplitWriter(folder, split.class_names, size, sharded=any(len(split.labels[s]) > size for s in SPLITS),
+                         near=near)
     for s in SPLITS:
         for start in range(0, len(split.labels[s]), size):
             writer.add(s, split.images[s][start:start + size], split.labels[s][start:start + size])

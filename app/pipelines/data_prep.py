@@ -53,6 +53,13 @@ def parse_args(argv=None):
                    help="imagefolder: leave the images where they are (here, or in the bucket); the artifact holds "
                         "checksummed references to them (W&B's add_reference) and the labels, and a changed image is "
                         "named when the split is used")
+    p.add_argument("--near-duplicates", action=argparse.BooleanOptionalAction, default=True,
+                   help="look for near-copies (resized, re-encoded, slightly cropped or brightened) within and across "
+                        "the splits by perceptual signature; logged as the near_duplicates table, counted in the "
+                        "artifact's metadata, a warning when they straddle train and test")
+    p.add_argument("--dedup", choices=("none", "near"), default="none",
+                   help="near: keep one image of each group of near-copies before the split, so none can straddle "
+                        "it (an image folder is decoded twice)")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                    help="download mnist / fashion_mnist / cifar10 into --data-dir when the files are missing "
                         "(independent of the W&B mode: offline W&B is not 'no network')")
@@ -65,6 +72,8 @@ def parse_args(argv=None):
         p.error("--reference is for --dataset imagefolder: a downloaded set has no files of its own to point at")
     if args.dataset == "imagefolder" and args.data_dir is None:
         p.error("--dataset imagefolder needs --data-dir DIR: a folder with one sub-folder of images per class")
+    if args.dedup == "near" and not args.near_duplicates:
+        p.error("--dedup near finds the near-copies it leaves out: drop --no-near-duplicates")
     if args.dataset != "imagefolder" and isinstance(args.data_dir, str):
         p.error(f"--data-dir {args.data_dir}: a bucket is read for --dataset imagefolder; {args.dataset} is read from "
                 "a folder on this machine")
@@ -91,11 +100,12 @@ def main(argv=None) -> None:
 
     from app.data import plots
     from app.data.prepare import prepare, report_duplicates
-    from app.data.split import SPLITS
+    from app.data.split import SPLITS, class_balance, report_balance
     from app.tracking import backend, start_run
 
     config = {"dataset": name, "source": args.dataset, "fraction": fraction, "train_val_test_size": list(sizes),
-              "seed": args.seed, "image_size": list(args.image_size) if args.image_size else None}
+              "seed": args.seed, "image_size": list(args.image_size) if args.image_size else None,
+              "dedup": args.dedup}
     # Online: a bad key or no network fails now, before a large folder is read; offline: a store
     # that cannot be written.
     backend().check_writable()
@@ -106,6 +116,8 @@ def main(argv=None) -> None:
         prepared = prepare(args, name, fraction, sizes, Path(tmp))
         split = prepared.split
         report_duplicates(prepared)
+        balance = class_balance(split.class_counts(), split.class_names)
+        report_balance(balance)
 
         with start_run("data_prep", config) as run:
             counts = split.class_counts()
@@ -117,6 +129,10 @@ def main(argv=None) -> None:
                 ),
                 "gallery": run.table(["split", "label", "class", "image"], gallery_rows(run, split)),
             })
+            if prepared.near is not None:
+                run.log({"near_duplicates": run.table(
+                    ["image", "split", "index", "near copy", "its split", "its index", "distance"],
+                    near_duplicate_rows(run, split, prepared.near))})
 
             shape = list(split.images["train"].shape[1:])
             metadata = {
@@ -140,7 +156,10 @@ def main(argv=None) -> None:
                 "skipped_files": prepared.skipped,
                 "dtype": "uint8",
                 "duplicates_across_splits": prepared.duplicates,
+                "class_balance": balance,
             }
+            if prepared.near is not None:
+                metadata["near_duplicates"] = prepared.near.metadata()
             if prepared.shard_size:  # recorded only when sharded: a one-file split's metadata is as before
                 metadata["shard_size"] = prepared.shard_size
             if prepared.references:  # the files besides the references: what a use downloads
@@ -149,15 +168,30 @@ def main(argv=None) -> None:
             logged = run.log_artifact(names.dataset_artifact(name), names.DATASET_TYPE, prepared.files, metadata,
                                       references=prepared.references)
             run.summary({"split_sizes": split.sizes(), "duplicates_across_splits": prepared.duplicates,
-                         "skipped_files": len(prepared.skipped)})
+                         "skipped_files": len(prepared.skipped), "imbalance_ratio": balance["imbalance_ratio"],
+                         **({"near_duplicate_pairs": len(prepared.near.pairs)} if prepared.near else {})})
 
     sizes_text = ", ".join(f"{s} {n}" for s, n in split.sizes().items())
+    near = prepared.near
+    left_out = f", {near.removed} left out" if near is not None and near.removed else ""
+    near_text = "" if near is None else \
+        f"{len(near.pairs)} near-duplicate pairs ({near.across('train', 'test')} train/test{left_out}); "
     channels = "greyscale" if prepared.channels == 1 else f"{prepared.channels} channels"
     shards = f"; shards of {prepared.shard_size} images" if prepared.shard_size else \
         f"; {len(prepared.references)} images referenced in {where.recorded}" if prepared.references else ""
     print(f"dataset artifact: {logged.ref}  (digest {logged.digest}; {sizes_text}; "
           f"{'x'.join(map(str, shape[:2]))} {channels}; {len(split.class_names)} classes{shards}; "
-          f"{prepared.duplicates} cross-split duplicates; {len(prepared.skipped)} unreadable files skipped)")
+          f"{prepared.duplicates} cross-split duplicates; {near_text}{len(prepared.skipped)} unreadable files skipped)")
+
+
+NEAR_TABLE_ROWS = 200  # pairs shown in the near_duplicates table (all are counted in the metadata)
+
+
+def near_duplicate_rows(run, split, near) -> list[list]:
+    """The pairs side by side, those across splits first (they are what leaks), closest first."""
+    pairs = sorted(near.pairs, key=lambda p: (p[0] == p[2], p[4]))[:NEAR_TABLE_ROWS]
+    return [[run.image(split.images[a][i]), a, i, run.image(split.images[b][j]), b, j, distance]
+            for a, i, b, j, distance in pairs]
 
 
 def gallery_rows(run, split) -> list[list]:

@@ -1,0 +1,153 @@
+"""Near-duplicates: how well the signature separates planted copies from distinct images, and
+what the check costs.
+
+    python benchmarks/bench_near_duplicates.py quality           # the table THRESHOLD was chosen from
+    python benchmarks/bench_near_duplicates.py cost [--images 200000]
+
+quality: for each set, 5% of its images get a near-copy (benchmarks/near_copies.py); printed per
+threshold: the recall (planted pairs found) and the precision (found pairs that were planted), for
+the signature (app/data/near_duplicates.py) and, beside it, imagehash's 64-bit phash by Hamming
+distance. cost: data_prep.py on a folder of --images PNG files, with the check and with
+--no-near-duplicates, in the same run; and the check's own parts (signatures, the index).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
+import near_copies  # noqa: E402
+from app.data import near_duplicates  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def sets(count: int) -> dict[str, np.ndarray]:
+    """The sets measured: digits-sized greyscale and 64 px colour."""
+    import random
+
+    import colour_sets
+    from make_mnist_like import distorted_digit, source_digits
+    from make_shapes import draw_shape
+    from PIL import Image
+
+    from app.data.image_files import fit_image
+    from app.data.sources import load_digits_28
+
+    sources, _ = source_digits()
+    rng = np.random.default_rng(0)
+    out = {"digits (8x8 drawn at 28)": load_digits_28().images[:count],
+           "mnist-like 28 grey": np.stack([distorted_digit(sources[i % len(sources)], rng) for i in range(count)])}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(tmp)
+        for kind in ("objects", "patterns"):
+            colour_sets.write(kind, root / kind, count // 5)
+            files = sorted((root / kind).rglob("*.*"))
+            out[f"{kind} 64 colour"] = np.stack([fit_image(Image.open(f), 3, (64, 64)) for f in files])
+            if kind == "objects":
+                out["objects 28 grey"] = np.stack([fit_image(Image.open(f), 1, (28, 28)) for f in files])
+    shapes_rng = random.Random(0)
+    out["make_shapes 64 colour"] = np.stack([
+        fit_image(draw_shape(kind, shapes_rng), 3, (64, 64)) for _ in range(count // 4)
+        for kind in ("circle", "square", "triangle", "cross")])
+    return out
+
+
+def phash_pairs(images: np.ndarray, threshold: int) -> set[tuple[int, int]]:
+    import imagehash
+    from PIL import Image
+
+    bits = np.stack([np.packbits(imagehash.phash(Image.fromarray(image)).hash.ravel()) for image in images])
+    distance = np.unpackbits(bits[:, None, :] ^ bits[None, :, :], axis=2).sum(2)
+    first, second = np.nonzero(np.triu(distance <= threshold, 1))
+    return set(zip(first.tolist(), second.tolist()))
+
+
+def quality(count: int, thresholds: list[float]) -> None:
+    for name, images in sets(count).items():
+        planted_images, planted = near_copies.plant(images)
+        signature = near_duplicates.signatures(planted_images)
+        row = []
+        for threshold in thresholds:
+            first, second, _ = near_duplicates.near_pairs(signature, threshold)
+            recall, precision = near_copies.scores(set(zip(first.tolist(), second.tolist())), planted)
+            row.append(f"{threshold:.2f}: {recall:.2f}/{precision:.2f}")
+        hashed = []
+        for threshold in (8, 10, 12):
+            recall, precision = near_copies.scores(phash_pairs(planted_images, threshold), planted)
+            hashed.append(f"{threshold}: {recall:.2f}/{precision:.2f}")
+        print(f"{name:24s} {len(planted_images):5d} images, {len(planted):3d} planted | signature recall/precision "
+              f"{'  '.join(row)} | phash {'  '.join(hashed)}", flush=True)
+
+
+def photo_crops(count: int, rng: np.random.Generator):
+    """count 32x32 crops of scikit-learn's two sample photos at random places, scales and flips:
+    images with photos' statistics (a few overlap enough to be near-copies, as in real folders)."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = [Image.fromarray(p) for p in load_sample_images().images]
+    for i in range(count):
+        photo = photos[i % 2]
+        side = int(rng.integers(48, 400))
+        left, top = int(rng.integers(0, photo.width - side)), int(rng.integers(0, photo.height - side))
+        crop = photo.crop((left, top, left + side, top + side)).resize((32, 32), Image.BILINEAR)
+        yield crop.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop
+
+
+def cost(images: int) -> None:
+    from app.data.image_files import fit_image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(tmp) / "folder"
+        rng = np.random.default_rng(0)
+        start = time.perf_counter()
+        for c in range(10):
+            (root / f"class{c}").mkdir(parents=True)
+        for i, crop in enumerate(photo_crops(images, rng)):
+            crop.save(root / f"class{i % 10}" / f"{i:07d}.png", compress_level=1)
+        print(f"wrote {images} PNG files of 32x32 photo crops in {time.perf_counter() - start:.0f} s", flush=True)
+        times = {}
+        for label, extra in (("without the check", ["--no-near-duplicates"]), ("with the check", [])):
+            home = pathlib.Path(tmp) / label.replace(" ", "_")
+            home.mkdir()
+            env = dict(os.environ, WANDB_MODE="offline", WANDB_DIR=str(home))
+            start = time.perf_counter()
+            subprocess.run([sys.executable, str(REPO / "app/pipelines/data_prep.py"), "--dataset", "imagefolder",
+                            "--data-dir", str(root), *extra], check=True, env=env, cwd=home)
+            times[label] = time.perf_counter() - start
+            print(f"data_prep {label}: {times[label]:.1f} s", flush=True)
+        print(f"data_prep with the check takes {times['with the check'] / times['without the check']:.2f}x its time "
+              f"without, on {images} images")
+        from PIL import Image
+
+        sample = sorted(root.rglob("*.png"))[:min(images, 50_000)]
+        start = time.perf_counter()
+        signature = near_duplicates.signatures([fit_image(Image.open(f), 3, None) for f in sample])
+        print(f"decoding and signatures of {len(sample)} files here: {time.perf_counter() - start:.1f} s")
+    for n in (len(signature) // 4, len(signature) // 2, len(signature)):
+        start = time.perf_counter()
+        pairs = len(near_duplicates.near_pairs(signature[:n])[0])
+        print(f"index of {n} signatures: {time.perf_counter() - start:.2f} s ({pairs} pairs)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=("quality", "cost"))
+    parser.add_argument("--count", type=int, default=1000, help="quality: images per set")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.15, 0.2, 0.25, 0.3, 0.35, 0.4])
+    parser.add_argument("--images", type=int, default=200_000, help="cost: images in the folder")
+    args = parser.parse_args()
+    quality(args.count, args.thresholds) if args.what == "quality" else cost(args.images)
+
+
+if __name__ == "__main__":
+    main()

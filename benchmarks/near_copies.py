@@ -1,0 +1,50 @@
+"""Planted near-copies, for measuring the near-duplicate check (bench_near_duplicates.py and
+tests/test_near_duplicates.py): each chosen image gets one copy that is resized 0.8-1.2x,
+cropped by up to 5% of each side's length, brightened or darkened by up to 10%, JPEG re-encoded at
+quality 60-95 and brought back to the set's size as data_prep brings an image folder (aspect kept,
+scaled to cover, centre cropped)."""
+from __future__ import annotations
+
+import io
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from app.data.image_files import fit_image  # noqa: E402
+
+
+def near_copy(image: np.ndarray, rng: random.Random) -> np.ndarray:
+    picture = Image.fromarray(image)
+    scale = rng.uniform(0.8, 1.2)
+    picture = picture.resize((max(8, round(picture.width * scale)), max(8, round(picture.height * scale))),
+                             Image.BILINEAR)
+    cut_w, cut_h = rng.uniform(0, 0.05) * picture.width, rng.uniform(0, 0.05) * picture.height
+    left, top = rng.uniform(0, cut_w), rng.uniform(0, cut_h)
+    picture = picture.crop((round(left), round(top), round(picture.width - (cut_w - left)),
+                            round(picture.height - (cut_h - top))))
+    picture = ImageEnhance.Brightness(picture).enhance(rng.uniform(0.9, 1.1))
+    encoded = io.BytesIO()
+    picture.save(encoded, "JPEG", quality=rng.randint(60, 95))
+    encoded.seek(0)
+    channels = 1 if image.ndim == 2 else 3
+    return fit_image(Image.open(encoded), channels, image.shape[:2])
+
+
+def plant(images: np.ndarray, share: float = 0.05, seed: int = 0) -> tuple[np.ndarray, set[tuple[int, int]]]:
+    """The images with a near-copy of `share` of them appended; and the planted (original, copy)
+    positions."""
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(range(len(images)), max(1, round(len(images) * share))))
+    copies = np.stack([near_copy(images[i], rng) for i in chosen])
+    planted = {(i, len(images) + k) for k, i in enumerate(chosen)}
+    return np.concatenate([images, copies]), planted
+
+
+def scores(found: set[tuple[int, int]], planted: set[tuple[int, int]]) -> tuple[float, float]:
+    """(recall, precision) of found pairs (first < second) against the planted ones."""
+    hits = len(found & planted)
+    return hits / len(planted), (hits / len(found) if found else 1.0)

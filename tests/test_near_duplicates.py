@@ -1,0 +1,127 @@
+"""#39: near-duplicates by perceptual signature (app/data/near_duplicates.py), in data_prep's
+output and artifact, --dedup near, and the class balance data_prep records."""
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from app.data import near_duplicates
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import colour_sets  # noqa: E402
+import near_copies  # noqa: E402
+from app.data.image_files import fit_image  # noqa: E402
+
+
+def objects_64(tmp_path: Path, per_class: int) -> np.ndarray:
+    colour_sets.write("objects", tmp_path / "objects", per_class)
+    return np.stack([fit_image(Image.open(f), 3, (64, 64)) for f in sorted((tmp_path / "objects").rglob("*.*"))])
+
+
+def test_planted_near_copies_of_64px_colour_images_are_found_with_recall_and_precision_095(tmp_path):
+    images, planted = near_copies.plant(objects_64(tmp_path, 200), share=0.05, seed=1)  # 1,000 + 50 copies
+    first, second, distance = near_duplicates.near_pairs(near_duplicates.signatures(images))
+    recall, precision = near_copies.scores(set(zip(first.tolist(), second.tolist())), planted)
+    assert recall >= 0.95 and precision >= 0.95, (recall, precision)
+    assert (distance <= near_duplicates.THRESHOLD).all()
+
+
+def test_the_index_finds_exactly_the_pairs_all_pairs_would():
+    """The KDTree on the projection misses nothing within the threshold and adds nothing beyond it."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(300, 3 * near_duplicates.DIMENSIONS)).astype(np.float32)
+    near = base[:60] + rng.normal(scale=0.03, size=(60, base.shape[1])).astype(np.float32)
+    signature = np.concatenate([base, near])
+    signature /= np.linalg.norm(signature, axis=1, keepdims=True)
+    for threshold in (0.05, 0.3, 1.2):
+        first, second, distance = near_duplicates.near_pairs(signature, threshold)
+        every = np.linalg.norm(signature[:, None] - signature[None], axis=2)
+        expected = {(int(a), int(b)) for a, b in zip(*np.nonzero(np.triu(every <= threshold, 1)))}
+        assert set(zip(first.tolist(), second.tolist())) == expected and len(expected) > 0
+        assert np.allclose(distance, every[first, second], atol=1e-5)
+
+
+def test_signatures_ignore_brightness_and_tell_colours_apart():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 200, (40, 40, 3), dtype=np.uint8)
+    brighter = np.clip(image.astype(np.float32) * 1.08, 0, 255).astype(np.uint8)
+    swapped = image[:, :, ::-1].copy()  # the same grey picture, other colours
+    a, b, c = near_duplicates.signatures(np.stack([image, brighter, swapped]))
+    assert np.linalg.norm(a - b) < 0.05 < near_duplicates.THRESHOLD < np.linalg.norm(a - c)
+    flat = near_duplicates.signatures(np.full((1, 8, 8), 7, np.uint8))
+    assert not flat.any()  # no pattern: no direction, and no pair with every other flat image by accident
+
+
+def test_groups_keep_one_image_of_each_chain():
+    keep = near_duplicates.keep_one_per_group(6, np.array([0, 1, 4]), np.array([1, 2, 5]))
+    assert keep.tolist() == [True, False, False, True, True, False]
+
+
+def planted_folder(root: Path, per_class: int = 30, copies: int = 12, seed: int = 0) -> int:
+    """Three classes of 48 px colour objects and `copies` near-copies of class members saved beside
+    them (the same class: a copy a person saved twice); returns the copies written."""
+    colour_sets.write("objects", root, per_class, seed=seed)
+    for name in colour_sets.OBJECTS[3:]:
+        for file in (root / name).iterdir():
+            file.unlink()
+        (root / name).rmdir()
+    rng = random.Random(seed)
+    originals = sorted(root.rglob("*.png"))
+    for k, original in enumerate(rng.sample(originals, copies)):
+        pixels = fit_image(Image.open(original), 3, (48, 48))
+        Image.fromarray(near_copies.near_copy(pixels, rng)).save(original.parent / f"copy_{k:03d}.jpg", quality=92)
+    return copies
+
+
+def test_data_prep_counts_near_copies_warns_on_leakage_and_dedup_leaves_none_across_the_split(workspace):
+    copies = planted_folder(workspace.path / "objects")
+    run = workspace.run("data_prep", "--dataset", "imagefolder", "--data-dir", "objects", "--image-size", "48")
+    [version] = workspace.versions("objects-split")
+    near = version["metadata"]["near_duplicates"]
+    assert near["threshold"] == near_duplicates.THRESHOLD and near["removed"] == 0
+    assert copies <= near["pairs"] <= copies + 2 and near["groups"] >= copies - 1
+    assert sum(near["by_splits"].values()) == near["pairs"]
+    across = near["by_splits"].get("train/test", 0) + near["by_splits"].get("test/train", 0)
+    if across:  # 12 copies in a 70/20/10 split: this seed's split puts some across train and test
+        assert "train/test pair(s)" in run.stderr and "--dedup near" in run.stderr
+    assert f"{near['pairs']} near-duplicate pairs" in run.stdout
+    [run_dir] = workspace.run_dirs()
+    assert any("near_duplicates" in p.name and p.name.endswith(".table.json") for p in run_dir.rglob("*.json"))
+
+    deduped = workspace.run("data_prep", "--dataset", "imagefolder", "--data-dir", "objects", "--image-size", "48",
+                            "--dedup", "near")
+    latest = workspace.versions("objects-split")[-1]["metadata"]
+    assert latest["near_duplicates"]["removed"] >= copies - 1 and latest["near_duplicates"]["pairs"] == 0
+    assert sum(latest["split_sizes"].values()) == sum(version["metadata"]["split_sizes"].values()) - \
+        latest["near_duplicates"]["removed"]
+    assert "left out before the split" in deduped.stderr and "straddle" not in deduped.stderr
+
+
+def test_class_balance_is_recorded_and_a_class_too_small_to_judge_is_named(workspace):
+    root = workspace.path / "lopsided"
+    rng = np.random.default_rng(0)
+    for name, count in (("big", 120), ("small", 30)):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    run = workspace.run("data_prep", "--dataset", "imagefolder", "--data-dir", "lopsided")
+    meta = workspace.versions("lopsided-split")[0]["metadata"]
+    balance = meta["class_balance"]
+    assert balance["per_class"] == {"big": 120, "small": 30} and balance["imbalance_ratio"] == 4.0
+    assert set(balance["few_to_judge"]) == {"small"} and balance["few_to_judge"]["small"]["test"] == 3
+    assert "imbalanced" in run.stderr and "ratio 4" in run.stderr
+    assert "fewer than 10 images in val or test: small (6 val, 3 test)" in run.stderr
+    assert meta["near_duplicates"]["pairs"] == 0  # noise images: nothing near
+
+
+def test_no_near_duplicates_skips_the_check_and_dedup_needs_it(workspace):
+    run = workspace.run("data_prep", "--dataset", "digits", "--no-near-duplicates")
+    assert "near_duplicates" not in workspace.versions("digits-split")[0]["metadata"]
+    assert "near-duplicate" not in run.stdout
+    refused = workspace.run("data_prep", "--dataset", "digits", "--no-near-duplicates", "--dedup", "near",
+                            check=False)
+    assert refused.returncode == 2 and "drop --no-near-duplicates" in refused.stderr
