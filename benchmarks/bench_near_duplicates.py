@@ -7,8 +7,9 @@ what the check costs.
 quality: for each set, 5% of its images get a near-copy (benchmarks/near_copies.py); printed per
 threshold: the recall (planted pairs found) and the precision (found pairs that were planted), for
 the signature (app/data/near_duplicates.py) and, beside it, imagehash's 64-bit phash by Hamming
-distance. cost: data_prep.py on a folder of --images PNG files, with the check and with
---no-near-duplicates, in the same run; and the check's own parts (signatures, the index).
+distance. cost: data_prep.py on a folder of --images colour objects (benchmarks/colour_sets.py) brought to
+32 px, with the check and with --no-near-duplicates, in the same run; then the index alone on
+a quarter, a half and all of up to 50,000 of their signatures (how its time grows).
 """
 from __future__ import annotations
 
@@ -88,33 +89,31 @@ def quality(count: int, thresholds: list[float]) -> None:
               f"{'  '.join(row)} | phash {'  '.join(hashed)}", flush=True)
 
 
-def photo_crops(count: int, rng: np.random.Generator):
-    """count 32x32 crops of scikit-learn's two sample photos at random places, scales and flips:
-    images with photos' statistics (a few overlap enough to be near-copies, as in real folders)."""
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
+def _write_share(task) -> int:
+    import colour_sets
 
-    photos = [Image.fromarray(p) for p in load_sample_images().images]
-    for i in range(count):
-        photo = photos[i % 2]
-        side = int(rng.integers(48, 400))
-        left, top = int(rng.integers(0, photo.width - side)), int(rng.integers(0, photo.height - side))
-        crop = photo.crop((left, top, left + side, top + side)).resize((32, 32), Image.BILINEAR)
-        yield crop.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop
+    root, per_class, seed, first = task
+    return colour_sets.write("objects", root, per_class, seed=seed, first=first)
 
 
 def cost(images: int) -> None:
+    """data_prep on a folder of `images` objects (benchmarks/colour_sets.py: 40-96 px, PNG and JPEG,
+    plain, gradient or photo backgrounds) brought to 32 px, with and without the check."""
+    import multiprocessing
+
+    from PIL import Image
+
     from app.data.image_files import fit_image
 
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp) / "folder"
-        rng = np.random.default_rng(0)
         start = time.perf_counter()
-        for c in range(10):
-            (root / f"class{c}").mkdir(parents=True)
-        for i, crop in enumerate(photo_crops(images, rng)):
-            crop.save(root / f"class{i % 10}" / f"{i:07d}.png", compress_level=1)
-        print(f"wrote {images} PNG files of 32x32 photo crops in {time.perf_counter() - start:.0f} s", flush=True)
+        workers = os.cpu_count() or 1
+        per_class = images // 5
+        shares = [(root, per_class // workers + (k < per_class % workers), k, k * per_class) for k in range(workers)]
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            written = sum(pool.map(_write_share, shares))
+        print(f"wrote {written} image files (colour_sets objects) in {time.perf_counter() - start:.0f} s", flush=True)
         times = {}
         for label, extra in (("without the check", ["--no-near-duplicates"]), ("with the check", [])):
             home = pathlib.Path(tmp) / label.replace(" ", "_")
@@ -122,17 +121,16 @@ def cost(images: int) -> None:
             env = dict(os.environ, WANDB_MODE="offline", WANDB_DIR=str(home))
             start = time.perf_counter()
             subprocess.run([sys.executable, str(REPO / "app/pipelines/data_prep.py"), "--dataset", "imagefolder",
-                            "--data-dir", str(root), *extra], check=True, env=env, cwd=home)
+                            "--data-dir", str(root), "--image-size", "32", *extra], check=True, env=env, cwd=home)
             times[label] = time.perf_counter() - start
             print(f"data_prep {label}: {times[label]:.1f} s", flush=True)
         print(f"data_prep with the check takes {times['with the check'] / times['without the check']:.2f}x its time "
-              f"without, on {images} images")
-        from PIL import Image
-
-        sample = sorted(root.rglob("*.png"))[:min(images, 50_000)]
+              f"without, on {written} images")
+        files = sorted(root.rglob("*.*"))
+        sample = [files[i] for i in np.random.default_rng(0).permutation(len(files))[:50_000]]
         start = time.perf_counter()
-        signature = near_duplicates.signatures([fit_image(Image.open(f), 3, None) for f in sample])
-        print(f"decoding and signatures of {len(sample)} files here: {time.perf_counter() - start:.1f} s")
+        signature = near_duplicates.signatures([fit_image(Image.open(f), 3, (32, 32)) for f in sample])
+        print(f"decoding and signatures of {len(sample)} files in this process: {time.perf_counter() - start:.1f} s")
     for n in (len(signature) // 4, len(signature) // 2, len(signature)):
         start = time.perf_counter()
         pairs = len(near_duplicates.near_pairs(signature[:n])[0])

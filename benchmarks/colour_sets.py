@@ -123,8 +123,9 @@ def draw_object(kind: str, rng: random.Random, width: int, height: int) -> Image
     return image
 
 
-def write(kind: str, root: Path, per_class: int, seed: int = 0) -> int:
-    """per_class files of each class of `kind` under root/<class>/; returns the count written."""
+def write(kind: str, root: Path, per_class: int, seed: int = 0, first: int = 0) -> int:
+    """per_class files of each class of `kind` under root/<class>/, numbered from `first`; returns
+    the count written."""
     rng = random.Random(seed)
     classes = KINDS[kind]
     for name in classes:
@@ -138,6 +139,6 @@ def write(kind: str, root: Path, per_class: int, seed: int = 0) -> int:
             draw = rng.random()
             if draw > 7 / 8:
                 image = image.convert("L")
-            path = folder / f"{name}_{i:04d}.{'jpg' if draw < 0.35 else 'png'}"
+            path = folder / f"{name}_{first + i:04d}.{'jpg' if draw < 0.35 else 'png'}"
             image.save(path, quality=90) if path.suffix == ".jpg" else image.save(path)
     return per_class * len(classes)

@@ -146,7 +146,14 @@ def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
     assert report.parent == eval_dir and report.read_text() == (store_dir / "report.html").read_text()
     page = report.read_text()
     # two confusion matrices and the learning curves
-    assert page.count("<img") == 3 + min(wrong["val"], 24) + min(wrong["test"], 24)
+    issues = evaluation["metadata"]["label_issues"]  # #39: cleanlab's candidates on val and test
+    assert set(issues) == {"val", "test"} and f"label issues: {sum(issues.values())} candidate(s)" in out
+    with open(store_dir / "label_issues.csv") as f:
+        issue_rows = list(csv.reader(f))
+    assert issue_rows[0] == ["split", "index", "label", "suggested", "self_confidence"]
+    assert len(issue_rows) - 1 == sum(issues.values()) and "<h2>Label issues</h2>" in page
+    assert any("label_issues" in t and t.endswith(".table.json") for t in tables)
+    assert page.count("<img") == 3 + min(wrong["val"], 24) + min(wrong["test"], 24) + min(sum(issues.values()), 48)
     assert "no production model" in page and "src=\"http" not in page  # self-contained
     assert any(t.startswith("media/html/report") for t in tables)
 

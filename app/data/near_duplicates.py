@@ -137,11 +137,10 @@ class NearDuplicates:
         whole = np.concatenate(filled) if filled else np.zeros((0, DIMENSIONS), np.float32)
         first, second, distance = near_pairs(whole.astype(np.float32), threshold)
 
-        def where(position: int) -> tuple[str, int]:
-            k = int(np.searchsorted(starts, position, side="right") - 1)
-            return names[k], int(position - starts[k])
-
-        pairs = [(*where(a), *where(b), round(float(d), 4)) for a, b, d in zip(first, second, distance)]
+        split_of = np.asarray(names, dtype=object)
+        in_a, in_b = np.searchsorted(starts, first, side="right") - 1, np.searchsorted(starts, second, side="right") - 1
+        pairs = list(zip(split_of[in_a].tolist(), (first - starts[in_a]).tolist(), split_of[in_b].tolist(),
+                         (second - starts[in_b]).tolist(), np.round(distance.astype(np.float64), 4).tolist()))
         group = groups(len(whole), first, second) if len(first) else np.zeros(0, dtype=np.int64)
         members = np.bincount(group[np.unique(np.concatenate([first, second]))]) if len(first) else np.zeros(0)
         return cls(threshold=threshold, pairs=pairs, groups=int((members >= 2).sum()),

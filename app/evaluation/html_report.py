@@ -12,6 +12,7 @@ import numpy as np
 
 WORST_ERRORS = 24  # per split: the misclassified examples the model was surest of
 ERROR_IMAGE_SIDE = 96  # pixels: an 8x8 digit is unreadable at its own size
+LABEL_ISSUES_SHOWN = 48  # label-issue candidates shown as images (the table and CSV have more)
 
 
 def figure_png(fig) -> bytes:
@@ -46,11 +47,13 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def render(*, model_ref: str, dataset_ref: str, class_names: list[str], splits: dict, comparison: dict | None,
-           decision: str, curves_png: bytes | None = None) -> str:
+           decision: str, curves_png: bytes | None = None, label_issues: dict | None = None) -> str:
     """`splits`: {name: {"report": metrics.classification_report, "confusion_png": bytes,
     "errors": [(png, label, prediction, confidence)]}}; `comparison`: production's test accuracy
     on the same split ({"ref", "test_accuracy"}), or None; `curves_png`: the model's learning
-    curves (report.learning_curves_figure), None for a model logged before it kept them."""
+    curves (report.learning_curves_figure), None for a model logged before it kept them;
+    `label_issues`: {"checked": [splits], "count": int, "shown": [(png, split, index, label,
+    suggested, self-confidence)]} (report.log_label_issues), None when not looked for."""
     e = html.escape
     parts = [f"<h1>Evaluation of {e(model_ref)}</h1>", f"<p>on {e(dataset_ref)}</p>",
              "<table><tr><th>split</th><th>accuracy</th><th>loss</th><th>macro F1</th></tr>"]
@@ -86,6 +89,19 @@ def render(*, model_ref: str, dataset_ref: str, class_names: list[str], splits: 
             parts.append(f"<figure>{_img(png, f'{label} predicted as {prediction}')}<figcaption>"
                          f"{e(label)} &rarr; {e(prediction)}<br>{confidence:.3f}</figcaption></figure>")
         parts.append("</div>" if errors else "")
+    if label_issues is not None:
+        shown = label_issues["shown"]
+        parts.append(f"<h2>Label issues</h2><p>{label_issues['count']} image(s) of "
+                     f"{e(', '.join(label_issues['checked']))} whose given label the model doubts (confident learning, "
+                     "cleanlab, on predictions for images the model did not train on), the least likely under their "
+                     "label first: candidates to look at, not verdicts.</p>")
+        if shown:
+            parts.append("<div class=errors>")
+            for png, split_name, index, label, suggested, confidence in shown:
+                parts.append(f"<figure>{_img(png, f'{split_name} {index}: labelled {label}')}<figcaption>"
+                             f"{e(split_name)} #{index}<br>{e(label)} &rarr; {e(suggested)}?<br>{confidence:.3f}"
+                             "</figcaption></figure>")
+            parts.append("</div>")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
              ".errors{display:flex;flex-wrap:wrap}figure{margin:4px;text-align:center;font-size:12px}"

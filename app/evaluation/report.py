@@ -131,3 +131,30 @@ def table_indices(examples: int, errors: np.ndarray, limit: int = TABLE_ROWS) ->
     """(the examples the predictions table shows: the first `limit`; the errors the errors table
     shows: the `limit` most confident)."""
     return np.arange(min(examples, limit)), np.asarray(errors)[:limit]
+
+
+LABEL_ISSUE_COLUMNS = ["split", "index", "label", "suggested", "self_confidence"]
+
+
+def log_label_issues(run, rows: list[dict], images: dict, class_names: list[str], with_images: bool) -> list:
+    """The `label_issues` table (the first label_issues.TABLE_ROWS candidates, least self-confident
+    first); returns what the HTML report shows of them: (png, split, index, label, suggested, confidence)."""
+    from app.evaluation import html_report
+    from app.evaluation.label_issues import TABLE_ROWS
+
+    shown = rows[:TABLE_ROWS]
+    table = [[*([run.image(images[r["split"]][r["index"]])] if with_images else []), r["split"], r["index"],
+              class_names[r["label"]], class_names[r["suggested"]], r["self_confidence"]] for r in shown]
+    run.log({"label_issues": run.table([*(["image"] if with_images else []), *LABEL_ISSUE_COLUMNS], table)})
+    return [(html_report.image_png(np.asarray(images[r["split"]][r["index"]])), r["split"], r["index"],
+             class_names[r["label"]], class_names[r["suggested"]], r["self_confidence"])
+            for r in shown[:html_report.LABEL_ISSUES_SHOWN]]
+
+
+def write_label_issues(path: Path, rows: list[dict], class_names: list[str]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = spreadsheet.writer(f)
+        writer.writerow(LABEL_ISSUE_COLUMNS)
+        writer.writerows([[r["split"], r["index"], class_names[r["label"]], class_names[r["suggested"]],
+                           r["self_confidence"]] for r in rows])
+    return path

@@ -36,6 +36,10 @@ def parse_args(argv=None):
                    help="with --promote: never promote below this test accuracy (0..1), not even a first model")
     p.add_argument("--no-generate-images", dest="generate_images", action="store_false",
                    help="leave the image column out of the error-analysis tables")
+    p.add_argument("--label-issues", choices=("none", "val-test", "train"), default="val-test",
+                   help="list images whose label the model doubts (cleanlab's confident learning) in a label_issues "
+                        "table and the report: val-test (default) on the model's own predictions; train also checks "
+                        "the training split with 5-fold out-of-fold predictions of the same recipe (5 trainings: slow)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="inference device")
     p.add_argument("--workers", type=non_negative_int, default=stream_workers(), metavar="N",
                    help=f"DataLoader processes that read (and, for a split of references, decode) the split's "
@@ -87,6 +91,12 @@ def main(argv=None) -> None:
                    f"macro F1 {results[name]['macro_f1']:.4f}")
             shown[name] = report.log_split(run, name, results[name], probs[name], split.labels[name],
                                            split.images[name], split.class_names, args.generate_images)
+        issues = find_label_issues(args.label_issues, probs, split, recipe, device)
+        issues_shown = None
+        if issues is not None:
+            issues_shown = {"checked": list(issues["checked"]), "count": len(issues["rows"]),
+                            "shown": report.log_label_issues(run, issues["rows"], split.images, split.class_names,
+                                                             args.generate_images)}
         gap = results["val"]["accuracy"] - results["test"]["accuracy"]
         summary = {f"{s}_{k}": results[s][k] for s in SPLITS for k in ("accuracy", "loss", "macro_f1")}
         summary["val_test_gap"] = gap
@@ -114,7 +124,7 @@ def main(argv=None) -> None:
                                   splits=shown, decision=decision.reason,
                                   comparison=production if production and "test_accuracy" in production else None,
                                   curves_png=html_report.figure_png(report.learning_curves_figure(history))
-                                  if history else None)
+                                  if history else None, label_issues=issues_shown)
         report_path = run.dir / "evaluation-report.html"
         report_path.write_text(page, encoding="utf-8")
         run.log({"report": run.html(page)})
@@ -124,11 +134,15 @@ def main(argv=None) -> None:
                                                                       split.labels[s], split.class_names)
                      for s in SPLITS}
             files["report.html"] = report_path
+            if issues is not None:
+                files["label_issues.csv"] = report.write_label_issues(Path(tmp) / "label_issues.csv", issues["rows"],
+                                                                      split.class_names)
             evaluation = run.log_artifact(
                 names.evaluation_artifact(recipe["dataset"]["name"], recipe["arch"]), names.EVALUATION_TYPE, files,
                 {"model": model_version.ref, "model_digest": model_version.digest, "dataset": dataset.ref,
                  "dataset_digest": dataset.digest, "metrics": summary, "per_class": {s: results[s]["per_class"] for s in SPLITS},
-                 "production": production, "promotion": {"eligible": decision.promote, "reason": decision.reason}})
+                 "production": production, "promotion": {"eligible": decision.promote, "reason": decision.reason},
+                 **({"label_issues": issues["counts"]} if issues is not None else {})})
 
         promoted = exported = None
         if args.promote and decision.promote:
@@ -144,6 +158,9 @@ def main(argv=None) -> None:
     print(f"evaluated {model_version.ref} on {dataset.ref}: val accuracy {results['val']['accuracy']:.4f}, "
           f"test accuracy {results['test']['accuracy']:.4f}, val-test gap {gap:+.4f}, "
           f"test macro F1 {results['test']['macro_f1']:.4f}")
+    if issues is not None:
+        print(f"label issues: {len(issues['rows'])} candidate(s) ("
+              f"{', '.join(f'{s} {n}' for s, n in issues['counts'].items())}): the label_issues table and the report")
     print(f"evaluation artifact: {evaluation.ref}, report: {report_path}")
     if args.promote:
         print(f"promotion: {'promoted to ' + promoted if promoted else 'refused'} ({decision.reason})")
@@ -154,6 +171,24 @@ def main(argv=None) -> None:
     else:
         print(f"promotion: not asked (--promote); the gate would {'promote' if decision.promote else 'refuse'}: "
               f"{decision.reason}")
+
+
+def find_label_issues(which: str, probs: dict, split, recipe: dict, device) -> dict | None:
+    """--label-issues: the candidates (app/evaluation/label_issues.py) on val and test, and with
+    `train` on the training split's out-of-fold predictions too; None for `none`."""
+    if which == "none":
+        return None
+    from app.evaluation import label_issues
+
+    rows = label_issues.candidates(probs, {s: split.labels[s] for s in probs})
+    checked = list(probs)
+    if which == "train":  # judged apart: its probabilities come from other models (one per fold)
+        from app.training.out_of_fold import out_of_fold_probabilities
+
+        rows += label_issues.candidates({"train": out_of_fold_probabilities(recipe, split, device)},
+                                        {"train": split.labels["train"]})
+        checked = ["train", *checked]
+    return {"checked": checked, "rows": rows, "counts": label_issues.counts(rows, checked)}
 
 
 if __name__ == "__main__":
