@@ -5,7 +5,11 @@
     python app/pipelines/serve.py --model wandb-registry-model/digits-convnet:candidate --port 9000
 
 POST /predict takes an image of any size and mode as the form field `file`, brought to the
-model's input by its recipe as predict.py does; GET /health names the version served. Every
+model's input by its recipe as predict.py does; GET /health names the version served (and the
+one wanted, with the last reload error, when a new version failed to load); GET /metrics counts
+requests, latencies and predicted classes for Prometheus. Uploads are bounded in bytes, pixels
+and time (app/serving/server.py); with --api-key-env NAME, /predict and /metrics need the bearer
+token held in that environment variable (never on the command line). Every
 --reload-every seconds the server checks where the ref points and loads the new version when
 it moved (promotion in evaluate.py, registry.py alias, or the W&B UI). The model's ONNX export
 runs through onnxruntime where there is one, else torch on the CPU.
@@ -15,8 +19,8 @@ from __future__ import annotations
 import sys
 
 from app import names
-from app.cli import Parser, add_model_flags, positive_int
-from app.errors import exits_cleanly
+from app.cli import Parser, add_model_flags, positive_float, positive_int
+from app.errors import UserError, exits_cleanly
 
 
 def parse_args(argv=None):
@@ -24,10 +28,35 @@ def parse_args(argv=None):
     add_model_flags(p, names.PRODUCTION)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
-    p.add_argument("--reload-every", type=float, default=30.0, metavar="SECONDS",
-                   help="how often to check whether the ref moved to another version")
+    p.add_argument("--reload-every", type=positive_float, default=30.0, metavar="SECONDS",
+                   help="how often to check whether the ref moved to another version (> 0)")
     p.add_argument("--max-upload-mb", type=positive_int, default=10, help="largest upload accepted, in MB")
+    p.add_argument("--max-pixels", type=positive_int, default=None, metavar="PIXELS",
+                   help="largest image decoded, width x height, read from its header before decoding (default "
+                        "40,000,000)")
+    p.add_argument("--body-timeout", type=positive_float, default=30.0, metavar="SECONDS",
+                   help="an upload that takes longer to arrive is cut off (408)")
+    p.add_argument("--api-key-env", metavar="NAME", default=None,
+                   help="require 'Authorization: Bearer <token>' on /predict and /metrics, the token read from the "
+                        "environment variable NAME (or app/.env)")
+    p.add_argument("--docs", action="store_true", help="serve FastAPI's /docs, /redoc and /openapi.json (off by default)")
     return p.parse_args(argv)
+
+
+def api_key(name: str | None) -> str | None:
+    """The bearer token from the environment variable `name` (app/.env read first)."""
+    if name is None:
+        return None
+    import os
+
+    from app.settings import load_env_file
+
+    load_env_file()
+    token = os.environ.get(name, "").strip()
+    if not token:
+        raise UserError(f"--api-key-env {name}: the environment variable {name} is not set (or empty); set it to the "
+                        f"token clients must send (export {name}=..., or a line in app/.env).")
+    return token
 
 
 @exits_cleanly
@@ -37,19 +66,22 @@ def main(argv=None) -> None:
 
     import uvicorn
 
-    from app.serving.server import LiveModel, create_app, watch
+    from app.serving.server import DEFAULT_MAX_PIXELS, Limits, LiveModel, create_app, watch
     from app.tracking import backend, discovery
 
+    limits = Limits(max_bytes=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+                    body_timeout=args.body_timeout, api_key=api_key(args.api_key_env), docs=args.docs)
     connected = backend()
     ref = args.model or discovery.registry_model(connected, names.PRODUCTION, args.dataset, args.arch)
     live = LiveModel(connected, ref)
     stop = threading.Event()
     threading.Thread(target=watch, args=(live, args.reload_every, stop), daemon=True).start()
     print(f"serving {live.current.ref} ({live.current.predictor.engine}) for {ref} on "
-          f"http://{args.host}:{args.port}  (POST /predict, GET /health)", file=sys.stderr, flush=True)
+          f"http://{args.host}:{args.port}  (POST /predict, GET /health, GET /metrics"
+          f"{', GET /docs' if args.docs else ''}{'; bearer token required' if limits.api_key else ''})",
+          file=sys.stderr, flush=True)
     try:
-        uvicorn.run(create_app(live, args.max_upload_mb * 1024 * 1024), host=args.host, port=args.port,
-                    log_level="warning")
+        uvicorn.run(create_app(live, limits), host=args.host, port=args.port, log_level="warning")
     finally:
         stop.set()
 
