@@ -114,3 +114,5 @@ def test_bench_near_duplicates_prints_recall_and_precision_per_set_and_the_cost_
     cost = run_benchmark("bench_near_duplicates.py", "cost", "--images", "300", tmp_path=tmp_path)
     assert "data_prep without the check:" in cost and "data_prep with the check:" in cost
     assert "its time without, on 300 images" in cost and "index of 300 signatures" in cost
+    found, every = re.search(r"(\d+) pairs; the index found (\d+) of them", cost).groups()[::-1]
+    assert found == every  # on a small set the graph finds every pair all pairs hold

@@ -255,3 +255,31 @@ def test_a_real_server_cuts_off_slow_uploads_and_refuses_20_huge_images_without_
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_concurrent_requests_are_answered_in_batches_with_the_answers_of_one_at_a_time(served):
+    """Micro-batching: 64 uploads at once through the ASGI app in one event loop are answered by
+    fewer model calls than requests, each answer the one a lone request gets."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ws, make_client, _ = served
+    [split] = ws.versions("digits-split")
+    images = np.load(ws.store / "objects" / split["digest"] / "test_images.npy")[:16]
+    uploads = [png(images[i % 16]) for i in range(64)]
+    alone, _ = make_client(max_batch=1)
+    expected = [alone.post("/predict", files={"file": ("d.png", u, "image/png")}).json() for u in uploads[:16]]
+    batched, _ = make_client(max_batch=32, max_wait=0.05)
+
+    async def at_once():
+        transport = httpx.ASGITransport(app=batched.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
+            return await asyncio.gather(*(client.post("/predict", files={"file": ("d.png", u, "image/png")})
+                                          for u in uploads))
+    answers = asyncio.run(at_once())
+    assert [a.status_code for a in answers] == [200] * 64
+    for i, answer in enumerate(answers):
+        body, lone = answer.json(), expected[i % 16]
+        assert body["class"] == lone["class"] and abs(body["confidence"] - lone["confidence"]) < 1e-4
+    samples = {s.name: s.value for family in text_string_to_metric_families(batched.get("/metrics").text)
+               for s in family.samples if s.name.startswith("serve_batch_size")}
+    assert samples["serve_batch_size_sum"] == 64 and samples["serve_batch_size_count"] < 64 / 4, samples

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 
 from app import names
-from app.cli import Parser, add_model_flags, positive_float, positive_int
+from app.cli import Parser, add_model_flags, non_negative_float, positive_float, positive_int
 from app.errors import UserError, exits_cleanly
 
 
@@ -31,6 +31,10 @@ def parse_args(argv=None):
     p.add_argument("--reload-every", type=positive_float, default=30.0, metavar="SECONDS",
                    help="how often to check whether the ref moved to another version (> 0)")
     p.add_argument("--max-upload-mb", type=positive_int, default=10, help="largest upload accepted, in MB")
+    p.add_argument("--max-batch", type=positive_int, default=32, metavar="IMAGES",
+                   help="images of concurrent requests answered by one model call (1: one call per request)")
+    p.add_argument("--max-wait-ms", type=non_negative_float, default=2.0, metavar="MS",
+                   help="how long a batch waits for more images after its first one")
     p.add_argument("--max-pixels", type=positive_int, default=None, metavar="PIXELS",
                    help="largest image decoded, width x height, read from its header before decoding (default "
                         "40,000,000)")
@@ -69,7 +73,8 @@ def main(argv=None) -> None:
     from app.serving.server import DEFAULT_MAX_PIXELS, Limits, LiveModel, create_app, watch
     from app.tracking import backend, discovery
 
-    limits = Limits(max_bytes=args.max_upload_mb * 1024 * 1024, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+    limits = Limits(max_bytes=args.max_upload_mb * 1024 * 1024, max_batch=args.max_batch,
+                    max_wait=args.max_wait_ms / 1000, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
                     body_timeout=args.body_timeout, api_key=api_key(args.api_key_env), docs=args.docs)
     connected = backend()
     ref = args.model or discovery.registry_model(connected, names.PRODUCTION, args.dataset, args.arch)

@@ -19,6 +19,8 @@ class ServerMetrics:
         self.confidence = Histogram("serve_confidence", "Confidence of the predicted class",
                                     buckets=(0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0), registry=self.registry)
         self.model = Info("serve_model", "The model version served", registry=self.registry)
+        self.batch = Histogram("serve_batch_size", "Images per model call (micro-batching)",
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
 
     def observe(self, path: str, code: int, seconds: float) -> None:
         known = path if path in ("/predict", "/health", "/metrics") else "other"  # no label per unknown URL
