@@ -102,22 +102,21 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number greater than 0, got {text}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number greater than 0, got {text}")
-    return value
+    return _finite_float(text, zero_allowed=False)
 
 
 def non_negative_float(text: str) -> float:
+    return _finite_float(text, zero_allowed=True)
+
+
+def _finite_float(text: str, zero_allowed: bool) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive number, got {text}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive number, got {text}")
+        value = float("nan")
+    if not (value >= 0 if zero_allowed else value > 0) or value == float("inf"):  # nan fails both
+        raise argparse.ArgumentTypeError(
+            f"must be {'0 or a positive number' if zero_allowed else 'a number greater than 0'}, got {text}")
     return value
 
 

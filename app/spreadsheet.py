@@ -22,6 +22,11 @@ def safe_cell(value):
     return value
 
 
+def read_cell(value: str) -> str:
+    """A cell written by safe_cell, as it was before its leading `'`."""
+    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_STARTS) else value
+
+
 class SafeWriter:
     """csv.writer whose rows are made safe cell by cell (safe_cell)."""
 

@@ -206,7 +206,8 @@ def test_a_real_server_cuts_off_slow_uploads_and_refuses_20_huge_images_without_
     ws = trained_copy
     ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "production")
     port = free_port()
-    server = subprocess.Popen([sys.executable, str(SCRIPTS / "serve.py"), "--port", str(port), "--body-timeout", "2"],
+    server = subprocess.Popen([sys.executable, str(SCRIPTS / "serve.py"), "--port", str(port), "--body-timeout", "2",
+                               "--log-every", "1"],
                               cwd=ws.path, env=ws.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -252,9 +253,19 @@ def test_a_real_server_cuts_off_slow_uploads_and_refuses_20_huge_images_without_
         grown = (memory_kib(server.pid, "VmHWM") - before) / 1024
         print(f"20 huge PNGs refused: the server grew {grown:.1f} MB at its peak")
         assert grown < 200, f"the server grew {grown:.0f} MB"
+        time.sleep(2.5)  # the serve run's reporter logs a window each second
     finally:
-        server.terminate()
+        server.terminate()  # SIGTERM, as a job scheduler stops it: the serve run ends finished
         server.wait(30)
+    from conftest import leet_records
+
+    [serve_dir] = [d for d in ws.run_dirs() if any(r["type"] == "run" and r["run"]["job_type"] == "serve"
+                                                   for r in leet_records(d))]
+    records = leet_records(serve_dir)
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    logged = {key for item in history for key in item}
+    assert {"serve/requests", "serve/requests_per_s", "serve/latency_p99_ms", "serve/errors"} <= logged, logged
+    assert sum(item["serve/errors"] for item in history if "serve/errors" in item) >= 21  # 20 huge + the slow one
 
 
 def test_concurrent_requests_are_answered_in_batches_with_the_answers_of_one_at_a_time(served):
@@ -283,3 +294,50 @@ def test_concurrent_requests_are_answered_in_batches_with_the_answers_of_one_at_
     samples = {s.name: s.value for family in text_string_to_metric_families(batched.get("/metrics").text)
                for s in family.samples if s.name.startswith("serve_batch_size")}
     assert samples["serve_batch_size_sum"] == 64 and samples["serve_batch_size_count"] < 64 / 4, samples
+
+
+def test_drift_against_the_models_validation_predictions_flags_one_class_not_the_validation_images(served):
+    """The serve run's drift scores: the validation images served score under DRIFT_PSI, images of
+    one class alone far over it (the measurement behind the threshold; figures printed)."""
+    import app.settings
+    from app.serving.monitor import DRIFT_PSI, Monitor, reference_for
+    from app.tracking.backends import OfflineBackend
+
+    ws, make_client, _ = served
+    ws.run("evaluate", "--model", PRODUCTION, "--no-generate-images", "--label-issues", "none")
+    _, live = make_client()
+    current = live.current
+    reference = reference_for(OfflineBackend(app.settings.load_settings()), current.predictor.recipe, current.digest)
+    assert reference is not None and reference.source.startswith("digits-convnet-evaluation:")
+    monitor = Monitor(current.predictor.class_names, reference, current.ref)
+    from fastapi.testclient import TestClient
+
+    from app.serving.server import Limits, create_app
+
+    watched = TestClient(create_app(live, Limits(max_bytes=1024 * 1024), monitor))
+    [split] = ws.versions("digits-split")
+    folder = ws.store / "objects" / split["digest"]
+    images, labels = np.load(folder / "val_images.npy"), np.load(folder / "val_labels.npy")
+    for image in images:
+        assert watched.post("/predict", files={"file": ("v.png", png(image), "image/png")}).status_code == 200
+    usual = monitor.window(10.0)
+    test_images, test_labels = np.load(folder / "test_images.npy"), np.load(folder / "test_labels.npy")
+    for image in test_images:  # other images of the same distribution: sampling noise only
+        watched.post("/predict", files={"file": ("t.png", png(image), "image/png")})
+    unseen = monitor.window(10.0)
+    zeros = np.concatenate([images[labels == 0], test_images[test_labels == 0]])
+    for image in zeros:
+        watched.post("/predict", files={"file": ("z.png", png(image), "image/png")})
+    one_class = monitor.window(10.0)
+    print(f"drift: validation images ({usual['serve/requests']}): class PSI {usual['serve/drift_psi_classes']:.3f}, "
+          f"confidence PSI {usual['serve/drift_psi_confidence']:.3f}, chi2 p {usual['serve/drift_chi2_p']:.3f}; "
+          f"test images ({unseen['serve/requests']}): class PSI {unseen['serve/drift_psi_classes']:.3f}, confidence PSI "
+          f"{unseen['serve/drift_psi_confidence']:.3f}, chi2 p {unseen['serve/drift_chi2_p']:.3f}; "
+          f"one class ({one_class['serve/requests']}): class PSI {one_class['serve/drift_psi_classes']:.2f}, "
+          f"chi2 p {one_class['serve/drift_chi2_p']:.2g}")
+    assert usual["serve/requests"] == len(images) and not usual["serve/drift"]
+    assert usual["serve/drift_psi_classes"] < DRIFT_PSI / 5 and usual["serve/drift_chi2_p"] > 0.05
+    assert not unseen["serve/drift"] and unseen["serve/drift_psi_classes"] < DRIFT_PSI / 2
+    assert one_class["serve/drift"] and one_class["serve/drift_psi_classes"] > 4 * DRIFT_PSI
+    assert one_class["serve/share/0"] > 0.9 and one_class["serve/drift_chi2_p"] < 1e-6
+    assert 0 < usual["serve/latency_p50_ms"] <= usual["serve/latency_p99_ms"] and len(usual["_confidences"]) == len(images)

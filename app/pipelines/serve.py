@@ -44,6 +44,9 @@ def parse_args(argv=None):
                    help="require 'Authorization: Bearer <token>' on /predict and /metrics, the token read from the "
                         "environment variable NAME (or app/.env)")
     p.add_argument("--docs", action="store_true", help="serve FastAPI's /docs, /redoc and /openapi.json (off by default)")
+    p.add_argument("--log-every", type=positive_float, default=60.0, metavar="SECONDS",
+                   help="how often the serve run logs the traffic: request rate, latency percentiles, predicted "
+                        "classes, confidences and drift against the model's validation predictions")
     return p.parse_args(argv)
 
 
@@ -70,8 +73,9 @@ def main(argv=None) -> None:
 
     import uvicorn
 
+    from app.serving.monitor import Monitor, reference_for, report
     from app.serving.server import DEFAULT_MAX_PIXELS, Limits, LiveModel, create_app, watch
-    from app.tracking import backend, discovery
+    from app.tracking import backend, discovery, start_run
 
     limits = Limits(max_bytes=args.max_upload_mb * 1024 * 1024, max_batch=args.max_batch,
                     max_wait=args.max_wait_ms / 1000, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
@@ -79,16 +83,25 @@ def main(argv=None) -> None:
     connected = backend()
     ref = args.model or discovery.registry_model(connected, names.PRODUCTION, args.dataset, args.arch)
     live = LiveModel(connected, ref)
+    current = live.current
+    reference = reference_for(connected, current.predictor.recipe, current.digest)
+    monitor = Monitor(current.predictor.class_names, reference, current.ref)
     stop = threading.Event()
     threading.Thread(target=watch, args=(live, args.reload_every, stop), daemon=True).start()
-    print(f"serving {live.current.ref} ({live.current.predictor.engine}) for {ref} on "
-          f"http://{args.host}:{args.port}  (POST /predict, GET /health, GET /metrics"
-          f"{', GET /docs' if args.docs else ''}{'; bearer token required' if limits.api_key else ''})",
-          file=sys.stderr, flush=True)
-    try:
-        uvicorn.run(create_app(live, limits), host=args.host, port=args.port, log_level="warning")
-    finally:
-        stop.set()
+    config = {"model": ref, "served": current.ref, "engine": current.predictor.engine, "max_batch": args.max_batch,
+              "log_every": args.log_every, "drift_reference": reference.source if reference else None}
+    with start_run("serve", config) as run:
+        threading.Thread(target=report, args=(run, live, monitor, connected, args.log_every, stop), daemon=True).start()
+        print(f"serving {current.ref} ({current.predictor.engine}) for {ref} on "
+              f"http://{args.host}:{args.port}  (POST /predict, GET /health, GET /metrics"
+              f"{', GET /docs' if args.docs else ''}{'; bearer token required' if limits.api_key else ''}); "
+              f"traffic logged every {args.log_every:g} s, drift against "
+              f"{reference.source if reference else 'nothing (the model has no evaluation: run evaluate.py)'}",
+              file=sys.stderr, flush=True)
+        try:
+            uvicorn.run(create_app(live, limits, monitor), host=args.host, port=args.port, log_level="warning")
+        finally:
+            stop.set()
 
 
 if __name__ == "__main__":

@@ -217,7 +217,8 @@ class CountRequests:
             self.metrics.observe(scope["path"], status[0], time.perf_counter() - start)
 
 
-def create_app(live: LiveModel, limits: Limits) -> FastAPI:
+def create_app(live: LiveModel, limits: Limits, monitor=None) -> FastAPI:
+    """The app; `monitor` (app/serving/monitor.py), when given, records every /predict answer."""
     from app.serving.metrics import ServerMetrics
 
     docs = {} if limits.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
@@ -265,6 +266,18 @@ def create_app(live: LiveModel, limits: Limits) -> FastAPI:
             batcher.coming -= 1
 
     async def answer_upload(request: Request) -> dict:
+        start = time.perf_counter()
+        try:
+            answer = await answer_checked(request)
+        except HTTPException:
+            if monitor is not None:
+                monitor.record(None, None, time.perf_counter() - start)
+            raise
+        if monitor is not None:
+            monitor.record(answer["class"], answer["confidence"], time.perf_counter() - start)
+        return answer
+
+    async def answer_checked(request: Request) -> dict:
         data = await read_upload(request, limits)
         try:
             loaded, model_input = await run_in_threadpool(live.model_input, data, limits.max_pixels)

@@ -124,6 +124,10 @@ class Run:
     def table(self, columns: list[str], rows: list[list]):
         return wandb.Table(columns=columns, data=rows)
 
+    def histogram(self, values, bins: int = 10):
+        """A W&B histogram of `values` (serve.py's confidences)."""
+        return wandb.Histogram(values, num_bins=bins)
+
     def confusion_matrix(self, y_true, y_pred, class_names: list[str], title: str):
         return wandb.plot.confusion_matrix(
             y_true=list(map(int, y_true)), preds=list(map(int, y_pred)), class_names=class_names, title=title,
