@@ -18,6 +18,7 @@ MODEL_TYPE = "model"
 EVALUATION_TYPE = "evaluation"
 ONNX_TYPE = "onnx"  # a model's ONNX export (app/serving/onnx_export.py)
 CHECKPOINT_TYPE = "checkpoint"  # a training run's resumable state (app/training/checkpoint.py)
+SERVING_SAMPLES = "serving-samples"  # serve.py --log-samples: served images as an image folder (type dataset)
 
 REGISTRY = "wandb-registry-model"  # W&B's model registry, as it appears in refs
 

@@ -207,7 +207,7 @@ def test_a_real_server_cuts_off_slow_uploads_and_refuses_20_huge_images_without_
     ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "production")
     port = free_port()
     server = subprocess.Popen([sys.executable, str(SCRIPTS / "serve.py"), "--port", str(port), "--body-timeout", "2",
-                               "--log-every", "1"],
+                               "--log-every", "1", "--log-samples", "5"],
                               cwd=ws.path, env=ws.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -220,7 +220,10 @@ def test_a_real_server_cuts_off_slow_uploads_and_refuses_20_huge_images_without_
             except httpx.TransportError:
                 assert time.monotonic() < deadline
                 time.sleep(0.3)
-        assert httpx.post(f"{base}/predict", files={"file": ("d.png", digit(ws), "image/png")}).status_code == 200
+        [split] = ws.versions("digits-split")
+        served = np.load(ws.store / "objects" / split["digest"] / "test_images.npy")[:8]
+        for image in served:
+            assert httpx.post(f"{base}/predict", files={"file": ("d.png", png(image), "image/png")}).status_code == 200
 
         # a byte a second: cut off after --body-timeout (2 s), answered 408
         with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
@@ -266,6 +269,15 @@ def test_a_real_server_cuts_off_slow_uploads_and_refuses_20_huge_images_without_
     logged = {key for item in history for key in item}
     assert {"serve/requests", "serve/requests_per_s", "serve/latency_p99_ms", "serve/errors"} <= logged, logged
     assert sum(item["serve/errors"] for item in history if "serve/errors" in item) >= 21  # 20 huge + the slow one
+
+    # --log-samples 5: five of the eight images answered, an image folder by predicted class
+    [samples] = ws.versions("serving-samples")
+    assert samples["type"] == "dataset" and samples["metadata"]["samples"] == 5 and samples["metadata"]["served"] == 8
+    folder = ws.store / "objects" / samples["digest"]
+    files = sorted(p.relative_to(folder) for p in folder.rglob("*.png"))
+    assert len(files) == 5 and all(len(f.parts) == 2 and f.parts[0] in "0123456789" for f in files)
+    sent = {png(image) for image in served}
+    assert all((folder / f).read_bytes() in sent for f in files)  # kept as uploaded
 
 
 def test_concurrent_requests_are_answered_in_batches_with_the_answers_of_one_at_a_time(served):
@@ -341,3 +353,19 @@ def test_drift_against_the_models_validation_predictions_flags_one_class_not_the
     assert one_class["serve/drift"] and one_class["serve/drift_psi_classes"] > 4 * DRIFT_PSI
     assert one_class["serve/share/0"] > 0.9 and one_class["serve/drift_chi2_p"] < 1e-6
     assert 0 < usual["serve/latency_p50_ms"] <= usual["serve/latency_p99_ms"] and len(usual["_confidences"]) == len(images)
+
+
+def test_the_served_sample_is_uniform_over_the_servers_life():
+    """Reservoir sampling: the first and the last thousand uploads of 10,000 are kept alike."""
+    from app.serving.samples import SampleKeeper
+
+    kept_early = []
+    for seed in range(20):
+        keeper = SampleKeeper(100, seed=seed)
+        for n in range(10_000):
+            keeper.offer(n.to_bytes(2, "big"), "x")
+        positions = [int.from_bytes(data, "big") for data, _ in keeper.kept]
+        assert len(positions) == 100 and keeper.seen == 10_000
+        kept_early.append((sum(p < 1000 for p in positions), sum(p >= 9000 for p in positions)))
+    early, late = (sum(k[i] for k in kept_early) for i in (0, 1))
+    assert 150 < early < 250 and 150 < late < 250  # 10% of 2,000 kept each

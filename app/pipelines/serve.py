@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 
 from app import names
-from app.cli import Parser, add_model_flags, non_negative_float, positive_float, positive_int
+from app.cli import Parser, add_model_flags, non_negative_float, non_negative_int, positive_float, positive_int
 from app.errors import UserError, exits_cleanly
 
 
@@ -44,6 +44,9 @@ def parse_args(argv=None):
                    help="require 'Authorization: Bearer <token>' on /predict and /metrics, the token read from the "
                         "environment variable NAME (or app/.env)")
     p.add_argument("--docs", action="store_true", help="serve FastAPI's /docs, /redoc and /openapi.json (off by default)")
+    p.add_argument("--log-samples", type=non_negative_int, default=0, metavar="N",
+                   help="keep a uniform sample of N served images and log it when the server stops as the "
+                        "serving-samples dataset artifact, an image folder by predicted class (0: none)")
     p.add_argument("--log-every", type=positive_float, default=60.0, metavar="SECONDS",
                    help="how often the serve run logs the traffic: request rate, latency percentiles, predicted "
                         "classes, confidences and drift against the model's validation predictions")
@@ -74,6 +77,7 @@ def main(argv=None) -> None:
     import uvicorn
 
     from app.serving.monitor import Monitor, reference_for, report
+    from app.serving.samples import SampleKeeper, log_samples
     from app.serving.server import DEFAULT_MAX_PIXELS, Limits, LiveModel, create_app, watch
     from app.tracking import backend, discovery, start_run
 
@@ -86,6 +90,7 @@ def main(argv=None) -> None:
     current = live.current
     reference = reference_for(connected, current.predictor.recipe, current.digest)
     monitor = Monitor(current.predictor.class_names, reference, current.ref)
+    keeper = SampleKeeper(args.log_samples) if args.log_samples > 0 else None
     stop = threading.Event()
     threading.Thread(target=watch, args=(live, args.reload_every, stop), daemon=True).start()
     config = {"model": ref, "served": current.ref, "engine": current.predictor.engine, "max_batch": args.max_batch,
@@ -99,9 +104,14 @@ def main(argv=None) -> None:
               f"{reference.source if reference else 'nothing (the model has no evaluation: run evaluate.py)'}",
               file=sys.stderr, flush=True)
         try:
-            uvicorn.run(create_app(live, limits, monitor), host=args.host, port=args.port, log_level="warning")
+            uvicorn.run(create_app(live, limits, monitor, keeper), host=args.host, port=args.port,
+                        log_level="warning")
         finally:
             stop.set()
+        if keeper is not None:  # after a clean stop (Ctrl-C, SIGTERM); a killed server keeps nothing
+            logged = log_samples(run, keeper, live.current.ref)
+            print(f"serving samples: {logged} ({len(keeper.kept)} of {keeper.seen} images served)" if logged else
+                  "serving samples: none (nothing was served)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -217,8 +217,9 @@ class CountRequests:
             self.metrics.observe(scope["path"], status[0], time.perf_counter() - start)
 
 
-def create_app(live: LiveModel, limits: Limits, monitor=None) -> FastAPI:
-    """The app; `monitor` (app/serving/monitor.py), when given, records every /predict answer."""
+def create_app(live: LiveModel, limits: Limits, monitor=None, keeper=None) -> FastAPI:
+    """The app; `monitor` (app/serving/monitor.py), when given, records every /predict answer,
+    `keeper` (app/serving/samples.py) is offered every image answered."""
     from app.serving.metrics import ServerMetrics
 
     docs = {} if limits.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
@@ -279,6 +280,12 @@ def create_app(live: LiveModel, limits: Limits, monitor=None) -> FastAPI:
 
     async def answer_checked(request: Request) -> dict:
         data = await read_upload(request, limits)
+        answer = await answer_data(data)
+        if keeper is not None:
+            keeper.offer(data, answer["class"])
+        return answer
+
+    async def answer_data(data: bytes) -> dict:
         try:
             loaded, model_input = await run_in_threadpool(live.model_input, data, limits.max_pixels)
             if batcher is None:
