@@ -277,3 +277,29 @@ def test_checkpoint_retention_deletes_old_versions_through_the_public_api_and_ke
     deleted = [r["variables"]["input"]["artifactID"] for r in standin.requests if r["operation"] == "DeleteArtifact"]
     assert deleted == [ids[0], ids[2]]
     assert [v.ref for v in online.list("checkpoint-r1")] == ["checkpoint-r1:v1", "checkpoint-r1:v3"]
+
+
+def test_the_hook_watcher_follows_registry_aliases_online_through_the_real_sdk(online, standin, tmp_path):
+    """#38: registry.py watch polls online with the same code as offline (Backend.find through the
+    SDK's public API against the stand-in): the start is recorded, an alias move runs its hook once."""
+    from app.hooks.config import load_hooks
+    from app.hooks.watcher import Watcher
+
+    ids = registry_world(standin)
+    log = tmp_path / "ran.txt"
+    (tmp_path / "hooks.yaml").write_text(yaml.safe_dump({"hooks": [{
+        "name": "record", "collection": "wandb-registry-model/digits-*", "alias": "production",
+        "command": [sys.executable, "-c", "import os, sys; open(sys.argv[1], 'a').write(os.environ['HOOK_VERSION'])",
+                    str(log)]}]}), encoding="utf-8")
+    watcher = Watcher(online, load_hooks(tmp_path / "hooks.yaml"), tmp_path / "state.json", say=lambda s: None)
+    try:
+        assert watcher.poll() == []  # no production yet; the start is recorded
+        standin.link(ids["v0"], "digits-convnet", ["production"])  # a person's move in the W&B UI
+        [(hook, move)] = watcher.poll()
+        assert move.collection == "wandb-registry-model/digits-convnet" and move.alias == "production"
+        assert watcher.wait() == [] and log.read_text() == move.version
+        assert watcher.poll() == []  # the same place: no second run
+    finally:
+        watcher.close()
+    assert any(r["operation"] in ("ProjectArtifacts", "ArtifactCollections", "ProjectArtifactCollections")
+               or "Artifact" in r["operation"] for r in standin.requests)

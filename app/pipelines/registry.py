@@ -7,6 +7,7 @@
     python app/pipelines/registry.py export wandb-registry-model/digits-convnet:production   # -> digits-convnet-onnx
     wandb sync wandb/offline-run-* && python app/pipelines/registry.py push [--dry-run]
     python app/pipelines/registry.py push --dry-run      # before a login: the plan from the store alone
+    python app/pipelines/registry.py watch [--hooks hooks.yaml] [--every 30] [--once]   # run hooks on alias moves
 
 COLLECTION is an artifact name (`digits-split`) or a registry collection
 (`wandb-registry-model/digits-convnet`).
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 
 from app import names
-from app.cli import Parser, command, positive_int
+from app.cli import Parser, command, positive_float, positive_int
 from app.errors import exits_cleanly
 
 # Metadata keys worth a column in the human listing, first match wins.
@@ -51,6 +52,15 @@ def parse_args(argv=None):
                       help="print the plan, change nothing (offline: the plan from the store alone)")
     push.add_argument("--wandb-dir", type=Path, default=Path("wandb"),
                       help="folder of the offline run folders, for the `wandb sync` hints")
+    watch = sub.add_parser("watch", help="follow the registry's aliases and run the hooks of hooks.yaml once per "
+                                         "alias move (online and offline)")
+    watch.add_argument("--hooks", type=Path, default=Path("hooks.yaml"), help="the hooks file (hooks.example.yaml "
+                                                                              "shows the schema)")
+    watch.add_argument("--state", type=Path, default=Path(".hooks-state.json"),
+                       help="where the watcher records positions and what ran (a restart runs nothing twice)")
+    watch.add_argument("--every", type=positive_float, default=30.0, metavar="SECONDS", help="seconds between polls")
+    watch.add_argument("--once", action="store_true",
+                       help="poll once, run what it calls for, wait for it and exit (status 1 when a hook gave up)")
     return p.parse_args(argv)
 
 
@@ -70,6 +80,8 @@ def main(argv=None) -> None:
 
     if args.command == "push":
         return push(args)
+    if args.command == "watch":
+        return watch(args)
     if args.command == "export":
         return export(args.ref)
     store = backend()
@@ -176,6 +188,41 @@ def offline_dry_run(settings, wandb_dir: Path) -> None:
     print("not checked without a login: which runs `wandb sync` has uploaded, and which of these steps W&B already "
           "has (a step already there is skipped). Log in (`wandb login`) and run `push --dry-run` again for the "
           "exact plan.")
+
+
+def watch(args) -> None:
+    """registry.py watch: app/hooks/watcher.py on this process's backend."""
+    import sys
+    import time
+
+    from app.hooks.config import check_environment, load_hooks
+    from app.hooks.watcher import Watcher
+    from app.settings import load_env_file
+    from app.tracking import backend
+
+    hooks = load_hooks(args.hooks)
+    load_env_file()
+    check_environment(hooks)
+    first = not args.state.exists()
+    watcher = Watcher(backend(), hooks, args.state)
+    try:
+        started = watcher.poll()
+        if first:
+            print(f"watching {', '.join(hooks.aliases)} in the registry for {len(hooks.hooks)} hook(s); where the aliases "
+                  f"are now is the start (recorded in {args.state}): their next moves run hooks", file=sys.stderr)
+        if args.once:
+            failed = watcher.wait()
+            print(f"{len(started)} hook run(s) started this poll" + (f"; gave up: {', '.join(failed)}" if failed else ""))
+            if failed:
+                sys.exit(1)
+            return
+        while True:
+            time.sleep(args.every)
+            watcher.poll()
+    except KeyboardInterrupt:
+        print("watch: stopped; runs under way are run again by the next watch", file=sys.stderr)
+    finally:
+        watcher.close()
 
 
 if __name__ == "__main__":
