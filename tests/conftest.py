@@ -117,3 +117,30 @@ def leet_records(run_dir: Path) -> list[dict]:
     out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(run_dir)],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    """The default convnet trained on digits as train.py trains it (step budget, no augmentation),
+    in this process, once per session: (model, recipe, split), a 60/20/20 split."""
+    import torch
+
+    from app.data.sources import load_digits_28
+    from app.data.split import stratified_split
+    from app.training import engine
+    from app.training.config import TrainConfig, with_dataset_defaults
+    from app.training.recipe import make_recipe
+    from app.training.workflow import TrainingData, train
+
+    split = stratified_split(load_digits_28(), 100.0, (60, 20, 20), seed=0)
+    device = torch.device("cpu")
+    preprocessing = {"size": [28, 28], "channels": 1, "mean": [0.0], "std": [1.0], "resize": None}
+    config = with_dataset_defaults(TrainConfig(arch="convnet"), {"augment": "none", "split_sizes":
+                                                                {"train": len(split.labels["train"])}})
+    data = TrainingData(train=engine.to_tensors(split.images["train"], split.labels["train"], device, preprocessing),
+                        val=engine.to_tensors(split.images["val"], split.labels["val"], device, preprocessing),
+                        num_classes=10)
+    engine.seed_everything(0)
+    model, _ = train(config, data, progress=False)
+    recipe = make_recipe(config, data.input_shape, split.class_names, {"ref": "digits-split:v0"}, preprocessing)
+    return model, recipe, split

@@ -16,32 +16,66 @@ from conftest import leet_records
 
 
 @pytest.mark.parametrize("classes, never_predicted", [(4, False), (5, True)])
-def test_metrics_agree_with_torchmetrics(classes, never_predicted):
-    """An independent implementation as the reference; a class no example is predicted as
-    (precision 0/0) counts as 0, as in both libraries with zero_division=0."""
-    import torch
-    from torchmetrics.functional.classification import (multiclass_confusion_matrix, multiclass_f1_score,
-                                                        multiclass_precision, multiclass_recall)
+def test_metrics_agree_with_scikit_learn_and_the_calibration_error_with_its_bins(classes, never_predicted):
+    """torchmetrics computes them batch by batch (app/evaluation/metrics.py); scikit-learn on the
+    whole arrays is the independent reference. A class no example is predicted as (precision 0/0)
+    counts as 0 in both. The ECE equals the one its reliability bins give."""
+    from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
+
+    from app.evaluation import metrics
 
     rng = np.random.default_rng(classes)
-    probs = rng.dirichlet(np.ones(classes), size=300).astype(np.float32)
+    probs = rng.dirichlet(np.ones(classes), size=9000).astype(np.float32)  # three updates of BATCH
     if never_predicted:
         probs[:, -1] = 0.0  # the last class is never the argmax
-    labels = rng.integers(0, classes, 300)
+    labels = rng.integers(0, classes, 9000)
     report = classification_report(probs, labels, classes)
-    preds, y = torch.from_numpy(probs.argmax(1)), torch.from_numpy(labels)
-    for name, fn in (("precision", multiclass_precision), ("recall", multiclass_recall), ("f1", multiclass_f1_score)):
-        expected = fn(preds, y, num_classes=classes, average=None, zero_division=0).tolist()
-        assert report["per_class"][name] == pytest.approx(expected, abs=1e-6)
+    preds = probs.argmax(1)
+    expected = precision_recall_fscore_support(labels, preds, labels=list(range(classes)), zero_division=0)
+    for k, name in enumerate(("precision", "recall", "f1")):
+        assert report["per_class"][name] == pytest.approx(expected[k].tolist(), abs=1e-6)
     if never_predicted:  # 0/0 counts as 0, and the class is still in the report
         assert len(report["per_class"]["precision"]) == classes and report["per_class"]["precision"][-1] == 0.0
     else:
-        assert (probs.argmax(1) == classes - 1).any()
-    assert report["accuracy"] == pytest.approx(float((probs.argmax(1) == labels).mean()))
-    assert report["macro_f1"] == pytest.approx(float(np.mean(report["per_class"]["f1"])))
-    assert report["confusion_matrix"] == multiclass_confusion_matrix(preds, y, num_classes=classes).tolist()
-    assert report["loss"] == pytest.approx(-np.log(np.clip(probs[np.arange(300), labels], 1e-12, None)).mean(),
-                                           rel=1e-5)
+        assert (preds == classes - 1).any()
+    assert report["accuracy"] == pytest.approx(float((preds == labels).mean()))
+    assert report["macro_f1"] == pytest.approx(float(np.mean(expected[2])))
+    assert report["confusion_matrix"] == confusion_matrix(labels, preds, labels=list(range(classes))).tolist()
+    picked = np.clip(probs[np.arange(9000), labels].astype(np.float64), 1e-12, None)
+    assert report["loss"] == pytest.approx(-np.log(picked).mean(), rel=1e-6)  # the mean negative log-likelihood
+    if not never_predicted:  # rows summing to 1: scikit-learn's log loss is the same number
+        rows = probs.astype(np.float64) / probs.astype(np.float64).sum(1, keepdims=True)
+        assert report["loss"] == pytest.approx(log_loss(labels, rows, labels=list(range(classes))), rel=1e-4)
+    bins = report["reliability"]
+    assert sum(bins["count"]) == 9000 and bins["bins"] == metrics.CALIBRATION_BINS
+    from_bins = sum(n * abs(a - c) for n, a, c in zip(bins["count"], bins["accuracy"], bins["confidence"])) / 9000
+    assert report["ece"] == pytest.approx(from_bins, abs=1e-5) and report["ece"] > 0.05  # random: uncalibrated
+
+
+def test_digits_figures_through_torchmetrics_are_scikit_learns(digits_model):
+    """The same figures as before the move to torchmetrics, on a real model's digits predictions."""
+    import torch
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    from app.evaluation.inference import probabilities
+
+    model, recipe, split = digits_model
+    for name in ("val", "test"):
+        probs = probabilities(model, split.images[name], torch.device("cpu"), recipe)
+        labels, preds = split.labels[name], probs.argmax(1)
+        report = classification_report(probs, labels, 10)
+        assert report["accuracy"] == pytest.approx(float((preds == labels).mean()), abs=1e-6)  # float32
+        assert report["macro_f1"] == pytest.approx(f1_score(labels, preds, average="macro", zero_division=0), abs=1e-6)
+        assert report["confusion_matrix"] == confusion_matrix(labels, preds, labels=list(range(10))).tolist()
+        assert report["accuracy"] > 0.9 and 0 <= report["ece"] < 0.1
+
+
+def test_a_calibrated_model_has_a_small_calibration_error():
+    """Labels drawn from the probabilities themselves: confidence matches accuracy, ECE near 0."""
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4) * 0.3, size=20000).astype(np.float32)
+    labels = np.array([rng.choice(4, p=p / p.sum()) for p in probs])
+    assert classification_report(probs, labels, 4)["ece"] < 0.02
 
 
 def test_error_rows_have_one_row_per_example_and_every_column():
@@ -145,7 +179,7 @@ def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
     report = Path(out.split("report: ")[1].splitlines()[0])
     assert report.parent == eval_dir and report.read_text() == (store_dir / "report.html").read_text()
     page = report.read_text()
-    # two confusion matrices and the learning curves
+    # two confusion matrices, two reliability diagrams and the learning curves
     issues = evaluation["metadata"]["label_issues"]  # #39: cleanlab's candidates on val and test
     assert set(issues) == {"val", "test"} and f"label issues: {sum(issues.values())} candidate(s)" in out
     with open(store_dir / "label_issues.csv") as f:
@@ -153,7 +187,7 @@ def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
     assert issue_rows[0] == ["split", "index", "label", "suggested", "self_confidence"]
     assert len(issue_rows) - 1 == sum(issues.values()) and "<h2>Label issues</h2>" in page
     assert any("label_issues" in t and t.endswith(".table.json") for t in tables)
-    assert page.count("<img") == 3 + min(wrong["val"], 24) + min(wrong["test"], 24) + min(sum(issues.values()), 48)
+    assert page.count("<img") == 5 + min(wrong["val"], 24) + min(wrong["test"], 24) + min(sum(issues.values()), 48)
     assert "no production model" in page and "src=\"http" not in page  # self-contained
     assert any(t.startswith("media/html/report") for t in tables)
 

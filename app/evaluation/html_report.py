@@ -56,11 +56,11 @@ def render(*, model_ref: str, dataset_ref: str, class_names: list[str], splits: 
     suggested, self-confidence)]} (report.log_label_issues), None when not looked for."""
     e = html.escape
     parts = [f"<h1>Evaluation of {e(model_ref)}</h1>", f"<p>on {e(dataset_ref)}</p>",
-             "<table><tr><th>split</th><th>accuracy</th><th>loss</th><th>macro F1</th></tr>"]
+             "<table><tr><th>split</th><th>accuracy</th><th>loss</th><th>macro F1</th><th>ECE</th></tr>"]
     for name, split in splits.items():
         r = split["report"]
         parts.append(f"<tr><td>{e(name)}</td><td>{r['accuracy']:.4f}</td><td>{r['loss']:.4f}</td>"
-                     f"<td>{r['macro_f1']:.4f}</td></tr>")
+                     f"<td>{r['macro_f1']:.4f}</td><td>{r['ece']:.4f}</td></tr>")
     parts.append("</table>")
     parts.append("<h2>Against production</h2>")
     if comparison:
@@ -82,6 +82,7 @@ def render(*, model_ref: str, dataset_ref: str, class_names: list[str], splits: 
                 f"<td>{per_class[k][i]:.3f}</td>" for k in ("precision", "recall", "f1")) + "</tr>")
         parts.append("</table>")
         parts.append(_img(split["confusion_png"], f"{name} confusion matrix"))
+        parts.append(_img(split["reliability_png"], f"{name} reliability diagram (expected calibration error)"))
         errors = split["errors"]
         parts.append(f"<h3>{len(errors)} most confident errors</h3><div class=errors>" if errors
                      else "<p>no errors</p>")

@@ -40,6 +40,26 @@ def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str
     return fig
 
 
+def reliability_figure(reliability: dict, ece: float, title: str):
+    """Accuracy against confidence per bin (a calibrated model's bars meet the diagonal), with
+    how many examples each bin holds: the picture behind the expected calibration error."""
+    bins = reliability["bins"]
+    edges = np.linspace(0, 1, bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.bar(centres, reliability["accuracy"], width=1 / bins, edgecolor="black", alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title}: reliability (ECE {ece:.4f})")
+    ax.legend(loc="upper left")
+    counts.bar(centres, reliability["count"], width=1 / bins, color="grey")
+    counts.set_yscale("symlog")
+    counts.set_xlabel("confidence")
+    counts.set_ylabel("examples")
+    fig.tight_layout()
+    return fig
+
+
 def learning_curves_figure(history: dict):
     """Loss and accuracy per epoch, training and validation, from a model artifact's "history"
     (names.LEARNING_CURVES); the epoch whose weights the model holds (best validation) marked."""
@@ -98,6 +118,8 @@ def log_split(run, name: str, results: dict, probs: np.ndarray, labels: np.ndarr
 
     figure = confusion_figure(results["confusion_matrix"], class_names, name)
     confusion_png = html_report.figure_png(figure)
+    reliability = reliability_figure(results["reliability"], results["ece"], name)
+    reliability_png = html_report.figure_png(reliability)
     errors = html_report.most_confident_errors(probs, labels)
     shown, shown_errors = table_indices(len(labels), errors)
     needed = np.union1d(shown, shown_errors)  # each example's row (and W&B image) made once
@@ -113,6 +135,8 @@ def log_split(run, name: str, results: dict, probs: np.ndarray, labels: np.ndarr
         f"{name}/accuracy": results["accuracy"],
         f"{name}/loss": results["loss"],
         f"{name}/macro_f1": results["macro_f1"],
+        f"{name}/ece": results["ece"],
+        f"{name}/reliability": run.image(reliability),
         f"{name}/per_class": run.table(
             ["class", "precision", "recall", "f1"],
             [[c, *(results["per_class"][k][i] for k in ("precision", "recall", "f1"))] for i, c in enumerate(class_names)]),
@@ -122,7 +146,7 @@ def log_split(run, name: str, results: dict, probs: np.ndarray, labels: np.ndarr
         f"{name}/errors": run.table(columns, error_table),
     })
     preds = probs.argmax(1)
-    return {"report": results, "confusion_png": confusion_png,
+    return {"report": results, "confusion_png": confusion_png, "reliability_png": reliability_png,
             "errors": [(html_report.image_png(images[i]), class_names[labels[i]], class_names[preds[i]],
                         float(probs[i].max())) for i in errors[:html_report.WORST_ERRORS]]}
 

@@ -88,7 +88,7 @@ def main(argv=None) -> None:
             probs[name] = probabilities(model, split.images[name], device, recipe, workers=args.workers)
             results[name] = classification_report(probs[name], split.labels[name], len(split.class_names))
             detail(f"{name}: accuracy {results[name]['accuracy']:.4f}  loss {results[name]['loss']:.4f}  "
-                   f"macro F1 {results[name]['macro_f1']:.4f}")
+                   f"macro F1 {results[name]['macro_f1']:.4f}  ECE {results[name]['ece']:.4f}")
             shown[name] = report.log_split(run, name, results[name], probs[name], split.labels[name],
                                            split.images[name], split.class_names, args.generate_images)
         issues = find_label_issues(args.label_issues, probs, split, recipe, device)
@@ -98,7 +98,7 @@ def main(argv=None) -> None:
                             "shown": report.log_label_issues(run, issues["rows"], split.images, split.class_names,
                                                              args.generate_images)}
         gap = results["val"]["accuracy"] - results["test"]["accuracy"]
-        summary = {f"{s}_{k}": results[s][k] for s in SPLITS for k in ("accuracy", "loss", "macro_f1")}
+        summary = {f"{s}_{k}": results[s][k] for s in SPLITS for k in ("accuracy", "loss", "macro_f1", "ece")}
         summary["val_test_gap"] = gap
         run.summary(summary)
 
@@ -157,7 +157,7 @@ def main(argv=None) -> None:
 
     print(f"evaluated {model_version.ref} on {dataset.ref}: val accuracy {results['val']['accuracy']:.4f}, "
           f"test accuracy {results['test']['accuracy']:.4f}, val-test gap {gap:+.4f}, "
-          f"test macro F1 {results['test']['macro_f1']:.4f}")
+          f"test macro F1 {results['test']['macro_f1']:.4f}, test ECE {results['test']['ece']:.4f}")
     if issues is not None:
         print(f"label issues: {len(issues['rows'])} candidate(s) ("
               f"{', '.join(f'{s} {n}' for s, n in issues['counts'].items())}): the label_issues table and the report")
