@@ -81,8 +81,9 @@ class Monitor:
                 self._classes[self.class_names.index(class_name)] += 1
                 self._confidences.append(float(confidence))
 
-    def window(self, seconds: float) -> dict:
-        """The window's figures (and its drift scores when it holds enough predictions); starts a new one."""
+    def window(self, seconds: float) -> tuple[dict, list[float]]:
+        """(the window's figures, with its drift scores when it holds enough predictions; its
+        confidences); starts a new window."""
         with self._lock:
             classes, confidences, latencies, errors = self._classes, self._confidences, self._latencies, self._errors
             self._reset()
@@ -97,7 +98,7 @@ class Monitor:
             figures["serve/mean_confidence"] = float(np.mean(confidences))
         if predicted >= MIN_REQUESTS and self.reference is not None:
             figures.update(self.drift(classes, np.asarray(confidences)))
-        return figures | {"_confidences": confidences}
+        return figures, confidences
 
     def drift(self, classes: np.ndarray, confidences: np.ndarray) -> dict:
         from scipy.stats import chisquare
@@ -146,8 +147,7 @@ def report(run, live, monitor: Monitor, backend, every: float, stop: threading.E
             monitor.retarget(current.predictor.class_names,
                              reference_for(backend, current.predictor.recipe, current.digest), current.ref)
             continue
-        figures = monitor.window(every)
-        confidences = figures.pop("_confidences")
+        figures, confidences = monitor.window(every)
         if not figures["serve/requests"]:
             continue
         run.log({**figures, **({"serve/confidence": run.histogram(confidences)} if confidences else {})})

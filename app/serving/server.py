@@ -258,49 +258,42 @@ def create_app(live: LiveModel, limits: Limits, monitor=None, keeper=None) -> Fa
     @app.post("/predict")
     async def predict(request: Request) -> dict:
         authorise(request)
-        if batcher is None:
-            return await answer_upload(request)
-        batcher.coming += 1
-        try:
-            return await answer_upload(request)
-        finally:
-            batcher.coming -= 1
-
-    async def answer_upload(request: Request) -> dict:
         start = time.perf_counter()
+        if batcher is not None:
+            batcher.coming += 1  # a batch being gathered waits for this one
         try:
-            answer = await answer_checked(request)
+            data = await read_upload(request, limits)
+            answer = await answer_image(data)
         except HTTPException:
             if monitor is not None:
                 monitor.record(None, None, time.perf_counter() - start)
             raise
+        finally:
+            if batcher is not None:
+                batcher.coming -= 1
         if monitor is not None:
             monitor.record(answer["class"], answer["confidence"], time.perf_counter() - start)
-        return answer
-
-    async def answer_checked(request: Request) -> dict:
-        data = await read_upload(request, limits)
-        answer = await answer_data(data)
         if keeper is not None:
             keeper.offer(data, answer["class"])
+        metrics.predicted(answer["class"], answer["confidence"])
         return answer
 
-    async def answer_data(data: bytes) -> dict:
+    async def answer_image(data: bytes) -> dict:
+        """The model's answer for an upload: micro-batched, or one call of its own; a failure that
+        is not the upload's fault is a 500 in JSON, and the server goes on."""
         try:
             loaded, model_input = await run_in_threadpool(live.model_input, data, limits.max_pixels)
-            if batcher is None:
-                [answer] = await run_in_threadpool(answers, loaded, model_input[None])
-                metrics.batch.observe(1)
-            else:
-                answer = await batcher.submit(loaded, model_input)
+            if batcher is not None:
+                return await batcher.submit(loaded, model_input)
+            [answer] = await run_in_threadpool(answers, loaded, model_input[None])
+            metrics.batch.observe(1)
+            return answer
         except HTTPException:
             raise
         except Exception as err:  # noqa: BLE001 - one request's failure is a 500 in JSON, not a dead server
             print(f"serve: a prediction failed ({summary(err)})", file=sys.stderr, flush=True)
             raise HTTPException(500, f"the server failed on this image ({type(err).__name__}); it keeps serving. "
                                      "See the server's log.") from err
-        metrics.predicted(answer["class"], answer["confidence"])
-        return answer
 
     @app.get("/metrics")
     def prometheus(request: Request) -> Response:
