@@ -3,6 +3,7 @@ through the same code; a restart runs nothing twice; a slow or failing hook hold
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import threading
@@ -63,6 +64,8 @@ def test_a_failing_hook_is_retried_with_backoff_and_a_slow_one_holds_back_no_oth
     from app.tracking.backends import OfflineBackend
 
     ws = trained_copy
+    for key in [k for k in os.environ if k.startswith(("WANDB_", "PIPELINE_")) and k not in ws.env]:
+        monkeypatch.delenv(key)  # this process sees what the scripts see (an earlier test may have left one)
     for key, value in ws.env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(ws.path)

@@ -91,11 +91,11 @@ def test_env_file_loads_without_overriding_the_shell(clean_env, monkeypatch):
     env_file = clean_env / ".env"
     env_file.write_text("WANDB_PROJECT=from-file\nWANDB_ENTITY=\n# comment\n")
     monkeypatch.setenv("WANDB_ENTITY", "from-shell")
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)  # recorded before the file sets it: restored as absent
     settings_module.load_env_file(env_file)
     import os
     assert os.environ["WANDB_PROJECT"] == "from-file"
     assert os.environ["WANDB_ENTITY"] == "from-shell"
-    monkeypatch.delenv("WANDB_PROJECT")
 
 
 def test_env_file_with_a_malformed_line_is_refused(clean_env):
