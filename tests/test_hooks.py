@@ -3,7 +3,6 @@ through the same code; a restart runs nothing twice; a slow or failing hook hold
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import threading
@@ -64,12 +63,7 @@ def test_a_failing_hook_is_retried_with_backoff_and_a_slow_one_holds_back_no_oth
     from app.tracking.backends import OfflineBackend
 
     ws = trained_copy
-    for key in [k for k in os.environ if k.startswith(("WANDB_", "PIPELINE_")) and k not in ws.env]:
-        monkeypatch.delenv(key)  # this process sees what the scripts see (an earlier test may have left one)
-    for key, value in ws.env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.chdir(ws.path)
-    monkeypatch.setattr(app.settings, "_settings", None)
+    ws.enter(monkeypatch)
     log = ws.path / "ran.txt"
     hooks = load_hooks(hooks_file(ws.path, [
         {"name": "slow", "collection": "wandb-registry-model/*", "alias": "production",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import socket
 import subprocess
 import sys
@@ -35,12 +34,7 @@ def served(trained_copy, monkeypatch, tmp_path):
 
     ws = trained_copy
     ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "production")
-    for key in [k for k in os.environ if k.startswith(("WANDB_", "PIPELINE_")) and k not in ws.env]:
-        monkeypatch.delenv(key)  # this process sees what the scripts see (an earlier test may have left one)
-    for key, value in ws.env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.chdir(ws.path)
-    monkeypatch.setattr(app.settings, "_settings", None)
+    ws.enter(monkeypatch)
     spool = tmp_path / "spool"  # any temporary file a request writes would land here
     spool.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(spool))
