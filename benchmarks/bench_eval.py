@@ -28,8 +28,8 @@ from app.evaluation.images import load_inputs  # noqa: E402
 from app.evaluation.inference import probabilities  # noqa: E402
 from app.evaluation.metrics import classification_report  # noqa: E402
 from app.models import build_model  # noqa: E402
-from app.training.config import from_flags  # noqa: E402
-from app.training.recipe import make_recipe  # noqa: E402
+from app.recipe.config import from_flags  # noqa: E402
+from app.recipe import InputSpec, Recipe  # noqa: E402
 
 CLASSES = [str(i) for i in range(10)]
 
@@ -80,7 +80,7 @@ def main() -> None:
     import wandb
     from PIL import Image
 
-    recipe = make_recipe(from_flags("cnn", 1, {}), [1, 28, 28], CLASSES, {"ref": "", "digest": "", "name": ""})
+    recipe = Recipe(from_flags("cnn", 1, {}), InputSpec.plain([1, 28, 28]), tuple(CLASSES))
     torch.manual_seed(0)
     model = build_model(recipe)
     images, labels = synthetic_mnist(args.examples, seed=2)

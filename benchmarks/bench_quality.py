@@ -31,10 +31,9 @@ from app.data.split_files import read_split  # noqa: E402
 from app.errors import exits_cleanly  # noqa: E402
 from app.tracking import backend, discovery  # noqa: E402
 from app.training import engine  # noqa: E402
-from app.data.preprocessing import from_dataset_metadata  # noqa: E402
-from app.training.config import (TrainConfig, add_flags, from_flags, hyperparameter_names,  # noqa: E402
+from app.recipe.config import (TrainConfig, add_flags, from_flags, hyperparameter_names,  # noqa: E402
                                  with_dataset_defaults)
-from app.training.workflow import load_training_data, train  # noqa: E402
+from app.training.workflow import load_training_data, recipe_for, train  # noqa: E402
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +104,7 @@ def measure(args) -> None:
     started = time.perf_counter()
     given = {k: getattr(args, k) for k in hyperparameter_names() if getattr(args, k) is not None}
     config = with_dataset_defaults(from_flags(args.arch, args.epochs, given), dataset.metadata)
-    seen = from_dataset_metadata(dataset.metadata)
+    seen = recipe_for(config, dataset).input  # as train.py's recipe: the architecture's input
     model, _ = train(config, load_training_data(dataset, device, seen), progress=False)
     test = engine.to_tensors(split.images["test"], split.labels["test"], device, seen)
     ours = engine.evaluate(model, test)["accuracy"]

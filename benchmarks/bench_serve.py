@@ -36,18 +36,17 @@ def engines(images: int, rounds: int) -> None:
     from app.models import build_model
     from app.serving.onnx_export import export_onnx
     from app.serving.predictor import Predictor
-    from app.training.checkpoint import save_checkpoint
-    from app.training.config import from_flags
-    from app.training.recipe import make_recipe
+    from app.models.files import save_model
+    from app.recipe import InputSpec, Recipe
+    from app.recipe.config import from_flags
 
-    recipe = make_recipe(from_flags("cnn", 1, {}), [1, 28, 28], [str(i) for i in range(10)], {},
-                         {"size": [28, 28], "channels": 1, "mean": [0.13], "std": [0.31], "resize": None,
-                          "invert_light_background": True})
+    recipe = Recipe(from_flags("cnn", 1, {}), InputSpec(1, (28, 28), (0.13,), (0.31,), invert_light_background=True),
+                    tuple(str(i) for i in range(10)))
     torch.manual_seed(0)
     model = build_model(recipe)
     batch = np.random.default_rng(0).integers(0, 256, (images, 28, 28), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
-        save_checkpoint(model, recipe, Path(tmp) / "model")
+        save_model(model, recipe, Path(tmp) / "model")
         export_onnx(model, recipe, Path(tmp) / "onnx")
         predictors = {"torch": Predictor(Path(tmp) / "model"), "onnxruntime": Predictor(Path(tmp) / "model", Path(tmp) / "onnx")}
         rates = {name: [] for name in predictors}

@@ -33,8 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.models import build_model  # noqa: E402
 from app.training import engine  # noqa: E402
-from app.training.config import DeviceOptions, TrainConfig, from_flags, stream_workers  # noqa: E402
-from app.training.recipe import make_recipe  # noqa: E402
+from app.recipe.config import DeviceOptions, TrainConfig, from_flags, stream_workers  # noqa: E402
+from app.recipe import InputSpec, Recipe  # noqa: E402
 from app.data.shards import ShardedImages  # noqa: E402
 from app.training.streaming import Stream  # noqa: E402
 
@@ -51,7 +51,7 @@ def split_file(folder: Path, n: int, shape: tuple[int, ...], seed: int = 0):
 def samples_per_second(data, sample_shape: list[int], seed: int) -> float:
     import torch
 
-    recipe = make_recipe(from_flags("convnet", 2, {}), sample_shape, [str(i) for i in range(10)], {})
+    recipe = Recipe(from_flags("convnet", 2, {}), InputSpec.plain(sample_shape), tuple(str(i) for i in range(10)))
     engine.seed_everything(seed)
     model = engine.prepare(build_model(recipe), torch.device("cpu"))
     config = TrainConfig(epochs=2, batch_size=64, seed=seed, augment="none")
@@ -67,10 +67,10 @@ def peak_rss(path: Path, labels_path: Path, side: str, workers: int) -> None:
 
     cpu = torch.device("cpu")
     labels = np.load(labels_path)
-    preprocessing = {"channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3}
+    preprocessing = InputSpec(3, (64, 64), (0.5,) * 3, (0.25,) * 3)
     data = (engine.to_tensors(np.load(path), labels, cpu, preprocessing) if side == "memory"
             else Stream(ShardedImages([path]), labels, cpu, preprocessing, workers))
-    recipe = make_recipe(from_flags("mlp", 1, {"hidden": 8}), [3, 64, 64], [str(i) for i in range(10)], {})
+    recipe = Recipe(from_flags("mlp", 1, {"hidden": 8}), InputSpec.plain([3, 64, 64]), tuple(str(i) for i in range(10)))
     model = engine.prepare(build_model(recipe), cpu)
     engine.fit(model, data, data, TrainConfig(epochs=1, batch_size=256, augment="none"), progress=False)
     del data
@@ -147,7 +147,8 @@ def main() -> None:
         for shape in ((28, 28), (64, 64, 3)):
             path, images, labels = split_file(Path(tmp), args.images, shape)
             sample_shape = [1 if len(shape) == 2 else 3, shape[0], shape[1]]
-            preprocessing = {"channels": sample_shape[0], "mean": [0.5] * sample_shape[0], "std": [0.25] * sample_shape[0]}
+            preprocessing = InputSpec(sample_shape[0], tuple(sample_shape[1:]), (0.5,) * sample_shape[0],
+                                      (0.25,) * sample_shape[0])
             rates = {"in memory": [], "streamed": []}
             for seed in range(args.rounds):
                 rates["in memory"].append(samples_per_second(engine.to_tensors(images, labels, cpu, preprocessing),

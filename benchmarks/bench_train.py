@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.data.preprocessing import channel_stats  # noqa: E402
 from app.models import build_model  # noqa: E402
 from app.training import engine  # noqa: E402
-from app.training.config import PRECISIONS, DeviceOptions, TrainConfig, from_flags  # noqa: E402
-from app.training.recipe import make_recipe  # noqa: E402
+from app.recipe.config import PRECISIONS, DeviceOptions, TrainConfig, from_flags  # noqa: E402
+from app.recipe import InputSpec, Recipe  # noqa: E402
 
 BATCH = 64
 CNN_FLOPS_PER_SAMPLE = 3 * 2 * (28 * 28 * 32 * 25 + 14 * 14 * 64 * 32 * 25 + 3136 * 128 + 128 * 10)  # fwd + bwd
@@ -199,8 +199,7 @@ def time_to_accuracy(arch: str, images, labels, max_epochs: int, device, options
     train = engine.to_tensors(images[:cut], labels[:cut], device, seen)
     val = engine.to_tensors(images[cut:], labels[cut:], device, seen)
     config = from_flags(arch, max_epochs, {"augment": "crop-flip"})
-    recipe = make_recipe(config, [3, *images.shape[1:3]], ["circle", "square", "triangle", "cross"],
-                         {"ref": "bench", "digest": "", "name": "bench"})
+    recipe = Recipe(config, InputSpec.plain([3, *images.shape[1:3]]), ("circle", "square", "triangle", "cross"))
     engine.seed_everything(0)
     model = engine.prepare(build_model(recipe), device)
     started = time.perf_counter()
@@ -252,8 +251,7 @@ def main() -> None:
 
     epoch_seconds = None
     for arch in ("cnn", "mlp"):
-        recipe = make_recipe(from_flags(arch, 1, {}), [1, 28, 28], [str(i) for i in range(10)],
-                             {"ref": "bench", "digest": "", "name": "bench"})
+        recipe = Recipe(from_flags(arch, 1, {}), InputSpec.plain([1, 28, 28]), tuple(str(i) for i in range(10)))
         torch.manual_seed(0)
         initial = build_model(recipe)
         print(f"{arch}: engine {engine.accelerate(options, device, initial).describe()}", flush=True)

@@ -141,13 +141,13 @@ def digits_model():
     from app.data.sources import load_digits_28
     from app.data.split import stratified_split
     from app.training import engine
-    from app.training.config import TrainConfig, with_dataset_defaults
-    from app.training.recipe import make_recipe
+    from app.recipe import InputSpec
+    from app.recipe.config import TrainConfig, with_dataset_defaults
     from app.training.workflow import TrainingData, train
 
     split = stratified_split(load_digits_28(), 100.0, (60, 20, 20), seed=0)
     device = torch.device("cpu")
-    preprocessing = {"size": [28, 28], "channels": 1, "mean": [0.0], "std": [1.0], "resize": None}
+    preprocessing = InputSpec.plain([1, 28, 28])
     config = with_dataset_defaults(TrainConfig(arch="convnet"), {"augment": "none", "split_sizes":
                                                                 {"train": len(split.labels["train"])}})
     data = TrainingData(train=engine.to_tensors(split.images["train"], split.labels["train"], device, preprocessing),
@@ -155,5 +155,14 @@ def digits_model():
                         num_classes=10)
     engine.seed_everything(0)
     model, _ = train(config, data, progress=False)
-    recipe = make_recipe(config, data.input_shape, split.class_names, {"ref": "digits-split:v0"}, preprocessing)
+    recipe = recipe_of(config, data.input_shape, split.class_names, {"ref": "digits-split:v0"}, preprocessing)
     return model, recipe, split
+
+
+def recipe_of(config, shape, class_names, dataset: dict | None = None, preprocessing=None):
+    """A Recipe for a test: an input of `shape` (channels, height, width) seen as it is, or as
+    `preprocessing` (an InputSpec, or its dict) says."""
+    from app.recipe import DatasetRef, InputSpec, Recipe
+
+    spec = InputSpec.from_dict(preprocessing) if isinstance(preprocessing, dict) else preprocessing
+    return Recipe(config, spec or InputSpec.plain(shape), tuple(class_names), DatasetRef(**(dataset or {})))

@@ -9,7 +9,7 @@ import torch
 
 from app.models import build_model
 from app.training import engine
-from app.training.config import DeviceOptions, TrainConfig
+from app.recipe.config import DeviceOptions, TrainConfig
 from test_engine import recipe_for, separable
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from app.training import engine
 from app.training.augment import augment_batch, padding_for
-from app.training.config import TrainConfig
+from app.recipe.config import TrainConfig
 
 
 def test_crop_is_a_shift_within_the_padding_and_flip_a_mirror():
@@ -49,9 +49,9 @@ def test_augmentation_changes_training_batches_only_never_labels_or_evaluation(m
     train = engine.to_tensors(images, labels, torch.device("cpu"))
     val = engine.to_tensors(images[:8], labels[:8], torch.device("cpu"))
     labels_before = train.labels.clone()
-    from app.models import build_model
+    from app.models import build
 
-    model = build_model({"arch": "mlp", "input_shape": [3, 12, 12], "num_classes": 4, "model": {"hidden": 16}})
+    model = build("mlp", [3, 12, 12], 4, {"hidden": 16})
     engine.fit(model, train, val, TrainConfig(lr=1e-3, batch_size=16, epochs=1, seed=0, augment="crop-flip"),
                progress=False)
     assert len(seen) == 3 and all(kind == "crop-flip" for _, _, kind in seen)

@@ -11,8 +11,9 @@ from sklearn.datasets import load_digits
 
 from app.models import build_model
 from app.training import engine
-from app.training.config import from_flags
-from app.training.recipe import make_recipe
+from app.recipe import InputSpec
+from app.recipe.config import from_flags
+from conftest import recipe_of
 
 SEEDS = range(5)
 
@@ -41,12 +42,11 @@ def first_epoch(images, labels, seed):
     train_idx, val_idx = order[:cut], order[cut:]
     channels = 1 if images.ndim == 3 else 3
     scaled = images[train_idx].reshape(len(train_idx), -1, channels) / 255.0
-    prep = {"mean": scaled.mean((0, 1)).tolist(), "std": scaled.std((0, 1)).tolist(), "channels": channels,
-            "size": list(images.shape[1:3])}
+    prep = InputSpec(channels, images.shape[1:3], tuple(scaled.mean((0, 1))), tuple(scaled.std((0, 1))))
     train = engine.to_tensors(images[train_idx], labels[train_idx], torch.device("cpu"), prep)
     val = engine.to_tensors(images[val_idx], labels[val_idx], torch.device("cpu"), prep)
     config = from_flags("convnet", 1, {"seed": seed})
-    recipe = make_recipe(config, train.sample_shape, [str(c) for c in range(int(labels.max()) + 1)], {})
+    recipe = recipe_of(config, train.sample_shape, [str(c) for c in range(int(labels.max()) + 1)], {})
     torch.manual_seed(seed)
     [record] = engine.fit(build_model(recipe), train, val, config, progress=False)
     return record["train/accuracy"], record["val/accuracy"]

@@ -14,9 +14,8 @@ from app.errors import UserError
 from app.models import build_model
 from app.training import engine
 from app.training.checkpoint import load_training_state, save_training_state
-from app.training.config import TrainConfig, from_flags
-from app.training.recipe import make_recipe
-from conftest import SCRIPTS
+from app.recipe.config import TrainConfig, from_flags
+from conftest import SCRIPTS, recipe_of
 
 
 def digits_like(n=300, seed=0):
@@ -26,8 +25,8 @@ def digits_like(n=300, seed=0):
     return engine.to_tensors(images, labels, torch.device("cpu"))
 
 
-def recipe_of(arch: str) -> dict:
-    return make_recipe(from_flags(arch, 4, {}), [1, 8, 8], ["a", "b", "c"], {"ref": "x:v0", "digest": "d", "name": "x"})
+def small_recipe(arch: str):
+    return recipe_of(from_flags(arch, 4, {}), [1, 8, 8], ["a", "b", "c"], {"ref": "x:v0", "digest": "d", "name": "x"})
 
 
 def test_fit_resumed_from_a_saved_state_ends_with_the_weights_of_an_uninterrupted_fit(tmp_path):
@@ -39,10 +38,10 @@ def test_fit_resumed_from_a_saved_state_ends_with_the_weights_of_an_uninterrupte
 
     def run(resume=None, stop_after=None):
         engine.seed_everything(0)
-        model = build_model(recipe_of("cnn"))
+        model = build_model(small_recipe("cnn"))
 
         def save(state, is_best):
-            saved[state["epoch"]] = save_training_state(state, recipe_of("cnn"), tmp_path / f"e{state['epoch']}")
+            saved[state["epoch"]] = save_training_state(state, small_recipe("cnn"), tmp_path / f"e{state['epoch']}")
 
         history = engine.fit(model, data, data, config, progress=False,
                              on_epoch=(lambda r: r["epoch"] == stop_after) if stop_after else None,
@@ -50,7 +49,7 @@ def test_fit_resumed_from_a_saved_state_ends_with_the_weights_of_an_uninterrupte
         return model, history
 
     whole, whole_history = run()
-    state = load_training_state(tmp_path / "e2", recipe_of("cnn"), "e2")
+    state = load_training_state(tmp_path / "e2", small_recipe("cnn"), "e2")
     resumed, resumed_history = run(resume=state)
     assert [h["epoch"] for h in resumed_history] == [1, 2, 3, 4]  # epochs 1-2 from the state, 3-4 trained
     assert resumed_history[:2] == whole_history[:2]
@@ -60,15 +59,15 @@ def test_fit_resumed_from_a_saved_state_ends_with_the_weights_of_an_uninterrupte
 def test_a_damaged_or_foreign_checkpoint_is_refused(tmp_path):
     data = digits_like(60)
     states = []
-    model = build_model(recipe_of("mlp"))
+    model = build_model(small_recipe("mlp"))
     engine.fit(model, data, data, TrainConfig(arch="mlp", epochs=1, batch_size=32), progress=False,
                checkpoint=engine.Checkpointing(save=lambda s, best: states.append(s)))
-    save_training_state(states[0], recipe_of("mlp"), tmp_path / "mlp")
+    save_training_state(states[0], small_recipe("mlp"), tmp_path / "mlp")
     with pytest.raises(UserError, match="do not fit the 'cnn' model"):  # another architecture's state
-        load_training_state(tmp_path / "mlp", recipe_of("cnn"), "checkpoint-x:v0")
+        load_training_state(tmp_path / "mlp", small_recipe("cnn"), "checkpoint-x:v0")
     (tmp_path / "mlp" / "training_state.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="refused checkpoint checkpoint-x:v0: training_state.pt is damaged"):
-        load_training_state(tmp_path / "mlp", recipe_of("mlp"), "checkpoint-x:v0")
+        load_training_state(tmp_path / "mlp", small_recipe("mlp"), "checkpoint-x:v0")
 
 
 def checkpoints_of(ws) -> dict:

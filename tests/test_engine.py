@@ -1,7 +1,6 @@
 """Models and the training engine on small data, without W&B."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -10,16 +9,16 @@ import pytest
 import torch
 
 from app.errors import UserError
-from app.models import build_model
+from app.models import build, build_model
 from app.training import engine
-from app.training.checkpoint import load_checkpoint, save_checkpoint
-from app.training.config import TrainConfig, from_flags, from_recipe, hyperparameter_names, model_defaults
+from app.models.files import load_model, save_model
+from app.recipe.config import TrainConfig, from_flags, hyperparameter_names, model_defaults
 from app.training.optimizer import lr_factor, make_optimizer
-from app.training.recipe import check_locked, make_recipe
+from conftest import recipe_of
 
 
 def recipe_for(arch, **over):
-    return make_recipe(from_flags(arch, 5, over), [1, 28, 28], [str(i) for i in range(10)],
+    return recipe_of(from_flags(arch, 5, over), [1, 28, 28], [str(i) for i in range(10)],
                        {"ref": "x-split:v0", "digest": "d", "name": "digits"})
 
 
@@ -41,8 +40,7 @@ def test_cnn_matches_the_original_layout():
 
 @pytest.mark.parametrize("shape", [[1, 1, 1], [1, 7, 5], [3, 200, 160], [4, 28, 28]])
 def test_the_convnet_takes_any_image_size_with_a_classifier_of_the_same_size(shape):
-    recipe = {**recipe_for("convnet"), "input_shape": shape}
-    model = build_model(recipe)
+    model = build("convnet", shape, 10, recipe_for("convnet").config.model)
     assert model(torch.zeros(2, *shape)).shape == (2, 10)
     # only the stem's weights depend on the input (its channels); the image size changes nothing
     assert sum(p.numel() for p in model.parameters()) == 297_450 + 32 * 9 * (shape[0] - 1)
@@ -50,7 +48,7 @@ def test_the_convnet_takes_any_image_size_with_a_classifier_of_the_same_size(sha
 
 
 def test_the_convnet_trains_in_channels_last_on_the_cpu_and_the_cnn_does_not():
-    from app.training.config import DeviceOptions
+    from app.recipe.config import DeviceOptions
 
     cpu = torch.device("cpu")
     assert engine.accelerate(DeviceOptions(), cpu, build_model(recipe_for("convnet"))).channels_last
@@ -59,7 +57,7 @@ def test_the_convnet_trains_in_channels_last_on_the_cpu_and_the_cnn_does_not():
 
 
 def test_the_default_length_is_a_step_budget_chosen_from_the_training_split():
-    from app.training.config import MAX_EPOCHS, MIN_EPOCHS, STEP_BUDGET, epochs_for_budget, with_dataset_defaults
+    from app.recipe.config import MAX_EPOCHS, MIN_EPOCHS, STEP_BUDGET, epochs_for_budget, with_dataset_defaults
 
     assert TrainConfig().epochs is None and TrainConfig().arch == "convnet" and TrainConfig().schedule == "cosine"
     assert epochs_for_budget(1257, 64) == 10  # digits: 20 steps per epoch
@@ -137,9 +135,9 @@ def test_nan_loss_stops_with_a_clear_message():
 def test_checkpoint_round_trips_the_recipe_and_weights(tmp_path):
     model, _ = fit_once("mlp", epochs=1)
     recipe = recipe_for("mlp")
-    save_checkpoint(model, recipe, tmp_path)
-    loaded, back = load_checkpoint(tmp_path)
-    assert back == json.loads(json.dumps(recipe))
+    save_model(model, recipe, tmp_path)
+    loaded, back = load_model(tmp_path)
+    assert back == recipe
     assert all(torch.equal(model.state_dict()[k], loaded.state_dict()[k]) for k in model.state_dict())
 
 
@@ -148,19 +146,19 @@ def test_a_pickled_payload_is_refused(tmp_path):
         def __reduce__(self):
             return (print, ("owned",))
 
-    save_checkpoint(build_model(recipe_for("mlp")), recipe_for("mlp"), tmp_path)
+    save_model(build_model(recipe_for("mlp")), recipe_for("mlp"), tmp_path)
     torch.save({"weights": Evil()}, tmp_path / "model.pt")
     with pytest.raises(UserError, match="refused to load"):
-        load_checkpoint(tmp_path)
+        load_model(tmp_path)
 
 
 def test_unknown_architecture_and_locked_hyperparameters():
     with pytest.raises(UserError, match="unknown architecture .vgg."):
-        build_model({"arch": "vgg", "input_shape": [1, 28, 28], "num_classes": 10, "model": {}})
+        build("vgg", [1, 28, 28], 10, {})
     recipe = recipe_for("cnn")
-    check_locked(recipe, {"lr": recipe["hyperparameters"]["lr"], "seed": None})
+    recipe.check_locked({"lr": recipe.config.lr, "seed": None})
     with pytest.raises(UserError, match="lr"):
-        check_locked(recipe, {"lr": 0.5})
+        recipe.check_locked({"lr": 0.5})
     with pytest.raises(UserError, match="hidden"):
         from_flags("cnn", 5, {"hidden": 3})
     assert model_defaults("mlp") == {"hidden": 512}
@@ -203,12 +201,12 @@ def test_config_round_trips_through_the_model_artifact_and_rebuilds_the_same_mod
     config = TrainConfig(arch="cnn", epochs=7, lr=0.002, batch_size=32, weight_decay=0.01, warmup=0.1,
                          schedule="constant", label_smoothing=0.1, augment="crop", seed=5,
                          dropout_1=0.1, dropout_2=0.2, dropout_3=0.3, dense=64)
-    recipe = make_recipe(config, [1, 28, 28], [str(i) for i in range(10)], {"ref": "x:v0", "digest": "d", "name": "x"})
+    recipe = recipe_of(config, [1, 28, 28], [str(i) for i in range(10)], {"ref": "x:v0", "digest": "d", "name": "x"})
     torch.manual_seed(0)
     model = build_model(recipe).eval()
-    save_checkpoint(model, recipe, tmp_path)
-    loaded, loaded_recipe = load_checkpoint(tmp_path)
-    assert from_recipe(loaded_recipe) == config
+    save_model(model, recipe, tmp_path)
+    loaded, loaded_recipe = load_model(tmp_path)
+    assert loaded_recipe.config == config
     x = torch.rand(4, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(loaded.eval()(x), model(x))
@@ -243,10 +241,14 @@ def test_train_py_has_a_flag_for_every_training_field_with_its_default_in_the_he
 
 
 def test_recipes_from_before_a_key_train_as_they_did():
-    recipe = recipe_for("mlp")
+    from app.recipe import Recipe
+
+    recipe = recipe_for("mlp").to_dict()
+    recipe["format"] = 1  # the layout that had no every-key rule
+    recipe["input_shape"], recipe["num_classes"] = [1, 28, 28], 10
     for key in ("weight_decay", "warmup", "schedule", "label_smoothing", "augment"):
         del recipe["hyperparameters"][key]
-    old = from_recipe(recipe)
+    old = Recipe.from_dict(recipe).config
     assert (old.weight_decay, old.warmup, old.schedule, old.label_smoothing, old.augment) == (0.0, 0.0, "constant", 0.0, "none")
 
 
@@ -280,7 +282,7 @@ def test_app_calls_no_private_torch_api():
 def test_the_config_is_settled_before_the_run_logs_it_and_never_changed_after(workspace):
     from dataclasses import FrozenInstanceError
 
-    from app.training.config import with_dataset_defaults
+    from app.recipe.config import with_dataset_defaults
     from conftest import leet_records
 
     config = from_flags("mlp", 1, {})

@@ -181,24 +181,25 @@ def test_a_damaged_sweep_index_is_refused(tmp_path):
     ({"dense": "128"}, "dense='128' is out of range"),
 ])
 def test_a_recipe_with_absurd_sizes_is_refused_before_torch_allocates(tmp_path, model, phrase):
-    from app.training.config import model_defaults
-    from app.training.checkpoint import RECIPE_FILE, WEIGHTS_FILE, load_checkpoint
+    from app.recipe.config import model_defaults
+    from app.models.files import WEIGHTS_FILE, load_model
+    from app.recipe import RECIPE_FILE
 
     recipe = {"arch": "cnn", "input_shape": [3, 1024, 1024], "num_classes": 10, "class_names": list("abcdefghij"),
               "model": {**model_defaults("cnn"), **model}}
     (tmp_path / RECIPE_FILE).write_text(json.dumps(recipe))
     (tmp_path / WEIGHTS_FILE).write_bytes(b"")
     with pytest.raises(UserError, match=re.escape(phrase)):
-        load_checkpoint(tmp_path)
+        load_model(tmp_path)
 
 
 @pytest.mark.parametrize("shape, classes", [([1, -8, 8], 10), ([1, 8, 8], 0), ([1, 8], 10), ([9, 8, 8], 10)])
 def test_a_recipe_with_an_impossible_input_or_class_count_is_refused(shape, classes):
-    from app.models import build_model
-    from app.training.config import model_defaults
+    from app.models import build
+    from app.recipe.config import model_defaults
 
     with pytest.raises(UserError, match="out of range"):
-        build_model({"arch": "mlp", "input_shape": shape, "num_classes": classes, "model": model_defaults("mlp")})
+        build("mlp", shape, classes, model_defaults("mlp"))
 
 
 def test_train_refuses_an_absurd_flag_before_its_run(trained_copy):

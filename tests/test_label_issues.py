@@ -56,7 +56,7 @@ def test_training_labels_are_checked_on_out_of_fold_predictions_of_the_same_reci
     flipped = rng.choice(len(labels), round(0.05 * len(labels)), replace=False)
     labels[flipped] = (labels[flipped] + rng.integers(1, 10, len(flipped))) % 10
     noisy = replace(split, labels={**split.labels, "train": labels})
-    probs = out_of_fold_probabilities({**recipe, "epochs": 3}, noisy, torch.device("cpu"), folds=3)
+    probs = out_of_fold_probabilities(recipe.with_epochs(3), noisy, torch.device("cpu"), folds=3)
     assert probs.shape == (len(labels), 10) and np.allclose(probs.sum(1), 1, atol=1e-4)
     rows = label_issues.candidates({"train": probs}, {"train": labels})
     found = {r["index"] for r in rows}

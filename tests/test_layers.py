@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from app.models import build_model, layers
-from app.training.config import from_flags
-from app.training.recipe import make_recipe
+from app.recipe.config import from_flags
+from conftest import recipe_of
 
 
 def images(batch=8, size=28, seed=0):
@@ -114,7 +114,7 @@ def test_dropout_gradient_is_the_mask_and_follows_the_seed():
 
 def test_cnn_weights_load_into_stock_layers_with_the_same_predictions():
     """The state_dict is that of stock torch.nn layers, in the original's order (ReLU before pool)."""
-    recipe = make_recipe(from_flags("cnn", 5, {}), [1, 28, 28], [str(i) for i in range(10)],
+    recipe = recipe_of(from_flags("cnn", 5, {}), [1, 28, 28], [str(i) for i in range(10)],
                          {"ref": "", "digest": "", "name": ""})
     torch.manual_seed(0)
     fast = build_model(recipe).eval()

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from app.training.config import epochs_for_budget
+from app.recipe.config import epochs_for_budget
 from app.tuning.sweep_config import load_sweep_config
 from conftest import REPO, SCRIPTS, make_workspace
 

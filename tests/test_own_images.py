@@ -185,8 +185,7 @@ def test_own_images_through_the_whole_flow(workspace):
     ws.run("train", "--tune", "--max_sweep", "2", "--epochs", "1", "--sweep-config", str(Path(__file__).parents[1] / "sweep.yaml"))
     ws.run("train", "--retrain", "--epochs", "2")
     model = ws.versions("My-Pics-convnet")[-1]["metadata"]
-    assert model["input_shape"] == [3, 20, 20]
-    seen = model["preprocessing"]
+    seen = model["input"]
     assert seen["mean"] == meta["mean"] and seen["std"] == meta["std"] and seen["size"] == [20, 20]
     assert seen["channels"] == 3 and seen["invert_light_background"] is False
 
@@ -220,24 +219,26 @@ def test_predict_uses_the_recipes_normalisation(tmp_path):
     normalisation is really applied, and from the recipe."""
     import torch
 
+    from dataclasses import replace
+
     from app.evaluation.images import load_inputs
     from app.evaluation.inference import probabilities
     from app.training.engine import seed_everything
-    from app.training.config import from_flags
-    from app.training.recipe import make_recipe
+    from app.recipe.config import from_flags
+    from conftest import recipe_of
     from app.models import build_model
 
     preprocessing = {"size": [16, 16], "channels": 3, "mean": [0.2, 0.5, 0.7], "std": [0.3, 0.2, 0.1],
                      "resize": None, "invert_light_background": False}
-    recipe = make_recipe(from_flags("mlp", 5, {}), [3, 16, 16], ["a", "b"], {}, preprocessing)
+    recipe = recipe_of(from_flags("mlp", 5, {}), [3, 16, 16], ["a", "b"], {}, preprocessing)
     seed_everything(0)
     model = build_model(recipe)
     draw_shape("square", __import__("random").Random(1), size=(50, 30)).save(tmp_path / "sq.png")
     _, images = load_inputs([str(tmp_path / "sq.png")], recipe)
     assert images.shape == (1, 16, 16, 3)
     normalised = probabilities(model, images, torch.device("cpu"), recipe)
-    plain = probabilities(model, images, torch.device("cpu"), {**recipe, "preprocessing": {
-        **preprocessing, "mean": [0.0] * 3, "std": [1.0] * 3}})
+    plain = probabilities(model, images, torch.device("cpu"),
+                          replace(recipe, input=replace(recipe.input, mean=(0.0,) * 3, std=(1.0,) * 3)))
     x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - torch.tensor([0.2, 0.5, 0.7]).view(1, 3, 1, 1)) \
         / torch.tensor([0.3, 0.2, 0.1]).view(1, 3, 1, 1)
     with torch.no_grad():

@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from app import names
-from app.models import build_model, load_pretrained, model_preprocessing, zoo
-from app.training.config import from_flags
-from app.training.recipe import make_recipe
+from app.models import build_model, load_pretrained, model_input, zoo
+from app.recipe import InputSpec
+from app.recipe.config import from_flags
+from conftest import recipe_of
 
 
-def recipe_for(arch: str, channels: int = 1) -> dict:
-    return make_recipe(from_flags(arch, 1, {"pretrained": True}), [channels, 12, 12], ["a", "b", "c"],
+def recipe_for(arch: str, channels: int = 1):
+    return recipe_of(from_flags(arch, 1, {"pretrained": True}), [channels, 12, 12], ["a", "b", "c"],
                        {"ref": "x:v0", "digest": "d", "name": "x"})
 
 
@@ -38,7 +39,7 @@ def test_planted_imagenet_weights_load_into_every_layer_but_the_new_head(arch, t
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     planted = plant_weights(arch, tmp_path)
     model = build_model(recipe_for(arch))
-    load_pretrained(recipe_for(arch), model)
+    load_pretrained(recipe_for(arch).config, model)
     loaded = model.net.state_dict()
     head = [k for k in loaded if loaded[k].shape != planted[k].shape]
     assert head and all(loaded[k].shape[0] == 3 for k in head)  # the classifier, for 3 classes
@@ -61,9 +62,8 @@ def test_the_model_sees_images_as_its_weights_were_trained_and_the_recipe_record
     upsized = torch.nn.functional.interpolate(grey.expand(-1, 3, -1, -1), size=(224, 224), mode="bilinear")
     assert torch.allclose(seen[0], (upsized - mean) / std, atol=1e-6)
     # the data are not normalised again outside: the recipe's preprocessing is the identity
-    preprocessing = model_preprocessing("mobilenet_v3_large", {"channels": 1, "mean": [0.4], "std": [0.3],
-                                                               "size": [12, 12]})
-    assert (preprocessing["mean"], preprocessing["std"], preprocessing["model_input"]) == ([0.0], [1.0], transform)
+    spec = model_input("mobilenet_v3_large", InputSpec(1, (12, 12), (0.4,), (0.3,)))
+    assert (spec.mean, spec.std, spec.model_input) == ((0.0,), (1.0,), transform)
 
 
 def test_pretrained_fine_tuning_runs_the_flow_and_without_weights_stops_before_any_run(workspace, tmp_path):
@@ -80,7 +80,7 @@ def test_pretrained_fine_tuning_runs_the_flow_and_without_weights_stops_before_a
     assert "digits-mobilenet_v3_large:v0" in out
     [model] = ws.versions("digits-mobilenet_v3_large")
     recipe = model["metadata"]
-    assert recipe["model"] == {"pretrained": True} and recipe["preprocessing"]["model_input"]["size"] == [224, 224]
+    assert recipe["hyperparameters"]["pretrained"] is True and recipe["input"]["model_input"]["size"] == [224, 224]
     ws.run("registry", "link", "digits-mobilenet_v3_large:v0", "digits-mobilenet_v3_large", "--alias", "to_evaluate")
     evaluated = ws.run("evaluate", "--no-generate-images", "--promote").stdout
     assert "promoted to" in evaluated  # the first model, and its ONNX export (resize and normalisation inside)
@@ -102,7 +102,7 @@ def test_fine_tuning_trains_the_new_head_alone_first_then_the_backbone_at_a_lowe
     import numpy as np
 
     from app.training import engine
-    from app.training.config import TrainConfig
+    from app.recipe.config import TrainConfig
 
     rng = np.random.default_rng(0)
     data = engine.to_tensors(rng.integers(0, 256, (16, 8, 8), dtype=np.uint8), np.arange(16) % 3,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from app.errors import UserError
-from app.models import build_model
+from app.models import build
 from app.tuning.sweep_config import load_sweep_config, sweep_config_path, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("shape", [[1, 28, 28], [3, 32, 32], [3, 20, 24]])
 def test_resnet_takes_any_channels_and_size(shape):
-    model = build_model({"arch": "resnet", "input_shape": shape, "num_classes": 7, "model": {"pretrained": False}})
+    model = build("resnet", shape, 7, {"pretrained": False})
     assert model.conv1.in_channels == shape[0] and model.conv1.stride == (1, 1)
     assert isinstance(model.maxpool, torch.nn.Identity)
     assert model(torch.rand(2, *shape)).shape == (2, 7)
@@ -38,7 +38,7 @@ def test_resnet_trains_through_the_flow_and_evaluates(workspace):
     out = workspace.run("train", "--arch", "resnet", "--epochs", "1", "--batch_size", "128").stdout
     assert "digits-resnet:v0" in out
     [model] = workspace.versions("digits-resnet")
-    assert model["metadata"]["model"] == {"pretrained": False} and model["metadata"]["input_shape"] == [1, 28, 28]
+    assert model["metadata"]["hyperparameters"]["pretrained"] is False and model["metadata"]["input"]["size"] == [28, 28]
     workspace.run("registry", "link", "digits-resnet:v0", "digits-resnet", "--alias", "to_evaluate")
     assert "test accuracy" in workspace.run("evaluate", "--arch", "resnet").stdout
 

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from app.training.config import DeviceOptions, TrainConfig, retrain_epochs
+from app.recipe.config import DeviceOptions, TrainConfig, retrain_epochs
 from app.training.workflow import repeats_candidate
 from test_online_contract import online, registry_world, standin  # noqa: F401 (fixtures)
 

@@ -27,13 +27,13 @@ def test_the_onnx_export_equals_torch_on_the_test_split(trained, tmp_path):
     from app.evaluation.inference import probabilities
     from app.serving.onnx_export import export_onnx
     from app.serving.predictor import Predictor
-    from app.training.checkpoint import load_checkpoint
+    from app.models.files import load_model
 
     [model_version] = trained.versions("digits-convnet")
     [split] = trained.versions("digits-split")
     folder = trained.store / "objects" / model_version["digest"]
     test_images = np.load(trained.store / "objects" / split["digest"] / "test_images.npy")
-    model, recipe = load_checkpoint(folder)
+    model, recipe = load_model(folder)
     export_onnx(model, recipe, tmp_path / "onnx")
     through_onnx = Predictor(folder, tmp_path / "onnx").probabilities(test_images, batch_size=50)
     through_torch = probabilities(model, test_images, torch.device("cpu"), recipe)
@@ -47,12 +47,12 @@ def test_a_colour_model_exports_with_its_normalisation_inside(tmp_path):
     from app.evaluation.inference import probabilities
     from app.models import build_model
     from app.serving.onnx_export import export_onnx, onnx_session
-    from app.training.config import from_flags
-    from app.training.recipe import make_recipe
+    from app.recipe.config import from_flags
+    from conftest import recipe_of
 
     preprocessing = {"size": [12, 10], "channels": 3, "mean": [0.2, 0.5, 0.7], "std": [0.3, 0.2, 0.1],
                      "resize": None, "invert_light_background": False}
-    recipe = make_recipe(from_flags("cnn", 1, {}), [3, 12, 10], list("abc"), {}, preprocessing)
+    recipe = recipe_of(from_flags("cnn", 1, {}), [3, 12, 10], list("abc"), {}, preprocessing)
     torch.manual_seed(0)
     model = build_model(recipe).eval()
     images = np.random.default_rng(0).integers(0, 256, (9, 12, 10, 3), dtype=np.uint8)

@@ -305,12 +305,12 @@ def test_evaluation_reads_a_split_view_in_dataloader_workers_as_in_this_process(
     DataLoader workers give the very probabilities of reading them here."""
     from app.evaluation.inference import probabilities
     from app.models import build_model
-    from app.training.config import from_flags
-    from app.training.recipe import make_recipe
+    from app.recipe.config import from_flags
+    from conftest import recipe_of
 
     files, whole = shard_files(tmp_path, sizes=(700, 300, 1100), shape=(6, 6, 3))
     view = ShardedImages(files)
-    recipe = make_recipe(from_flags("convnet", 1, {"width": 4}), [3, 6, 6], list("abc"), {})
+    recipe = recipe_of(from_flags("convnet", 1, {"width": 4}), [3, 6, 6], list("abc"), {})
     model = build_model(recipe)
     here = probabilities(model, view, torch.device("cpu"), recipe)
     assert np.array_equal(probabilities(model, view, torch.device("cpu"), recipe, workers=2), here)
@@ -351,8 +351,8 @@ def test_an_image_gone_while_streaming_is_a_clear_error_from_a_worker_too(tmp_pa
     from app.data.references import ReferencedImages
     from app.evaluation.inference import probabilities
     from app.models import build_model
-    from app.training.config import from_flags
-    from app.training.recipe import make_recipe
+    from app.recipe.config import from_flags
+    from conftest import recipe_of
     from app.training.streaming import Stream
 
     colour_folder(tmp_path / "pics", per_class=4)
@@ -366,7 +366,7 @@ def test_an_image_gone_while_streaming_is_a_clear_error_from_a_worker_too(tmp_pa
         list(stream.batches(torch.arange(len(names)), 4))
     assert names[5] in str(raised.value) and "cannot be read now" in str(raised.value)
     assert "Traceback" not in str(raised.value)
-    recipe = make_recipe(from_flags("convnet", 1, {"width": 4}), [3, 8, 8], list("abc"), {})
+    recipe = recipe_of(from_flags("convnet", 1, {"width": 4}), [3, 8, 8], list("abc"), {})
     with pytest.raises(UserError, match="cannot be read now") as raised:
         probabilities(build_model(recipe), view, torch.device("cpu"), recipe, workers=workers)
     assert "Traceback" not in str(raised.value)

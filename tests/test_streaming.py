@@ -9,13 +9,14 @@ import torch
 from app.errors import UserError
 from app.models import build_model
 from app.training import engine
-from app.training.config import TrainConfig, from_flags
-from app.training.recipe import make_recipe
+from app.recipe import InputSpec
+from app.recipe.config import TrainConfig, from_flags
+from conftest import recipe_of
 from app.data.shards import ShardedImages
 from app.training.streaming import Stream
 
 CPU = torch.device("cpu")
-SEEN = {"channels": 3, "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]}
+SEEN = InputSpec(3, (12, 12), (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
 
 
 def colour_split(tmp_path, n=300, seed=0):
@@ -31,7 +32,7 @@ def colour_split(tmp_path, n=300, seed=0):
 
 
 def fit(data, epochs=5):
-    recipe = make_recipe(from_flags("convnet", epochs, {"width": 8}), [3, 12, 12], list("abc"), {})
+    recipe = recipe_of(from_flags("convnet", epochs, {"width": 8}), [3, 12, 12], list("abc"), {})
     engine.seed_everything(0)
     model = engine.prepare(build_model(recipe), CPU)
     config = TrainConfig(epochs=epochs, batch_size=32, augment="crop-flip", seed=5)
@@ -90,7 +91,7 @@ def test_evaluation_reads_the_split_from_its_file_in_chunks(tmp_path, monkeypatc
     from app.evaluation import inference
 
     path, images, labels = colour_split(tmp_path, n=50)
-    recipe = make_recipe(from_flags("convnet", 1, {"width": 4}), [3, 12, 12], list("abc"), {}, preprocessing=SEEN)
+    recipe = recipe_of(from_flags("convnet", 1, {"width": 4}), [3, 12, 12], list("abc"), {}, preprocessing=SEEN)
     model = build_model(recipe)
     whole = inference.probabilities(model, images, CPU, recipe)
     monkeypatch.setattr(inference, "CHUNK", 16)  # 50 images: four chunks

@@ -11,7 +11,7 @@ def test_baseline_logs_a_model_with_its_recipe_and_lineage(trained):
     [dataset] = trained.versions("digits-split")
     meta = model["metadata"]
     assert meta["dataset"] == {"ref": "digits-split:v0", "digest": dataset["digest"], "name": "digits"}
-    assert meta["arch"] == "convnet" and meta["input_shape"] == [1, 28, 28] and len(meta["class_names"]) == 10
+    assert meta["arch"] == "convnet" and (meta["input"]["channels"], meta["input"]["size"]) == (1, [28, 28]) and len(meta["class_names"]) == 10
     assert set(meta["hyperparameters"]) >= {"lr", "batch_size", "seed", "width", "schedule"}
     assert meta["parameters"] == 297_450 and "BatchNorm2d" in meta["summary"]
     assert meta["metrics"]["epochs_trained"] == meta["epochs"] == 10  # the step budget's on digits' 1,257
@@ -45,7 +45,7 @@ def test_link_candidate_then_retrain_to_evaluate(workspace):
     assert len(models) == 2
     retrained = models[1]["metadata"]
     assert retrained["retrained_from"] == "wandb-registry-model/digits-convnet:v0"
-    assert retrained["hyperparameters"]["lr"] == 0.002 and retrained["model"]["width"] == 8
+    assert retrained["hyperparameters"]["lr"] == 0.002 and retrained["hyperparameters"]["width"] == 8
     assert retrained["dataset"] == models[0]["metadata"]["dataset"]
     assert retrained["epochs"] == 2
     registry = workspace.versions("wandb-registry-model/digits-convnet")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from app.data import image_files
-from app.data.preprocessing import of_recipe
 from app.errors import UserError, summary
+from app.recipe import InputSpec, Recipe
 
 
 def as_uint8(array: np.ndarray) -> np.ndarray:
@@ -20,11 +20,11 @@ def as_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.round(array) if np.issubdtype(array.dtype, np.floating) else array, 0, 255).astype(np.uint8)
 
 
-def to_model_input(image: np.ndarray, seen: dict) -> np.ndarray:
+def to_model_input(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     """A uint8 image of any size (H, W) or (H, W, C) -> the model's size and channels. For
     digit-like models (light strokes on dark), a light background is inverted, as on a scan."""
-    fitted = image_files.fit_array(image, int(seen["channels"]), tuple(seen["size"]))
-    if seen.get("invert_light_background") and fitted.mean() > 127:
+    fitted = image_files.fit_array(image, spec.channels, spec.size)
+    if spec.invert_light_background and fitted.mean() > 127:
         return 255 - fitted
     return fitted
 
@@ -72,13 +72,12 @@ def read_inputs(paths: list[str], skipped: list | None = None) -> list[tuple[str
     return inputs
 
 
-def model_inputs(inputs: list[tuple[str, np.ndarray]], recipe: dict) -> tuple[list[str], np.ndarray]:
+def model_inputs(inputs: list[tuple[str, np.ndarray]], recipe: Recipe) -> tuple[list[str], np.ndarray]:
     """(the names, one uint8 batch as the model's training split stores its images)."""
-    seen = of_recipe(recipe)
-    return [name for name, _ in inputs], np.stack([to_model_input(image, seen) for _, image in inputs])
+    return [name for name, _ in inputs], np.stack([to_model_input(image, recipe.input) for _, image in inputs])
 
 
-def load_inputs(paths: list[str], recipe: dict) -> tuple[list[str], np.ndarray]:
+def load_inputs(paths: list[str], recipe: Recipe) -> tuple[list[str], np.ndarray]:
     """read_inputs, then model_inputs: files, arrays and folders -> the model's input batch."""
     return model_inputs(read_inputs(paths), recipe)
 

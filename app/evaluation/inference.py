@@ -4,15 +4,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from app.data.preprocessing import of_recipe
 from app.data.shards import ImagesView
+from app.recipe import Recipe
 from app.training import engine
 
 
 CHUNK = 8 * engine.EVAL_BATCH  # images brought to the device as float at a time
 
 
-def probabilities(model: torch.nn.Module, images, device: torch.device, recipe: dict, workers: int = 0) -> np.ndarray:
+def probabilities(model: torch.nn.Module, images, device: torch.device, recipe: Recipe, workers: int = 0) -> np.ndarray:
     """uint8 (N, H, W[, C]) -> float32 (N, classes), normalised as the recipe says, in large
     inference-mode batches on the device; `CHUNK` images at a time, so a split larger than memory
     is read once and never held as float whole. `images`: an array, or a split's ImagesView
@@ -20,9 +20,9 @@ def probabilities(model: torch.nn.Module, images, device: torch.device, recipe: 
     model = engine.prepare(model, device)
     parts = []
     for chunk in _chunks(images, workers):
-        data = engine.to_tensors(chunk, np.zeros(len(chunk), np.int64), device, of_recipe(recipe))
+        data = engine.to_tensors(chunk, np.zeros(len(chunk), np.int64), device, recipe.input)
         parts.append(torch.softmax(engine.predict_logits(model, data), dim=1).float().cpu().numpy())
-    return np.concatenate(parts) if parts else np.zeros((0, int(recipe["num_classes"])), np.float32)
+    return np.concatenate(parts) if parts else np.zeros((0, recipe.num_classes), np.float32)
 
 
 def _chunks(images, workers: int):

@@ -11,7 +11,7 @@ import sys
 from app import names
 from app.errors import AliasMoved, UserError
 from app.evaluation.inference import probabilities
-from app.training.checkpoint import load_checkpoint
+from app.models.files import load_model
 
 
 def production_on_split(run, collection, model_version, dataset, split, device, workers: int = 0) -> dict | None:
@@ -28,7 +28,7 @@ def production_on_split(run, collection, model_version, dataset, split, device, 
     if info.metadata.get("dataset", {}).get("digest") != dataset.digest:
         return {"ref": info.ref, "version": info.version, "comparable": False}
     used = run.use(f"{names.REGISTRY}/{collection}:v{info.version}", names.MODEL_TYPE)
-    model, recipe = load_checkpoint(used.path, device)
+    model, recipe = load_model(used.path, device)
     probs = probabilities(model, split.images["test"], device, recipe, workers=workers)
     accuracy = float((probs.argmax(1) == split.labels["test"]).mean())
     return {"ref": used.ref, "version": info.version, "comparable": True, "test_accuracy": accuracy}

@@ -19,7 +19,7 @@ from app import names
 from app.cli import Parser, add_model_flags, non_negative_int, unit_interval
 from app.errors import PROMOTION_REFUSED, exits_cleanly
 from app.progress import detail
-from app.training.config import stream_workers
+from app.recipe.config import stream_workers
 
 SPLITS = ("val", "test")
 
@@ -67,21 +67,21 @@ def main(argv=None) -> None:
     from app.serving.onnx_export import log_export
     from app.evaluation.inference import probabilities
     from app.evaluation.metrics import classification_report
-    from app.training.checkpoint import load_checkpoint
+    from app.models.files import load_model
     from app.training.engine import pick_device
     from app.tracking import start_run
 
     with start_run("evaluate", {"model": model_ref, "data": args.data, "promote": args.promote}) as run:
         device = pick_device(args.device)
         model_version = run.use(model_ref, names.MODEL_TYPE)
-        model, recipe = load_checkpoint(model_version.path, device)
-        data_ref = args.data or recipe["dataset"]["ref"]
+        model, recipe = load_model(model_version.path, device)
+        data_ref = args.data or recipe.dataset.ref
         if args.data:
-            print(f"note: evaluating on {args.data} instead of the model's own {recipe['dataset']['ref']}",
+            print(f"note: evaluating on {args.data} instead of the model's own {recipe.dataset.ref}",
                   file=sys.stderr)
         dataset = run.use(data_ref, names.DATASET_TYPE)
         split = read_split(dataset.path, mapped=True, ref=dataset.ref)  # images read where used: a split may exceed memory
-        run.update_config({"model_version": model_version.ref, "dataset_ref": dataset.ref, "arch": recipe["arch"]})
+        run.update_config({"model_version": model_version.ref, "dataset_ref": dataset.ref, "arch": recipe.arch})
 
         results, probs, shown = {}, {}, {}
         for name in SPLITS:
@@ -102,8 +102,8 @@ def main(argv=None) -> None:
         summary["val_test_gap"] = gap
         run.summary(summary)
 
-        collection = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])
-        own_data = dataset.digest == recipe["dataset"]["digest"]
+        collection = names.model_artifact(recipe.dataset.name, recipe.arch)
+        own_data = dataset.digest == recipe.dataset.digest
 
         def judge():
             """(production, the gate's decision against it), read now."""
@@ -138,7 +138,7 @@ def main(argv=None) -> None:
                 files["label_issues.csv"] = report.write_label_issues(Path(tmp) / "label_issues.csv", issues["rows"],
                                                                       split.class_names)
             evaluation = run.log_artifact(
-                names.evaluation_artifact(recipe["dataset"]["name"], recipe["arch"]), names.EVALUATION_TYPE, files,
+                names.evaluation_artifact(recipe.dataset.name, recipe.arch), names.EVALUATION_TYPE, files,
                 {"model": model_version.ref, "model_digest": model_version.digest, "dataset": dataset.ref,
                  "dataset_digest": dataset.digest, "metrics": summary, "per_class": {s: results[s]["per_class"] for s in SPLITS},
                  "production": production, "promotion": {"eligible": decision.promote, "reason": decision.reason},

@@ -44,7 +44,6 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     from app.evaluation.images import model_inputs, read_inputs
     from app.serving.predictor import Predictor
-    from app.training.checkpoint import read_recipe
     from app.training.engine import pick_device
     from app.tracking import backend, discovery, start_run
 
@@ -69,7 +68,7 @@ def main(argv=None) -> None:
                                 f"`{command('registry')} export {model_version.ref}`, or pass --engine torch.")
         onnx_folder = run.use(export.ref, names.ONNX_TYPE, lineage_optional=True).path if export else None
         predictor = Predictor(model_version.path, onnx_folder, device=str(device))
-        sources, images = model_inputs(inputs, read_recipe(model_version.path))
+        sources, images = model_inputs(inputs, predictor.recipe)
         probs = predictor.probabilities(images, args.batch_size)
         results = [{"input": source, "class": top[0][0], "index": int(p.argmax()), "confidence": top[0][1],
                     "top3": top} for source, p, top in zip(sources, probs, predictor.top(probs))]

@@ -138,12 +138,12 @@ def prune(store, keep: int, delete: bool) -> None:
 def export(ref: str) -> None:
     """One run that uses the model version and logs its export: lineage model -> export."""
     from app.serving.onnx_export import log_export
-    from app.training.checkpoint import load_checkpoint
+    from app.models.files import load_model
     from app.tracking import start_run
 
     with start_run("export", {"model": ref}) as run:
         model_version = run.use(ref, names.MODEL_TYPE)
-        model, recipe = load_checkpoint(model_version.path)
+        model, recipe = load_model(model_version.path)
         exported = log_export(run, model_version, model, recipe)
     print(f"onnx export: {exported.ref} (of {model_version.ref}, digest {model_version.digest[:8]})")
 

@@ -5,7 +5,7 @@
     python app/pipelines/train.py --dataset digits --retrain --epochs 15  # candidate -> "to_evaluate"
 
 Hyperparameters, the architectures' own settings included, default to TrainConfig's values
-(app/training/config.py); `--help` lists each with its default.
+(app/recipe/config.py); `--help` lists each with its default.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from app import names
 from app.cli import Parser, command, non_negative_int, positive_int
 from app.errors import UserError, exits_cleanly, speak_on_rank_0_only
 from app.progress import detail
-from app.training.config import (PRECISIONS, STEP_BUDGET, CheckpointOptions, DeviceOptions, TrainConfig, add_flags,
+from app.recipe.config import (PRECISIONS, STEP_BUDGET, CheckpointOptions, DeviceOptions, TrainConfig, add_flags,
                                  hyperparameter_names, stream_workers)
 
 
@@ -40,7 +40,7 @@ def parse_args(argv=None):
                    metavar="WORKERS",
                    help="read the split from its files batch by batch in WORKERS DataLoader processes (default "
                         f"{stream_workers()}) instead of holding it in memory: for a split larger than memory")
-    add_flags(p.add_argument_group("hyperparameters (default: TrainConfig in app/training/config.py)"))
+    add_flags(p.add_argument_group("hyperparameters (default: TrainConfig in app/recipe/config.py)"))
     saving = p.add_argument_group("checkpoints (resumable training state, W&B artifacts checkpoint-<run id>)")
     saving.add_argument("--checkpoint-every", type=non_negative_int, default=CheckpointOptions.every, metavar="N",
                         help="save the training state every N epochs and after the last; 0: never")
@@ -122,12 +122,10 @@ def dataset_of(data_ref: str | None) -> str:
 
 
 def baseline(args) -> None:
-    from app.data import preprocessing
     from app.training import distributed
     from app.training.engine import pick_device
-    from app.training.config import from_flags, from_recipe, with_dataset_defaults
-    from app.training.recipe import make_recipe
-    from app.training.workflow import dataset_info, resumed_from, train_and_log
+    from app.recipe.config import from_flags, with_dataset_defaults
+    from app.training.workflow import recipe_for, resumed_from, train_and_log
     from app.tracking import SilentRun, backend, start_run
     from app.tuning.trial import current_trial
 
@@ -145,13 +143,8 @@ def baseline(args) -> None:
                   "world_size": group.world_size, "precision": args.precision, "compile": args.compile}
 
     def train_on(run, dataset, resumed=None):
-        from app.models import model_preprocessing
-
-        seen = model_preprocessing(config.arch, preprocessing.from_dataset_metadata(dataset.metadata))
-        recipe = make_recipe(config, preprocessing.input_shape(seen), dataset.metadata["class_names"],
-                             dataset_info(dataset), preprocessing=seen)
         return train_and_log(
-            run, config, dataset_version=dataset, recipe=recipe, device=device, group=group, options=device_options(args),
+            run, recipe_for(config, dataset), dataset_version=dataset, device=device, group=group, options=device_options(args),
             checkpoints=checkpoint_options(args),
             extra_metadata={"sweep": trial.metadata()} if trial else {},
             should_stop=trial.report_epoch if trial else None, resume_state=resumed.state if resumed else None,
@@ -171,10 +164,10 @@ def baseline(args) -> None:
                 if trial:
                     trial.started(run.id)
                 resumed = resumed_from(backend(), resume_id) if resume_id else None
-                if resumed and from_recipe(resumed.recipe) != config:
+                if resumed and resumed.recipe.config != config:
                     raise UserError(f"refused checkpoint {resumed.ref}: its recipe is not this trial's; the trial "
                                     "starts anew if its checkpoints are removed.")
-                dataset = run.use(resumed.recipe["dataset"]["ref"] if resumed else data_ref, names.DATASET_TYPE)
+                dataset = run.use(resumed.recipe.dataset.ref if resumed else data_ref, names.DATASET_TYPE)
                 if resumed:
                     resumed.check_dataset(dataset)
                 distributed.broadcast(group, (dataset.ref, dataset.digest, resume_id))
@@ -196,12 +189,10 @@ def baseline(args) -> None:
 
 
 def retrain(args, settings) -> None:
-    import torch
-
-    from app.training.checkpoint import WEIGHTS_FILE, read_recipe
+    from app.models.files import WEIGHTS_FILE, load_weights
+    from app.recipe import Recipe
+    from app.recipe.config import retrain_epochs
     from app.training.engine import pick_device
-    from app.training.config import from_recipe, retrain_epochs, with_epochs
-    from app.training.recipe import check_locked
     from app.training.workflow import repeats_candidate, train_and_log
     from app.tracking import backend, discovery, start_run
 
@@ -209,29 +200,26 @@ def retrain(args, settings) -> None:
                  or discovery.registry_model(backend(), names.CANDIDATE, args.dataset, args.arch))
     candidate_metadata = backend().peek(model_ref, names.MODEL_TYPE).metadata
     # Refuse a changed hyperparameter before any run starts, so a refusal changes nothing.
-    check_locked(candidate_metadata, given_hyperparameters(args))
+    locked = Recipe.from_dict(candidate_metadata)  # the metadata holds the recipe's keys
+    locked.check_locked(given_hyperparameters(args))
     # --epochs when given (more or fewer, on purpose), else the dataset's full budget.
-    epochs = args.epochs or retrain_epochs(from_recipe(candidate_metadata), backend().peek(
-        candidate_metadata["dataset"]["ref"], names.DATASET_TYPE).metadata)
+    epochs = args.epochs or retrain_epochs(locked.config, backend().peek(locked.dataset.ref, names.DATASET_TYPE).metadata)
     device = pick_device(args.device)
     if not args.warm_start and repeats_candidate(candidate_metadata, epochs, device, device_options(args)):
-        return link_candidate(model_ref, candidate_metadata, epochs, device)
+        return link_candidate(model_ref, locked, epochs, device)
     with start_run("retrain", {"model": model_ref, "epochs": epochs, "warm_start": args.warm_start,
                                "precision": args.precision, "compile": args.compile}) as run:
         candidate = run.use(model_ref, names.MODEL_TYPE)
-        recipe = read_recipe(candidate.path)
         # the candidate's configuration, every key explicit (recipes from before a key: what they did)
-        config = with_epochs(from_recipe(recipe), epochs)
-        recipe = {**recipe, **config.recipe_part()}
-        run.update_config({"candidate": candidate.ref, "arch": recipe["arch"], **recipe["hyperparameters"]})
-        dataset = run.use(recipe["dataset"]["ref"], names.DATASET_TYPE)
-        if dataset.digest != recipe["dataset"]["digest"]:
+        recipe = Recipe.load(candidate.path).with_epochs(epochs)
+        run.update_config({"candidate": candidate.ref, "arch": recipe.arch, **recipe.config.hyperparameters()})
+        dataset = run.use(recipe.dataset.ref, names.DATASET_TYPE)
+        if dataset.digest != recipe.dataset.digest:
             raise UserError(f"{dataset.ref} no longer has the digest the candidate was trained on; "
                             "the dataset version was replaced, so the retrain would not be comparable.")
-        init_state = (torch.load(candidate.path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-                      if args.warm_start else None)
+        init_state = load_weights(candidate.path / WEIGHTS_FILE) if args.warm_start else None
         logged, history = train_and_log(
-            run, config, dataset_version=dataset, recipe=recipe, device=device,
+            run, recipe, dataset_version=dataset, device=device,
             extra_metadata={"retrained_from": candidate.ref, "warm_start": args.warm_start},
             init_state=init_state, options=device_options(args), checkpoints=checkpoint_options(args),
         )
@@ -240,7 +228,7 @@ def retrain(args, settings) -> None:
     print(f"registry: {linked.ref} [{', '.join(linked.aliases)}]  (retrained from {candidate.ref})")
 
 
-def link_candidate(model_ref: str, metadata: dict, epochs: int, device) -> None:
+def link_candidate(model_ref: str, recipe, epochs: int, device) -> None:
     """--retrain when training again would repeat the candidate (workflow.repeats_candidate): the
     candidate itself becomes `to_evaluate`, in a run that records the decision, within seconds."""
     from app.tracking import start_run
@@ -248,23 +236,22 @@ def link_candidate(model_ref: str, metadata: dict, epochs: int, device) -> None:
     with start_run("retrain", {"model": model_ref, "epochs": epochs, "trained": False}) as run:
         candidate = run.use(model_ref, names.MODEL_TYPE)
         run.summary({"trained": False})
-        linked = link_to_evaluate(run, candidate, metadata)  # the metadata holds the recipe
-    print(f"not retrained: {candidate.ref} was trained with this very recipe ({metadata['dataset']['ref']}, "
+        linked = link_to_evaluate(run, candidate, recipe)
+    print(f"not retrained: {candidate.ref} was trained with this very recipe ({recipe.dataset.ref}, "
           f"{epochs} epochs on {device.type}), so training it again would log the same "
           f"model; the candidate itself is now to_evaluate. To train it longer: {command('train')} --retrain "
           f"--epochs N (N > {epochs}).")
     print(f"registry: {linked.ref} [{', '.join(linked.aliases)}]")
 
 
-def link_to_evaluate(run, logged, recipe: dict):
+def link_to_evaluate(run, logged, recipe):
     """A retrained model (or the candidate itself) into its registry collection, as `to_evaluate`."""
-    return run.link(logged.ref, names.model_artifact(recipe["dataset"]["name"], recipe["arch"]), [names.TO_EVALUATE])
+    return run.link(logged.ref, names.model_artifact(recipe.dataset.name, recipe.arch), [names.TO_EVALUATE])
 
 
 def resume(args) -> None:
     """Continue a stopped baseline or --retrain run from its newest checkpoint: the same W&B
     run, the checkpoint's recipe and dataset version, the epochs it had left; one model at the end."""
-    from app.training.config import from_recipe
     from app.training.engine import pick_device
     from app.training.workflow import resumed_from, train_and_log
     from app.tracking import backend, discovery, start_run
@@ -276,13 +263,13 @@ def resume(args) -> None:
     meta = found.metadata
     with start_run(meta["job_type"], {"resumed_from": found.ref}, resume_id=meta["run_id"]) as run:
         resumed = resumed_from(backend(), meta["run_id"])
-        dataset = run.use(resumed.recipe["dataset"]["ref"], names.DATASET_TYPE)
+        dataset = run.use(resumed.recipe.dataset.ref, names.DATASET_TYPE)
         resumed.check_dataset(dataset)
         print(f"resuming run {meta['run_id']} from {resumed.ref} (epoch {resumed.state['epoch']} of {meta['epochs']})",
               file=sys.stderr)
         recipe = resumed.recipe
         logged, history = train_and_log(
-            run, from_recipe(recipe), dataset_version=dataset, recipe=recipe, device=pick_device(args.device),
+            run, recipe, dataset_version=dataset, device=pick_device(args.device),
             extra_metadata={**meta.get("extra", {}), "resumed_from": resumed.ref}, options=device_options(args),
             checkpoints=checkpoint_options(args), resume_state=resumed.state,
         )

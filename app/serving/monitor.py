@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.recipe import Recipe
+
 DRIFT_PSI = 0.25
 MIN_REQUESTS = 30  # fewer predictions in a window are too few to judge a distribution: no drift score
 CONFIDENCE_BINS = np.array([0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 1.0 + 1e-9])
@@ -111,7 +113,7 @@ class Monitor:
                 "serve/drift": bool(class_psi > DRIFT_PSI or confidence_psi > DRIFT_PSI)}
 
 
-def reference_for(backend, recipe: dict, digest: str) -> Reference | None:
+def reference_for(backend, recipe: Recipe, digest: str) -> Reference | None:
     """The validation predictions of the served version's newest evaluation (found by the model's
     digest in its evaluation collection), None when it was never evaluated."""
     import csv
@@ -121,9 +123,9 @@ def reference_for(backend, recipe: dict, digest: str) -> Reference | None:
     from app.spreadsheet import read_cell
 
     try:
-        collection = names.evaluation_artifact(recipe["dataset"]["name"], recipe["arch"])
+        collection = names.evaluation_artifact(recipe.dataset.name, recipe.arch)
         evaluations = [v for v in backend.list(collection) if v.metadata.get("model_digest") == digest]
-    except (UserError, KeyError, TypeError):  # no evaluation collection yet, or a recipe without its dataset
+    except UserError:  # no evaluation collection yet (or a recipe without its dataset's name)
         return None
     if not evaluations:
         return None
@@ -131,7 +133,7 @@ def reference_for(backend, recipe: dict, digest: str) -> Reference | None:
     evaluation = backend.fetch(newest.ref, names.EVALUATION_TYPE)
     with open(evaluation.path / "val_predictions.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    return Reference.of_predictions(evaluation.ref, list(recipe["class_names"]),
+    return Reference.of_predictions(evaluation.ref, list(recipe.class_names),
                                     [read_cell(r["prediction"]) for r in rows], [float(r["confidence"]) for r in rows])
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,8 @@ import torch
 from torch import nn
 
 from app.cli import command
-from app.data.preprocessing import of_recipe
 from app.errors import UserError, summary
+from app.recipe import RECIPE_FILE, Recipe
 
 ONNX_FILE = "model.onnx"
 INPUT, OUTPUT = "images", "probabilities"
@@ -27,13 +26,12 @@ INPUT, OUTPUT = "images", "probabilities"
 class WithPreprocessing(nn.Module):
     """uint8 (N, H, W) or (N, H, W, C) -> probabilities (N, classes), as inference.probabilities."""
 
-    def __init__(self, model: nn.Module, recipe: dict):
+    def __init__(self, model: nn.Module, recipe: Recipe):
         super().__init__()
-        seen = of_recipe(recipe)
-        channels = int(seen["channels"])
+        spec = recipe.input
         self.model = model.eval()
-        self.register_buffer("mean", torch.tensor(seen["mean"], dtype=torch.float32).view(1, channels, 1, 1))
-        self.register_buffer("std", torch.tensor(seen["std"], dtype=torch.float32).view(1, channels, 1, 1))
+        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, spec.channels, 1, 1))
+        self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, spec.channels, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
@@ -41,14 +39,14 @@ class WithPreprocessing(nn.Module):
         return torch.softmax(self.model(x), dim=1)
 
 
-def example_batch(recipe: dict, n: int = 2) -> np.ndarray:
-    seen = of_recipe(recipe)
-    height, width = map(int, seen["size"])
-    shape = (n, height, width) if int(seen["channels"]) == 1 else (n, height, width, int(seen["channels"]))
+def example_batch(recipe: Recipe, n: int = 2) -> np.ndarray:
+    """Images as the export takes them: uint8 (N, H, W), or (N, H, W, C) in colour."""
+    spec = recipe.input
+    shape = (n, *spec.size) if spec.channels == 1 else (n, *spec.size, spec.channels)
     return np.zeros(shape, dtype=np.uint8)
 
 
-def export_onnx(model: nn.Module, recipe: dict, folder: Path) -> dict[str, Path]:
+def export_onnx(model: nn.Module, recipe: Recipe, folder: Path) -> dict[str, Path]:
     """model.onnx (+ recipe.json) in `folder`; the files of an `onnx` artifact."""
     folder.mkdir(parents=True, exist_ok=True)
     wrapped = WithPreprocessing(model.cpu(), recipe).eval()
@@ -59,10 +57,9 @@ def export_onnx(model: nn.Module, recipe: dict, folder: Path) -> dict[str, Path]
                                         dynamic_shapes=({0: torch.export.Dim("batch")},))
             program.save(str(folder / ONNX_FILE))
     except Exception as err:  # noqa: BLE001 - the exporter's failures have no common type
-        raise UserError(f"torch.onnx could not export the {recipe['arch']} model ({summary(err)}); the model "
+        raise UserError(f"torch.onnx could not export the {recipe.arch} model ({summary(err)}); the model "
                         "itself is unaffected and still serves through torch.") from err
-    (folder / "recipe.json").write_text(json.dumps(recipe, indent=1, sort_keys=True), encoding="utf-8")
-    return {ONNX_FILE: folder / ONNX_FILE, "recipe.json": folder / "recipe.json"}
+    return {ONNX_FILE: folder / ONNX_FILE, RECIPE_FILE: recipe.save(folder)}
 
 
 def onnx_session(folder: Path):
@@ -76,7 +73,7 @@ def onnx_session(folder: Path):
                         f"with `{command('registry')} export REF`.") from err
 
 
-def log_export(run, model_version, model: nn.Module, recipe: dict):
+def log_export(run, model_version, model: nn.Module, recipe: Recipe):
     """Export the model and log it as `<collection>-onnx` (type onnx) in `run`, which has used
     `model_version`: lineage shows model -> export run -> export. Returns the logged version."""
     import tempfile
@@ -86,7 +83,7 @@ def log_export(run, model_version, model: nn.Module, recipe: dict):
     with tempfile.TemporaryDirectory() as tmp:
         files = export_onnx(model, recipe, Path(tmp))
         return run.log_artifact(names.onnx_artifact(model_version.name), names.ONNX_TYPE, files, {
-            "model": model_version.ref, "model_digest": model_version.digest, "class_names": recipe["class_names"],
+            "model": model_version.ref, "model_digest": model_version.digest, "class_names": list(recipe.class_names),
             "input": {"name": INPUT, "dtype": "uint8", "shape": ["batch", *example_batch(recipe).shape[1:]]},
             "output": {"name": OUTPUT, "meaning": "class probabilities (softmax), in class_names order"},
-            "preprocessing": of_recipe(recipe)})
+            "preprocessing": recipe.input.to_dict()})

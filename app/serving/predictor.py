@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from app.training.checkpoint import load_checkpoint, read_recipe
+from app.models.files import load_model
+from app.recipe import Recipe
 
 
 class Predictor:
     def __init__(self, model_folder: Path, onnx_folder: Path | None = None, device: str = "cpu"):
-        self.recipe = read_recipe(model_folder)
-        self.class_names = list(self.recipe["class_names"])
+        self.recipe = Recipe.load(model_folder)
+        self.class_names = list(self.recipe.class_names)
         if onnx_folder is not None:
             from app.serving.onnx_export import INPUT, onnx_session
 
@@ -22,7 +23,7 @@ class Predictor:
             import torch
 
             self.engine, self._device = "torch", torch.device(device)
-            self._model, _ = load_checkpoint(model_folder, self._device)
+            self._model, _ = load_model(model_folder, self._device)
 
     def probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """uint8 (N, H, W[, C]) of the recipe's size -> float32 (N, classes), `batch_size` at a time."""

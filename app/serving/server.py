@@ -36,7 +36,6 @@ from starlette.formparsers import MultiPartParser
 
 from app import names
 from app.data import image_files
-from app.data.preprocessing import of_recipe
 from app.errors import summary
 from app.evaluation.images import to_model_input
 from app.serving.batching import MicroBatcher
@@ -98,7 +97,7 @@ class LiveModel:
         """(the version that answers, the upload brought to its input): one version for the whole
         request, whatever a reload does meanwhile."""
         loaded = self.current
-        return loaded, to_model_input(read_image(data, max_pixels), of_recipe(loaded.predictor.recipe))
+        return loaded, to_model_input(read_image(data, max_pixels), loaded.predictor.recipe.input)
 
 
 def answers(loaded: Loaded, batch: np.ndarray) -> list[dict]:

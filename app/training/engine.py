@@ -22,7 +22,8 @@ from app.errors import UserError, summary
 from app.progress import detail
 from app.training import distributed
 from app.training.augment import augment_batch
-from app.training.config import DeviceOptions, TrainConfig
+from app.recipe import InputSpec
+from app.recipe.config import DeviceOptions, TrainConfig
 from app.training.optimizer import make_optimizer, make_schedule
 
 EVAL_BATCH = 1024  # inference batch: large is faster, memory is small at 28x28
@@ -73,23 +74,23 @@ def pick_device(requested: str) -> torch.device:
 
 
 def to_tensors(images: np.ndarray, labels: np.ndarray, device: torch.device,
-               preprocessing: dict | None = None) -> Tensors:
+               spec: InputSpec | None = None) -> Tensors:
     """uint8 (N, H, W) or (N, H, W, C) -> float (N, C, H, W) in [0, 1] on the device, once; then
-    normalised with the preprocessing's per-channel mean and std (app/data/preprocessing.py)."""
-    x = as_float(torch.from_numpy(np.ascontiguousarray(images)).to(device), preprocessing)
+    normalised with the input spec's per-channel mean and std (app/recipe)."""
+    x = as_float(torch.from_numpy(np.ascontiguousarray(images)).to(device), spec)
     return Tensors(images=x, labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device))
 
 
-def as_float(x: torch.Tensor, preprocessing: dict | None) -> torch.Tensor:
+def as_float(x: torch.Tensor, spec: InputSpec | None) -> torch.Tensor:
     """uint8 (N, H, W) or (N, H, W, C) -> float (N, C, H, W) in [0, 1], normalised: the one
     conversion, for the split held in memory and for streamed batches alike (same values)."""
     x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
     # NCHW while still uint8, then float: one float copy at its peak, not two (a split of 20,000
     # 64x64 colour images peaked at 2.6 GB the other way round)
     x = x.contiguous().float().div_(255.0)
-    if preprocessing is not None and (any(preprocessing["mean"]) or any(s != 1 for s in preprocessing["std"])):
-        mean = torch.tensor(preprocessing["mean"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(preprocessing["std"], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    if spec is not None and spec.normalises:
+        mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         x.sub_(mean).div_(std)
     return x
 

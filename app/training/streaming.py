@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from app.data.shards import ImagesView
 from app.errors import UserError
+from app.recipe import InputSpec
 from app.training.engine import EVAL_BATCH, as_float
 
 
@@ -60,13 +61,13 @@ class Stream:
     """A split streamed from its files (`images`) with `workers` DataLoader processes (0: in this
     one); the labels, small, are held on the device. The methods of engine.Tensors."""
 
-    def __init__(self, images: ImagesView, labels: np.ndarray, device: torch.device, preprocessing: dict | None,
+    def __init__(self, images: ImagesView, labels: np.ndarray, device: torch.device, spec: InputSpec | None,
                  workers: int):
         if len(images) != len(labels):
             raise UserError(f"the split holds {len(images)} images for {len(labels)} labels; log the split again.")
         height, width = images.shape[1:3]
         self.sample_shape = [1 if images.ndim == 3 else images.shape[3], height, width]
-        self.images, self.preprocessing, self.workers = images, preprocessing, workers
+        self.images, self.spec, self.workers = images, spec, workers
         self.device = torch.device(device)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
         self._sampler, self._loader = _Chunks(), None
@@ -86,7 +87,7 @@ class Stream:
                                       multiprocessing_context=worker_start(self.workers))
         self._sampler.chunks = chunks
         for index, images in zip(chunks, self._loader):
-            yield as_float(checked(images).to(self.device, non_blocking=True), self.preprocessing), self.labels[index.to(self.device)]
+            yield as_float(checked(images).to(self.device, non_blocking=True), self.spec), self.labels[index.to(self.device)]
 
     def in_order(self, batch_size: int = EVAL_BATCH):
         for images, _ in self.batches(torch.arange(len(self)), batch_size):

@@ -16,14 +16,15 @@ import torch
 from app import names
 from app.cli import command
 from app.data import memory
-from app.data.preprocessing import of_recipe
 from app.data.split_files import read_split
 from app.errors import RESUME, UserError
-from app.models import build_model, load_pretrained
+from app.models import build, load_pretrained
+from app.models.files import save_model
 from app.progress import detail, say
 from app.training import distributed, engine
-from app.training.checkpoint import load_training_state, read_recipe, save_checkpoint, save_training_state
-from app.training.config import CheckpointOptions, DeviceOptions, TrainConfig
+from app.recipe import DatasetRef, InputSpec, Recipe
+from app.training.checkpoint import load_training_state, save_training_state
+from app.recipe.config import CheckpointOptions, DeviceOptions, TrainConfig
 
 
 def code_version() -> str | None:
@@ -56,7 +57,7 @@ class TrainingData:
         return self.train.sample_shape  # (C, H, W)
 
 
-def load_training_data(dataset_version, device, preprocessing: dict, stream: int | None = None) -> TrainingData:
+def load_training_data(dataset_version, device, spec: InputSpec, stream: int | None = None) -> TrainingData:
     """The split in memory on the device, or with `stream` (DataLoader workers) read from its
     files (one per split, or shards) batch by batch (app/training/streaming.py): only the labels
     are loaded."""
@@ -67,11 +68,11 @@ def load_training_data(dataset_version, device, preprocessing: dict, stream: int
 
         # a split of references is decoded by a pool of DataLoader workers; files are read here
         parts = {s: engine.to_tensors(read_whole(split.images[s], decode_workers()), split.labels[s], device,
-                                      preprocessing) for s in ("train", "val")}
+                                      spec) for s in ("train", "val")}
     else:
         from app.training.streaming import Stream
 
-        parts = {s: Stream(split.images[s], split.labels[s], device, preprocessing, stream)
+        parts = {s: Stream(split.images[s], split.labels[s], device, spec, stream)
                  for s in ("train", "val")}
     return TrainingData(train=parts["train"], val=parts["val"], num_classes=len(split.class_names))
 
@@ -92,13 +93,11 @@ def train(
     and one metrics dict per epoch. `options`: mixed precision and torch.compile (engine.accelerate)."""
     engine.seed_everything(config.seed)
     device = data.train.device
-    recipe = {"arch": config.arch, "input_shape": data.input_shape, "num_classes": data.num_classes,
-              "model": config.model}
-    model = build_model(recipe)
+    model = build(config.arch, data.input_shape, data.num_classes, config.model)
     if init_state is not None:
         model.load_state_dict(init_state)
     elif checkpoint is None or checkpoint.resume is None:  # a resumed run has its own weights
-        load_pretrained(recipe, model)
+        load_pretrained(config, model)
     model = engine.prepare(model, device)
     history = engine.fit(model, data.train, data.val, config, on_epoch=on_epoch, progress=progress, group=group,
                          acceleration=engine.accelerate(options, device, model), checkpoint=checkpoint)
@@ -107,10 +106,9 @@ def train(
 
 def train_and_log(
     run,
-    config: TrainConfig,
+    recipe: Recipe,
     *,
     dataset_version,
-    recipe: dict,
     device: torch.device,
     extra_metadata: dict,
     aliases: list[str] = (),
@@ -122,8 +120,8 @@ def train_and_log(
     resume_state: dict | None = None,
     announce: bool = True,
 ):
-    """Train `config` on the dataset version, log per-epoch metrics and the model, which carries
-    `recipe` (make_recipe: the config's part plus the data's description).
+    """Train `recipe` (its configuration, on its input) on the dataset version, log per-epoch
+    metrics and the model, which carries the recipe.
 
     Every `checkpoints.every` epochs the training state is logged as `checkpoint-<run id>`
     (type checkpoint; `best` on the best epoch's) and only the newest `checkpoints.keep` are kept;
@@ -132,7 +130,8 @@ def train_and_log(
 
     Returns (model artifact version or None when a sweep stopped the trial, history).
     """
-    data = load_training_data(dataset_version, device, of_recipe(recipe), options.stream)
+    config = recipe.config
+    data = load_training_data(dataset_version, device, recipe.input, options.stream)
     declare_metrics(run)
 
     best = {"val/best_accuracy": 0.0, "val/best_loss": float("inf")}
@@ -168,7 +167,7 @@ def train_and_log(
         return None, history
 
     metadata = {
-        **recipe,
+        **recipe.to_dict(),
         "seed": config.seed,
         "metrics": metrics,
         "code_version": code_version(),
@@ -181,9 +180,9 @@ def train_and_log(
                     for key in names.LEARNING_CURVES},
         **extra_metadata,
     }
-    collection = names.model_artifact(recipe["dataset"]["name"], recipe["arch"])
+    collection = names.model_artifact(recipe.dataset.name, recipe.arch)
     with tempfile.TemporaryDirectory() as tmp:
-        files = save_checkpoint(model, recipe, Path(tmp))
+        files = save_model(model, recipe, Path(tmp))
         logged = run.log_artifact(collection, names.MODEL_TYPE, files, metadata, aliases)
     drop_checkpoints(run, checkpoints)
     return logged, history
@@ -210,12 +209,13 @@ def drop_checkpoints(run, checkpoints: CheckpointOptions) -> None:
             detail(f"checkpoints of run {run.id} deleted ({len(deleted)} version(s)): the run finished")
 
 
-def log_checkpoint(run, state: dict, is_best: bool, recipe: dict, keep: int, extra_metadata: dict) -> None:
+def log_checkpoint(run, state: dict, is_best: bool, recipe: Recipe, keep: int, extra_metadata: dict) -> None:
     """One checkpoint version of this run, then the older ones beyond `keep` deleted. Its
     metadata says what `train.py --resume` needs to go on: the run, its job and the epoch."""
     name = names.checkpoint_artifact(run.id)
     metadata = {"run_id": run.id, "job_type": run.lineage_entry()["job_type"], "epoch": state["epoch"],
-                "epochs": recipe["epochs"], "best_val_accuracy": state["best_accuracy"], "dataset": recipe["dataset"],
+                "epochs": recipe.config.epochs, "best_val_accuracy": state["best_accuracy"],
+                "dataset": recipe.to_dict()["dataset"],
                 "extra": extra_metadata}
     with tempfile.TemporaryDirectory() as tmp:
         files = save_training_state(state, recipe, Path(tmp))
@@ -232,26 +232,32 @@ class Resumed:
     """A stopped run's newest checkpoint, loaded: what train_and_log continues from."""
 
     ref: str
-    recipe: dict
+    recipe: Recipe
     state: dict
 
     def check_dataset(self, dataset_version) -> None:
-        if dataset_version.digest != self.recipe["dataset"]["digest"]:
+        trained_on = self.recipe.dataset
+        if dataset_version.digest != trained_on.digest:
             raise UserError(f"refused checkpoint {self.ref}: {dataset_version.ref} is not the dataset version it was "
-                            f"trained on ({self.recipe['dataset']['ref']}, digest {self.recipe['dataset']['digest']}); "
-                            "train anew.")
+                            f"trained on ({trained_on.ref}, digest {trained_on.digest}); train anew.")
 
 
 def resumed_from(connected, run_id: str) -> Resumed:
     """The newest checkpoint of `run_id`, verified and loaded (a damaged or foreign one is refused).
     Fetched, not used: it is the run's own output, not one of its inputs."""
     checkpoint = connected.fetch(f"{names.checkpoint_artifact(run_id)}:latest", names.CHECKPOINT_TYPE)
-    recipe = read_recipe(checkpoint.path)
+    recipe = Recipe.load(checkpoint.path)
     return Resumed(checkpoint.ref, recipe, load_training_state(checkpoint.path, recipe, checkpoint.ref))
 
 
-def dataset_info(dataset_version) -> dict:
-    name = dataset_version.metadata.get("dataset")
+def recipe_for(config: TrainConfig, dataset_version) -> Recipe:
+    """What a model trained with `config` on this dataset version will carry: the data's input
+    (as the architecture takes it: app/models.model_input), its classes and the version itself."""
+    from app.models import model_input
+
+    metadata = dataset_version.metadata
+    name = metadata.get("dataset")
     if not name:
         raise UserError(f"{dataset_version.ref} has no 'dataset' in its metadata; log it with data_prep.py.")
-    return {"ref": dataset_version.ref, "digest": dataset_version.digest, "name": name}
+    return Recipe(config, model_input(config.arch, InputSpec.from_dataset_metadata(metadata)),
+                  tuple(metadata["class_names"]), DatasetRef(dataset_version.ref, dataset_version.digest, name))

@@ -82,7 +82,7 @@ def sweep_epochs(args) -> int:
     batch size) a batch-128 trial had done a quarter of a batch-32 trial's steps at epoch 1 and
     epoch ranks told nothing of final ranks (benchmarks/bench_sweep.py, docs/performance.md)."""
     from app.tracking import backend
-    from app.training.config import from_flags, with_dataset_defaults
+    from app.recipe.config import from_flags, with_dataset_defaults
 
     dataset = backend().peek(args.data or names.dataset_artifact(args.dataset), names.DATASET_TYPE)
     return with_dataset_defaults(from_flags(args.arch, None, {}), dataset.metadata).epochs

@@ -10,7 +10,7 @@ import yaml
 
 from app import names
 from app.errors import UserError
-from app.training.config import TrainConfig, hyperparameter_names, model_defaults
+from app.recipe.config import TrainConfig, hyperparameter_names, model_defaults
 
 with warnings.catch_warnings():  # sweeps 0.3 declares a pydantic v1 config key; harmless
     warnings.simplefilter("ignore")

@@ -1,9 +1,8 @@
 """One training run's configuration, and the one list of hyperparameters there is.
 
 Every field of TrainConfig is what train.py takes as a flag (generated from the field), what a
-sweep may set, what --retrain locks and what the model artifact keeps as its recipe
-(`recipe_part`, read back by `from_recipe`). Fields marked `arch=...` belong to one
-architecture: app/models/<arch>.py builds from them. No torch here: train.py's --help reads it.
+sweep may set, what --retrain locks and what the model artifact keeps in its recipe (app/recipe). Fields
+marked `arch=...` belong to one architecture: app/models/<arch>.py builds from them. No torch here: train.py's --help reads it.
 """
 from __future__ import annotations
 
@@ -70,12 +69,6 @@ class TrainConfig:
     def hyperparameters(self) -> dict:
         """The flat dict a recipe keeps: the training fields and this architecture's own."""
         return {f.name: getattr(self, f.name) for f in hyperparameter_fields(self.arch)}
-
-    def recipe_part(self) -> dict:
-        """What a model artifact's recipe keeps of the configuration (app/training/recipe.py), in
-        the layout every model logged so far has, so `from_recipe` reads all of them back."""
-        return {"arch": self.arch, "epochs": self.epochs, "model": self.model,
-                "hyperparameters": self.hyperparameters()}
 
 
 def hyperparameter_fields(arch: str | None = None) -> list:
@@ -211,20 +204,3 @@ def retrain_epochs(candidate: TrainConfig, dataset_metadata: dict) -> int:
     epochs before it is evaluated" of the original's retrain; one already at its budget trains as long."""
     budget = with_dataset_defaults(replace(candidate, epochs=None), dataset_metadata).epochs
     return max(candidate.epochs, budget)
-
-
-def from_recipe(recipe: dict) -> TrainConfig:
-    """The configuration a model artifact's recipe was trained with (older recipes: LEGACY)."""
-    hyper = recipe.get("hyperparameters")
-    if not isinstance(hyper, dict):
-        raise UserError("the model carries no recipe hyperparameters: it was not logged by train.py.")
-    arch = recipe["arch"]
-    model = recipe.get("model") or {}
-    own = {f.name: model.get(f.name, hyper.get(f.name, f.default)) for f in model_fields(arch)}
-    training = {f.name: hyper.get(f.name, LEGACY.get(f.name, f.default)) for f in hyperparameter_fields(arch)
-                if f.name not in own}
-    return TrainConfig(arch=arch, epochs=int(recipe.get("epochs") or LEGACY_EPOCHS), **training, **own)
-
-
-def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
-    return replace(config, epochs=epochs)
