@@ -195,7 +195,7 @@ def time_to_accuracy(arch: str, images, labels, max_epochs: int, device, options
     the rest: seconds until the validation accuracy first reaches `target`, and samples/s."""
     cut = int(0.7 * len(images))
     mean, std = channel_stats(images[:cut])  # the training split's statistics, as data_prep records them
-    seen = {"channels": 3, "mean": mean, "std": std}
+    seen = InputSpec(3, tuple(images.shape[1:3]), tuple(mean), tuple(std))
     train = engine.to_tensors(images[:cut], labels[:cut], device, seen)
     val = engine.to_tensors(images[cut:], labels[cut:], device, seen)
     config = from_flags(arch, max_epochs, {"augment": "crop-flip"})
