@@ -25,7 +25,7 @@ from bench_train import synthetic_mnist  # noqa: E402
 
 from app.evaluation import report  # noqa: E402
 from app.evaluation.images import load_inputs  # noqa: E402
-from app.evaluation.inference import probabilities  # noqa: E402
+from app.inference import probabilities  # noqa: E402
 from app.evaluation.metrics import classification_report  # noqa: E402
 from app.models import build_model  # noqa: E402
 from app.recipe.config import from_flags  # noqa: E402

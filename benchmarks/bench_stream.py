@@ -102,7 +102,7 @@ def measure_reference_load(n: int, rounds: int) -> None:
 
     from app.data.locations import location
     from app.data.references import ReferencedImages
-    from app.training.streaming import decode_workers, read_whole
+    from app.data.loading import decode_workers, read_whole
 
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)

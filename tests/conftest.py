@@ -60,14 +60,14 @@ class Workspace:
         """Make this process see the store as the scripts do: the workspace's environment (every
         W&B or pipeline variable it leaves out removed: an earlier test may have left one), its
         folder as the working directory, settings read afresh."""
-        import app.settings
+        import app.tracking.settings
 
         for key in [k for k in os.environ if k.startswith(("WANDB_", "PIPELINE_")) and k not in self.env]:
             monkeypatch.delenv(key)
         for key, value in self.env.items():
             monkeypatch.setenv(key, value)
         monkeypatch.chdir(self.path)
-        monkeypatch.setattr(app.settings, "_settings", None)
+        monkeypatch.setattr(app.tracking.settings, "_settings", None)
 
     def registry(self, collection: str | None = None) -> list[dict]:
         out = self.run("registry", "list", *([collection] if collection else []), "--all", "--json").stdout

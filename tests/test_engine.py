@@ -1,9 +1,6 @@
 """Models and the training engine on small data, without W&B."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch

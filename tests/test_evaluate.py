@@ -57,7 +57,7 @@ def test_digits_figures_through_torchmetrics_are_scikit_learns(digits_model):
     import torch
     from sklearn.metrics import confusion_matrix, f1_score
 
-    from app.evaluation.inference import probabilities
+    from app.inference import probabilities
 
     model, recipe, split = digits_model
     for name in ("val", "test"):

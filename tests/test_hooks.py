@@ -58,7 +58,7 @@ def test_each_alias_move_runs_its_hooks_exactly_once_also_across_a_restart(train
 
 
 def test_a_failing_hook_is_retried_with_backoff_and_a_slow_one_holds_back_no_other(trained_copy, monkeypatch):
-    import app.settings
+    import app.tracking.settings
     from app.hooks.watcher import Watcher
     from app.tracking.backends import OfflineBackend
 
@@ -72,7 +72,7 @@ def test_a_failing_hook_is_retried_with_backoff_and_a_slow_one_holds_back_no_oth
          "command": [sys.executable, "-c", "import sys; sys.exit(3)"]},
         recorder("fast", "production", log)], retries=2, backoff_seconds=0.2))
     said = []
-    watcher = Watcher(OfflineBackend(app.settings.load_settings()), hooks, ws.path / "state.json", say=said.append)
+    watcher = Watcher(OfflineBackend(app.tracking.settings.load_settings()), hooks, ws.path / "state.json", say=said.append)
     try:
         assert watcher.poll() == []  # the start
         ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "production")

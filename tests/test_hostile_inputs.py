@@ -224,7 +224,7 @@ def test_a_class_folder_named_in_bytes_that_are_not_utf8_gets_through_data_prep(
 
 @pytest.mark.parametrize("kind", ["latin-1", "folder"])
 def test_an_env_file_that_cannot_be_read_is_a_user_error(tmp_path, kind):
-    from app.settings import load_env_file
+    from app.tracking.settings import load_env_file
 
     path = tmp_path / ".env"
     if kind == "folder":

@@ -214,7 +214,7 @@ def test_online_a_run_that_w_and_b_says_is_running_is_not_resumed(online, standi
 def log_split_with_labels(ws, source_ref: str, labels: dict[str, list[int]], tmp_path: Path) -> str:
     """A dataset version whose labels another tool wrote: the files of `source_ref` with some
     labels replaced, logged through the embedded store as any version is."""
-    from app.settings import Settings
+    from app.tracking.settings import Settings
     from app.tracking.backends import OfflineBackend
 
     backend = OfflineBackend(Settings(mode="offline", project="wandb-image-pipeline", entity=None, model_retrain=None,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from app.evaluation import label_issues
-from app.evaluation.inference import probabilities
+from app.inference import probabilities
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

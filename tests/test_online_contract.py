@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from app.errors import UserError
-from app.settings import Settings
+from app.tracking.settings import Settings
 from conftest import REPO, SCRIPTS, make_workspace
 from wandb_standin import StandIn
 
@@ -105,6 +105,24 @@ def test_a_guard_refuses_to_move_production_that_moved_meanwhile(online, standin
     with pytest.raises(UserError, match="'production' of .* moved to v1 while this step ran"):
         promote(SimpleNamespace(backend=online), evaluated, "digits-convnet", production=None)
     assert "AddAliases" not in standin.operations()
+
+
+def test_the_card_is_saved_as_the_registry_versions_description_through_the_sdk(online, standin):
+    """evaluate.py's card: Artifact.description saved on the artifact the registry version links to,
+    read back through the registry ref; a description the SDK skipped (a read-only source project)
+    is an error, not lost in a warning."""
+    ids = registry_world(standin)
+    card = "# digits-convnet: model card\n\n## Evaluation\n\nEvaluated by run `r1` on `digits-split:v0`.\n"
+    online.describe("wandb-registry-model/digits-convnet:to_evaluate", card)
+    [update] = [r for r in standin.requests if r["operation"] == "UpdateArtifact"]
+    assert update["variables"]["input"]["artifactID"] == ids["v1"] and update["variables"]["input"]["description"] == card
+    assert online.peek("wandb-registry-model/digits-convnet:to_evaluate").description == card
+    assert online.peek("digits-convnet:v1").description == card and online.peek("digits-convnet:v0").description is None
+
+    standin.handlers["IsProjectReadOnly"] = lambda variables: {"project": {"readOnly": True}}
+    with pytest.raises(UserError, match="did not save the description .* may not write to the project"):
+        online.describe("wandb-registry-model/digits-convnet:to_evaluate", card + "\nagain")
+    assert online.peek("digits-convnet:v1").description == card
 
 
 def test_not_found_is_told_apart_from_every_other_failure(online, standin):

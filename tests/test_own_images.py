@@ -222,7 +222,7 @@ def test_predict_uses_the_recipes_normalisation(tmp_path):
     from dataclasses import replace
 
     from app.evaluation.images import load_inputs
-    from app.evaluation.inference import probabilities
+    from app.inference import probabilities
     from app.training.engine import seed_everything
     from app.recipe.config import from_flags
     from conftest import recipe_of

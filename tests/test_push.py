@@ -94,6 +94,12 @@ def test_push_replays_every_use_link_and_alias_once(offline_flow, standin):
         {a: offline.get(a) for a in ("candidate", "to_evaluate", "production")}
     assert "to_evaluate" not in offline and "production" in offline  # the promotion consumed it (#36)
 
+    # the evaluated card, the promoted version's description offline, is its synced artifact's now
+    [model] = [v for v in store.read_collection(PROJECT, "digits-convnet")["versions"]
+               if v["description"] and "Evaluated by run" in v["description"]]
+    synced_model = standin.collections[("me", PROJECT, "digits-convnet")]["members"][model["version"]]
+    assert standin.artifacts[synced_model]["description"] == model["description"]
+
     before = len(mutations(standin))
     again = push(ws, standin)
     assert again.returncode == 0 and "nothing to push" in again.stdout

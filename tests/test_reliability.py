@@ -138,7 +138,7 @@ def test_online_without_network_fails_fast_with_the_fix(workspace):
 
 def test_malformed_env_file_is_refused(tmp_path):
     """app/.env lives in the package folder; test the same loader on a copy."""
-    from app.settings import load_env_file
+    from app.tracking.settings import load_env_file
 
     bad = tmp_path / ".env"
     bad.write_text("WANDB_PROJECT=x\nWANDB_API_KEY\n= oops\n")
@@ -159,7 +159,7 @@ def test_a_model_recipe_of_an_unknown_architecture_is_refused(trained_copy, tmp_
     """A model artifact whose recipe names an architecture this project does not have."""
     import json
 
-    from app.settings import Settings
+    from app.tracking.settings import Settings
     from app.tracking.backends import OfflineBackend
 
     folder = tmp_path / "foreign"

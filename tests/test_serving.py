@@ -24,7 +24,7 @@ httpx = pytest.importorskip("httpx")
 def test_the_onnx_export_equals_torch_on_the_test_split(trained, tmp_path):
     import torch
 
-    from app.evaluation.inference import probabilities
+    from app.inference import probabilities
     from app.serving.onnx_export import export_onnx
     from app.serving.predictor import Predictor
     from app.models.files import load_model
@@ -44,7 +44,7 @@ def test_the_onnx_export_equals_torch_on_the_test_split(trained, tmp_path):
 def test_a_colour_model_exports_with_its_normalisation_inside(tmp_path):
     import torch
 
-    from app.evaluation.inference import probabilities
+    from app.inference import probabilities
     from app.models import build_model
     from app.serving.onnx_export import export_onnx, onnx_session
     from app.recipe.config import from_flags

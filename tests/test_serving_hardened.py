@@ -28,7 +28,7 @@ def served(trained_copy, monkeypatch, tmp_path):
     digits-convnet:v0 in production."""
     from fastapi.testclient import TestClient
 
-    import app.settings
+    import app.tracking.settings
     from app.serving.server import Limits, LiveModel, create_app
     from app.tracking.backends import OfflineBackend
 
@@ -40,7 +40,7 @@ def served(trained_copy, monkeypatch, tmp_path):
     monkeypatch.setattr("tempfile.tempdir", str(spool))
 
     def make_client(**limits):
-        live = LiveModel(OfflineBackend(app.settings.load_settings()), PRODUCTION)
+        live = LiveModel(OfflineBackend(app.tracking.settings.load_settings()), PRODUCTION)
         return TestClient(create_app(live, Limits(**{"max_bytes": 1024 * 1024, **limits}))), live
 
     return ws, make_client, spool
@@ -308,7 +308,7 @@ def test_concurrent_requests_are_answered_in_batches_with_the_answers_of_one_at_
 def test_drift_against_the_models_validation_predictions_flags_one_class_not_the_validation_images(served):
     """The serve run's drift scores: the validation images served score under DRIFT_PSI, images of
     one class alone far over it (the measurement behind the threshold; figures printed)."""
-    import app.settings
+    import app.tracking.settings
     from app.serving.monitor import DRIFT_PSI, Monitor, reference_for
     from app.tracking.backends import OfflineBackend
 
@@ -316,7 +316,7 @@ def test_drift_against_the_models_validation_predictions_flags_one_class_not_the
     ws.run("evaluate", "--model", PRODUCTION, "--no-generate-images", "--label-issues", "none")
     _, live = make_client()
     current = live.current
-    reference = reference_for(OfflineBackend(app.settings.load_settings()), current.predictor.recipe, current.digest)
+    reference = reference_for(OfflineBackend(app.tracking.settings.load_settings()), current.predictor.recipe, current.digest)
     assert reference is not None and reference.source.startswith("digits-convnet-evaluation:")
     monitor = Monitor(current.predictor.class_names, reference, current.ref)
     from fastapi.testclient import TestClient

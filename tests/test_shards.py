@@ -303,7 +303,7 @@ def test_wandb_records_each_reference_with_its_checksum_and_a_changed_file_chang
 def test_evaluation_reads_a_split_view_in_dataloader_workers_as_in_this_process(tmp_path):
     """evaluate.py's inference over a sharded or referenced split: batches read (and decoded) by
     DataLoader workers give the very probabilities of reading them here."""
-    from app.evaluation.inference import probabilities
+    from app.inference import probabilities
     from app.models import build_model
     from app.recipe.config import from_flags
     from conftest import recipe_of
@@ -349,7 +349,7 @@ def test_an_image_gone_while_streaming_is_a_clear_error_from_a_worker_too(tmp_pa
     """A source image removed after the split was checked: the worker's error reaches the main
     process as a UserError naming the file, without the worker's traceback."""
     from app.data.references import ReferencedImages
-    from app.evaluation.inference import probabilities
+    from app.inference import probabilities
     from app.models import build_model
     from app.recipe.config import from_flags
     from conftest import recipe_of
@@ -376,7 +376,7 @@ def test_a_reference_split_is_decoded_into_memory_by_workers_as_here(tmp_path, m
     """train's in-memory load: a split of references decoded by DataLoader workers gives the very
     array of decoding here; a split's own files are read here (no loader started)."""
     from app.data.references import ReferencedImages
-    from app.training import streaming
+    from app.data import loading as streaming
 
     colour_folder(tmp_path / "pics", per_class=30)
     names = sorted(p.relative_to(tmp_path / "pics").as_posix() for p in (tmp_path / "pics").rglob("*.png"))

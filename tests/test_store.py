@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import UserError
-from app.settings import Settings
+from app.tracking.settings import Settings
 from app.tracking.backends import OfflineBackend
 from app.tracking.store import CorruptArtifact
 

@@ -88,7 +88,7 @@ def test_train_stream_logs_the_very_model_the_in_memory_run_logs(workspace):
 
 
 def test_evaluation_reads_the_split_from_its_file_in_chunks(tmp_path, monkeypatch):
-    from app.evaluation import inference
+    from app import inference
 
     path, images, labels = colour_split(tmp_path, n=50)
     recipe = recipe_of(from_flags("convnet", 1, {"width": 4}), [3, 12, 12], list("abc"), {}, preprocessing=SEEN)

@@ -119,7 +119,7 @@ class StandIn:
             "__typename": "Artifact", "id": art["id"],
             "artifactSequence": {"__typename": "ArtifactSequence", "name": art["name"],
                                  "project": self._project(art["entity"], art["project"])},
-            "versionIndex": art["version"], "artifactType": {"name": art["type"]}, "description": None,
+            "versionIndex": art["version"], "artifactType": {"name": art["type"]}, "description": art.get("description"),
             "metadata": json.dumps(art["metadata"]), "ttlDurationSeconds": -1, "ttlIsInherited": True,
             "tags": [], "historyStep": None, "state": "COMMITTED", "size": 100, "digest": art["digest"],
             "commitHash": "abc", "fileCount": 1, "createdAt": art["created"], "updatedAt": art["created"],
@@ -267,8 +267,12 @@ class StandIn:
         return {"result": {"success": True}}
 
     def update_artifact(self, variables):
-        """Description, metadata, TTL and tags: nothing the contract depends on; echoed back."""
-        return {"result": {"artifact": self._artifact(variables["input"]["artifactID"])}}
+        """The description is kept (a model's card, evaluate.py's); metadata, TTL and tags: nothing
+        the contract depends on, echoed back."""
+        spec = variables["input"]
+        if spec.get("description") is not None:
+            self.artifacts[spec["artifactID"]]["description"] = spec["description"]
+        return {"result": {"artifact": self._artifact(spec["artifactID"])}}
 
     def delete_artifact(self, variables):
         """W&B keeps the other versions' numbers: the deleted one is only left out of listings."""

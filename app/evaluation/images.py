@@ -9,7 +9,8 @@ import numpy as np
 
 from app.data import image_files
 from app.errors import UserError, summary
-from app.recipe import InputSpec, Recipe
+from app.inference import to_model_input
+from app.recipe import Recipe
 
 
 def as_uint8(array: np.ndarray) -> np.ndarray:
@@ -18,15 +19,6 @@ def as_uint8(array: np.ndarray) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating) and array.size and 0.0 <= array.min() and array.max() <= 1.0:
         array = array * 255.0
     return np.clip(np.round(array) if np.issubdtype(array.dtype, np.floating) else array, 0, 255).astype(np.uint8)
-
-
-def to_model_input(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """A uint8 image of any size (H, W) or (H, W, C) -> the model's size and channels. For
-    digit-like models (light strokes on dark), a light background is inverted, as on a scan."""
-    fitted = image_files.fit_array(image, spec.channels, spec.size)
-    if spec.invert_light_background and fitted.mean() > 127:
-        return 255 - fitted
-    return fitted
 
 
 def read_inputs(paths: list[str], skipped: list | None = None) -> list[tuple[str, np.ndarray]]:

@@ -10,7 +10,7 @@ import sys
 
 from app import names
 from app.errors import AliasMoved, UserError
-from app.evaluation.inference import probabilities
+from app.inference import probabilities
 from app.models.files import load_model
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import sys
 
-from app import names
+from app import model_card, names
 from app.cli import Parser, add_model_flags, non_negative_int, unit_interval
-from app.errors import PROMOTION_REFUSED, exits_cleanly
+from app.errors import PROMOTION_REFUSED, UserError, exits_cleanly
 from app.progress import detail
 from app.recipe.config import stream_workers
 
@@ -50,7 +50,7 @@ def parse_args(argv=None):
 @exits_cleanly
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from app.settings import load_settings
+    from app.tracking.settings import load_settings
 
     settings = load_settings()
     from app.tracking import backend, discovery
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     from app.evaluation import gate, html_report, report
     from app.evaluation.promotion import consume_to_evaluate, production_on_split, promote_if_still_better
     from app.serving.onnx_export import log_export
-    from app.evaluation.inference import probabilities
+    from app.inference import probabilities
     from app.evaluation.metrics import classification_report
     from app.models.files import load_model
     from app.training.engine import pick_device
@@ -129,11 +129,29 @@ def main(argv=None) -> None:
         report_path.write_text(page, encoding="utf-8")
         run.log({"report": run.html(page)})
 
+        def card(promoted: bool | None) -> str:
+            """The model's card completed with this evaluation (app/model_card.py); `promoted`
+            None: not known yet (the evaluation artifact is logged before the promotion)."""
+            outcome = ("promotion not asked (--promote)" if not args.promote else
+                       "promotion asked: the registry's description says whether it landed" if promoted is None else
+                       "promoted to production" if promoted else "not promoted")
+            gate_line = f"the gate {'promotes' if decision.promote else 'refuses'}: {decision.reason}; {outcome}."
+            own = model_card.own_card(model_version.path, recipe, model_version.metadata,
+                                      dataset.metadata if own_data else {}, collection)
+            return model_card.evaluated_card(own, {
+                "run": run.id, "dataset": dataset.ref, "own_data": own_data, "results": results,
+                "class_names": split.class_names, "gate": gate_line}, model_version.metadata)
+
         with tempfile.TemporaryDirectory() as tmp:
             files = {f"{s}_predictions.csv": report.write_predictions(Path(tmp) / f"{s}_predictions.csv", probs[s],
                                                                       split.labels[s], split.class_names)
                      for s in SPLITS}
             files["report.html"] = report_path
+            for s, name in model_card.CONFUSION_FILES.items():  # the card's images, beside it
+                files[name] = Path(tmp) / name
+                files[name].write_bytes(shown[s]["confusion_png"])
+            files[model_card.CARD_FILE] = Path(tmp) / model_card.CARD_FILE
+            files[model_card.CARD_FILE].write_text(card(promoted=None), encoding="utf-8")
             if issues is not None:
                 files["label_issues.csv"] = report.write_label_issues(Path(tmp) / "label_issues.csv", issues["rows"],
                                                                       split.class_names)
@@ -154,6 +172,10 @@ def main(argv=None) -> None:
                 exported = log_export(run, model_version, model, recipe)  # production, servable without this repo
         run.summary({"promoted": bool(promoted), "promotion_eligible": decision.promote,
                      "promotion_reason": decision.reason})
+        try:  # the version's description in the registry: its card, as evaluated now
+            run.backend.describe(model_version.ref, card(promoted=bool(promoted)))
+        except UserError as err:
+            print(f"warning: {err}", file=sys.stderr)
 
     print(f"evaluated {model_version.ref} on {dataset.ref}: val accuracy {results['val']['accuracy']:.4f}, "
           f"test accuracy {results['test']['accuracy']:.4f}, val-test gap {gap:+.4f}, "

@@ -5,6 +5,7 @@
     python app/pipelines/registry.py link digits-convnet:v3 digits-convnet --alias candidate
     python app/pipelines/registry.py alias wandb-registry-model/digits-convnet:v1 production
     python app/pipelines/registry.py export wandb-registry-model/digits-convnet:production   # -> digits-convnet-onnx
+    python app/pipelines/registry.py card wandb-registry-model/digits-convnet:production     # its model card
     wandb sync wandb/offline-run-* && python app/pipelines/registry.py push [--dry-run]
     python app/pipelines/registry.py push --dry-run      # before a login: the plan from the store alone
     python app/pipelines/registry.py watch [--hooks hooks.yaml] [--every 30] [--once]   # run hooks on alias moves
@@ -46,6 +47,9 @@ def parse_args(argv=None):
     alias.add_argument("alias", help="the alias, e.g. production")
     export = sub.add_parser("export", help="log a model version's ONNX export (<collection>-onnx, type onnx)")
     export.add_argument("ref", help="the model version, e.g. wandb-registry-model/digits-convnet:production")
+    card = sub.add_parser("card", help="print a model version's card (model_card.md): the evaluated one when it "
+                                       "was evaluated, else the one train.py wrote")
+    card.add_argument("ref", help="the model version, e.g. wandb-registry-model/digits-convnet:production")
     push = sub.add_parser("push", help="after `wandb sync`: replay the embedded store's run inputs, registry "
                                        "links and aliases into W&B (online; idempotent)")
     push.add_argument("--dry-run", action="store_true",
@@ -75,7 +79,7 @@ def metric_of(metadata: dict) -> str:
 @exits_cleanly
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from app.settings import load_settings
+    from app.tracking.settings import load_settings
     from app.tracking import backend
 
     if args.command == "push":
@@ -84,6 +88,8 @@ def main(argv=None) -> None:
         return watch(args)
     if args.command == "export":
         return export(args.ref)
+    if args.command == "card":
+        return print_card(args.ref)
     store = backend()
     if args.command == "list":
         rows = store.list(args.collection)
@@ -148,9 +154,36 @@ def export(ref: str) -> None:
     print(f"onnx export: {exported.ref} (of {model_version.ref}, digest {model_version.digest[:8]})")
 
 
+def print_card(ref: str) -> None:
+    """The version's evaluated card: its description (evaluate.py's, the newest), else the newest
+    evaluation artifact's of the same weights (when the description could not be saved); else the
+    card train.py wrote, else (a model logged before cards) one written from its recipe."""
+    from app import model_card
+    from app.recipe import Recipe
+    from app.tracking import backend, discovery
+
+    connected = backend()
+    model_version = connected.fetch(ref, names.MODEL_TYPE)
+    if model_card.is_evaluated(model_version.description):
+        print(model_version.description, end="")
+        return
+    recipe = Recipe.load(model_version.path)
+    evaluation = discovery.newest_evaluation(
+        connected, names.evaluation_artifact(recipe.dataset.name, recipe.arch), model_version.digest)
+    if evaluation is not None and (evaluation.path / model_card.CARD_FILE).is_file():
+        print((evaluation.path / model_card.CARD_FILE).read_text(encoding="utf-8"), end="")
+        return
+    if model_version.description:
+        print(model_version.description, end="")
+        return
+    dataset = connected.lookup(recipe.dataset.ref) if recipe.dataset.ref else None
+    print(model_card.own_card(model_version.path, recipe, model_version.metadata, dataset.metadata if dataset else {},
+                              names.model_artifact(recipe.dataset.name, recipe.arch)), end="")
+
+
 def push(args) -> None:
     from app.errors import UserError
-    from app.settings import load_settings
+    from app.tracking.settings import load_settings
     from app.tracking import backend
     from app.tracking.push import push as replay
     from app.tracking.store import Store
@@ -169,7 +202,7 @@ def push(args) -> None:
     elif args.dry_run:
         print(f"plan ({len(plan.steps)} steps, nothing changed: --dry-run):")
         for step in plan.steps:
-            print(f"  {step.kind:5} {step.text}")
+            print(f"  {step.kind:8} {step.text}")
     else:
         print(f"pushed {len(plan.steps)} steps to W&B.")
 
@@ -182,7 +215,7 @@ def offline_dry_run(settings, wandb_dir: Path) -> None:
     plan = offline_plan(Store(settings.store_dir), settings.project, wandb_dir)
     print(f"plan from the store alone ({len(plan.steps)} steps at most, nothing changed: --dry-run, offline):")
     for step in plan.steps:
-        print(f"  {step.kind:5} {step.text}")
+        print(f"  {step.kind:8} {step.text}")
     for run_id, why in sorted(plan.unsynced.items()):
         print(f"  run {run_id}: {why}; push skips it until it is synced")
     print("not checked without a login: which runs `wandb sync` has uploaded, and which of these steps W&B already "
@@ -197,7 +230,7 @@ def watch(args) -> None:
 
     from app.hooks.config import check_environment, load_hooks
     from app.hooks.watcher import Watcher
-    from app.settings import load_env_file
+    from app.tracking.settings import load_env_file
     from app.tracking import backend
 
     hooks = load_hooks(args.hooks)

@@ -59,7 +59,7 @@ def api_key(name: str | None) -> str | None:
         return None
     import os
 
-    from app.settings import load_env_file
+    from app.tracking.settings import load_env_file
 
     load_env_file()
     token = os.environ.get(name, "").strip()

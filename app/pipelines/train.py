@@ -93,7 +93,7 @@ def checkpoint_options(args) -> CheckpointOptions:
 def main(argv=None) -> None:
     args = parse_args(argv)
     speak_on_rank_0_only()
-    from app.settings import load_settings
+    from app.tracking.settings import load_settings
 
     settings = load_settings()
     if (args.retrain or args.tune or args.resume is not None) and int(os.environ.get("WORLD_SIZE", "1")) > 1:

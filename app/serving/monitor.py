@@ -119,18 +119,12 @@ def reference_for(backend, recipe: Recipe, digest: str) -> Reference | None:
     import csv
 
     from app import names
-    from app.errors import UserError
     from app.spreadsheet import read_cell
+    from app.tracking.discovery import newest_evaluation
 
-    try:
-        collection = names.evaluation_artifact(recipe.dataset.name, recipe.arch)
-        evaluations = [v for v in backend.list(collection) if v.metadata.get("model_digest") == digest]
-    except UserError:  # no evaluation collection yet (or a recipe without its dataset's name)
+    evaluation = newest_evaluation(backend, names.evaluation_artifact(recipe.dataset.name, recipe.arch), digest)
+    if evaluation is None:
         return None
-    if not evaluations:
-        return None
-    newest = max(evaluations, key=lambda v: int(str(v.version).lstrip("v") or 0))
-    evaluation = backend.fetch(newest.ref, names.EVALUATION_TYPE)
     with open(evaluation.path / "val_predictions.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return Reference.of_predictions(evaluation.ref, list(recipe.class_names),

@@ -1,6 +1,6 @@
 """Class probabilities for uint8 image batches from a model artifact: through onnxruntime when
-the model has an ONNX export, else through torch (app/evaluation/inference.py). Both see the
-images as predict.py and the server hand them over (app/evaluation/images.py)."""
+the model has an ONNX export, else through torch (app/inference.py). Both take the images as
+app/inference.to_model_input makes them (predict.py's files, the server's uploads)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +28,7 @@ class Predictor:
     def probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """uint8 (N, H, W[, C]) of the recipe's size -> float32 (N, classes), `batch_size` at a time."""
         if self.engine == "torch":
-            from app.evaluation.inference import probabilities
+            from app.inference import probabilities
 
             return np.concatenate([probabilities(self._model, images[i:i + batch_size], self._device, self.recipe)
                                    for i in range(0, len(images), batch_size)])

@@ -37,7 +37,7 @@ from starlette.formparsers import MultiPartParser
 from app import names
 from app.data import image_files
 from app.errors import summary
-from app.evaluation.images import to_model_input
+from app.inference import to_model_input
 from app.serving.batching import MicroBatcher
 from app.serving.predictor import Predictor
 

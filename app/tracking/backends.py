@@ -18,7 +18,7 @@ import wandb
 from app.cli import command
 from app.errors import UserError
 from app.names import CHECKPOINT_TYPE, DATASET_TYPE, EVALUATION_TYPE, LATEST, MODEL_TYPE, ONNX_TYPE, REGISTRY
-from app.settings import Settings
+from app.tracking.settings import Settings
 from app.tracking.refs import Ref, parse_ref
 from app.tracking.sdk_internals import file_digest, manifest_digests, reference_digests
 from app.tracking.store import ReadOnlyStore, Store, check_alias, check_guard
@@ -41,6 +41,7 @@ class ArtifactVersion:
     source: str | None = None  # for a registry entry: the artifact version it links to
     collection: str = ""
     created_at: str | None = None
+    description: str | None = None  # W&B's Markdown description (a model's card); a registry entry's is its source's
 
     def as_json(self) -> dict:
         return {
@@ -63,11 +64,11 @@ CHECKPOINT_TTL = datetime.timedelta(days=14)
 
 
 def build_wandb_artifact(name: str, type: str, files: dict[str, Path], metadata: dict,
-                         references: dict[str, str] | None = None) -> wandb.Artifact:
+                         references: dict[str, str] | None = None, description: str | None = None) -> wandb.Artifact:
     """W&B's own manifest gives the digest, so a version's identity is the same on both backends.
     `references`: {name: URI} of files left where they are, each with its checksum (W&B computes
     the MD5 of a file:// reference), so a changed file makes another digest."""
-    art = wandb.Artifact(name, type=type, metadata=metadata)
+    art = wandb.Artifact(name, type=type, metadata=metadata, description=description)
     if type == CHECKPOINT_TYPE:  # online, W&B deletes a checkpoint no finished run deleted (a killed one's)
         art.ttl = CHECKPOINT_TTL
     for rel, path in files.items():
@@ -126,8 +127,11 @@ class Backend(Protocol):
         """A version's verified files, its use recorded as the run's input."""
 
     def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str],
-            references: dict[str, str] | None = None) -> ArtifactVersion:
+            references: dict[str, str] | None = None, description: str | None = None) -> ArtifactVersion:
         """A new version (or the one with the same digest) as the run's output."""
+
+    def describe(self, ref: str, description: str) -> None:
+        """The version's description replaced (a registry entry's: its source's, as in W&B)."""
 
     def prune(self, name: str, keep: int, everything: bool = False) -> list[int]:
         """Versions of `name` beyond the newest `keep` deleted (held ones kept unless `everything`)."""
@@ -176,7 +180,17 @@ class OfflineBackend:
             used_by=version["used_by"],
             source=version.get("source"),
             created_at=version.get("created_at"),
+            description=self._description(version),
         )
+
+    def _description(self, version: dict) -> str | None:
+        """A version's description; a registry entry has its source's (W&B keeps one per artifact)."""
+        if not version.get("source"):
+            return version.get("description")
+        try:
+            return self._resolve(version["source"])[1].get("description")
+        except UserError:  # the source was deleted: the entry has none
+            return None
 
     def _resolve(self, ref: str | Ref) -> tuple[dict, dict]:
         parsed = parse_ref(ref) if isinstance(ref, str) else ref
@@ -234,13 +248,13 @@ class OfflineBackend:
         return info
 
     def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str],
-            references: dict[str, str] | None = None) -> ArtifactVersion:
-        art = build_wandb_artifact(name, type, files, metadata, references)
+            references: dict[str, str] | None = None, description: str | None = None) -> ArtifactVersion:
+        art = build_wandb_artifact(name, type, files, metadata, references, description)
         manifest = manifest_digests(art, files)
         coll, version = self.store.add_version(
             scope=self.settings.project, name=name, type=type, digest=art.digest, files=files,
             manifest=manifest, metadata=metadata, aliases=aliases, logged_by=run.lineage_entry(),
-            references=reference_digests(art, references or {}),
+            references=reference_digests(art, references or {}), description=description,
         )
         # Also into the offline W&B run, so `wandb sync` later uploads the same version. Not a
         # checkpoint: an offline run folder cannot delete what it logged, so retention (prune)
@@ -291,6 +305,12 @@ class OfflineBackend:
         """Take `alias` off the version `ref` names (True when it was there)."""
         coll, version = self._resolve(ref)
         return self.store.remove_alias(coll["scope"], coll["name"], version["version"], alias)
+
+    def describe(self, ref: str, description: str) -> None:
+        coll, version = self._resolve(ref)
+        if version.get("source"):  # a registry entry: W&B describes the artifact it links to
+            coll, version = self._resolve(version["source"])
+        self.store.set_description(coll["scope"], coll["name"], version["version"], description)
 
     def find(self, type: str, alias: str, registry: bool) -> list[ArtifactVersion]:
         """The version carrying `alias` in each collection of `type`, in the model registry or in
@@ -390,6 +410,7 @@ class OnlineBackend:
             used_by=[{"id": r.id, "job_type": r.job_type} for r in art.used_by()] if lineage else [],
             source=source,
             created_at=art.created_at,
+            description=art.description,
         )
 
     def _fetch(self, ref: str):
@@ -476,8 +497,8 @@ class OnlineBackend:
         return info
 
     def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str],
-            references: dict[str, str] | None = None) -> ArtifactVersion:
-        art = build_wandb_artifact(name, type, files, metadata, references)
+            references: dict[str, str] | None = None, description: str | None = None) -> ArtifactVersion:
+        art = build_wandb_artifact(name, type, files, metadata, references, description)
         run.wandb_run.log_artifact(art, aliases=[LATEST, *aliases])
         art.wait()
         return ArtifactVersion(
@@ -581,6 +602,21 @@ class OnlineBackend:
         except wandb.errors.CommError as err:
             raise _failure(f"taking {alias!r} off {ref}", err) from err
         return True
+
+    def describe(self, ref: str, description: str) -> None:
+        """Artifact.description set and saved (the public API); through a registry ref W&B
+        describes the artifact the entry links to, as the registry's UI shows it."""
+        art = self._fetch(ref)
+        art.description = description
+        try:
+            art.save()
+        except wandb.errors.CommError as err:
+            raise _failure(f"saving the description of {ref}", err) from err
+        # The SDK skips all but alias changes, with only a warning, where the linked artifact's
+        # own project is read-only to this key: read it back, so that is said, not lost.
+        if self._fetch(ref).description != description:
+            raise UserError(f"W&B did not save the description of {ref}: this API key may not write to the project "
+                            "of the artifact it links to. The evaluation artifact holds the card (model_card.md).")
 
     def paged(self, what: str, pages) -> list:
         """Every item of one of the SDK's paginated listings. Iterating them raises the failures

@@ -97,6 +97,19 @@ def onnx_export(backend, model_version) -> "ArtifactVersion | None":
     return found[-1] if found else None
 
 
+def newest_evaluation(backend, collection: str, model_digest: str) -> "ArtifactVersion | None":
+    """The newest version of the evaluation collection `collection` that evaluated the model with
+    this digest (its files fetched and verified), or None when it was never evaluated."""
+    try:
+        evaluations = [v for v in backend.list(collection) if v.metadata.get("model_digest") == model_digest]
+    except UserError:  # no evaluation collection yet
+        return None
+    if not evaluations:
+        return None
+    newest = max(evaluations, key=lambda v: v.version)
+    return backend.fetch(newest.ref, names.EVALUATION_TYPE)
+
+
 def stopped_early(checkpoint) -> bool:
     """A checkpoint version from before its run's last epoch: that run did not finish."""
     return checkpoint.metadata.get("epoch", 0) < checkpoint.metadata.get("epochs", 0)

@@ -9,7 +9,9 @@ Push closes that gap through W&B's public API:
   that depends on it is pushed;
 - every recorded use becomes a declared input of the synced run (`Run.use_artifact`);
 - every registry version is linked into `wandb-registry-model/<collection>`, in version order,
-  with the aliases it carries in the store, so each alias ends on the same version as offline.
+  with the aliases it carries in the store, so each alias ends on the same version as offline;
+- every stored description (a model's card, as evaluate.py completed it) becomes the synced
+  artifact's `Artifact.description`.
 
 Each step is checked against W&B before it is planned, so a second push plans nothing, and a
 push that failed part-way is completed by running it again.
@@ -31,7 +33,7 @@ from app.tracking.store import Store
 
 @dataclass
 class Step:
-    kind: str  # "use", "link"
+    kind: str  # "use", "link", "describe"
     text: str
     apply: Callable[[], None] = field(repr=False)
 
@@ -88,6 +90,10 @@ class Pusher:
                 if art is None:
                     continue
                 synced[f"{coll['name']}:v{version['version']}"] = art
+                text = version.get("description")
+                if text and art.description != text:
+                    plan.steps.append(Step("describe", f"{coll['name']}:v{version['version']}: its description "
+                                                       "(the model card)", lambda art=art, text=text: describe(art, text)))
                 for user in version["used_by"]:
                     run = self._run(user["id"], plan)
                     if run is None:
@@ -125,6 +131,11 @@ class Pusher:
             raise UserError(f"W&B could not list {REGISTRY}/{coll['name']} ({err}).") from err
 
 
+def describe(art, text: str) -> None:
+    art.description = text
+    art.save()
+
+
 def offline_plan(store: Store, project: str, wandb_dir: Path) -> Plan:
     """What push would do at most, from the store alone (`--dry-run` without a login): every
     recorded use and every registry link with its aliases. What W&B already has cannot be
@@ -135,6 +146,9 @@ def offline_plan(store: Store, project: str, wandb_dir: Path) -> Plan:
     for coll in store.collections(project):
         for version in coll["versions"]:
             runs.add((version.get("logged_by") or {}).get("id"))
+            if version.get("description"):
+                plan.steps.append(Step("describe", f"{coll['name']}:v{version['version']}: its description "
+                                                   "(the model card)", lambda: None))
             for user in version["used_by"]:
                 runs.add(user["id"])
                 plan.steps.append(Step("use", f"run {user['id']} ({user.get('job_type')}) used "

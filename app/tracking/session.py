@@ -14,7 +14,7 @@ import wandb
 from app.errors import LOGGED, UserError
 from app.names import TRAINING_JOBS
 from app.progress import say
-from app.settings import Settings, load_settings
+from app.tracking.settings import Settings, load_settings
 from app.tracking.backends import ArtifactVersion, Backend, make_backend
 from app.tracking.sdk_internals import quiet_run_settings
 
@@ -75,9 +75,11 @@ class Run:
         return self.backend.use(self, ref, expected_type, lineage_optional)
 
     def log_artifact(self, name: str, type: str, files: dict[str, Path], metadata: dict,
-                     aliases: list[str] | tuple = (), references: dict[str, str] | None = None) -> ArtifactVersion:
-        """`references`: {name inside the artifact: URI} of files left where they are (checksummed)."""
-        logged = self.backend.log(self, name, type, files, metadata, list(aliases), references or {})
+                     aliases: list[str] | tuple = (), references: dict[str, str] | None = None,
+                     description: str | None = None) -> ArtifactVersion:
+        """`references`: {name inside the artifact: URI} of files left where they are (checksummed);
+        `description`: the version's Markdown description in W&B (a model's card)."""
+        logged = self.backend.log(self, name, type, files, metadata, list(aliases), references or {}, description)
         LOGGED.append(logged.ref)
         return logged
 
@@ -150,10 +152,13 @@ class SilentRun:
     def define_metric(self, name: str, step_metric: str | None = None, summary: str | None = None) -> None:
         pass
 
-    def log_artifact(self, name, type, files, metadata, aliases=(), references=None) -> None:
+    def log_artifact(self, name, type, files, metadata, aliases=(), references=None, description=None) -> None:
         return None
 
     id = ""  # the run is rank 0's
+
+    def lineage_entry(self) -> dict:
+        return {"id": self.id, "name": "", "job_type": ""}
 
     def prune(self, name: str, keep: int, everything: bool = False) -> list[int]:
         return []

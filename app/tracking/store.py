@@ -370,6 +370,7 @@ class Store:
         source: str | None = None,
         guard: dict[str, int | None] | None = None,
         references: dict[str, dict] | None = None,
+        description: str | None = None,
     ) -> tuple[dict, dict]:
         """Add a version (or find the one with the same digest); returns (collection, version).
         `guard`: aliases that must still point where the caller saw them (check_guard).
@@ -405,6 +406,8 @@ class Store:
                 }
                 if references:
                     existing["references"] = references
+                if description is not None:  # the same files again keep the description they have
+                    existing["description"] = description
                 coll["versions"].append(existing)
             for alias in [LATEST, *aliases]:
                 coll["aliases"][alias] = existing["version"]
@@ -468,6 +471,13 @@ class Store:
             del coll["aliases"][alias]
             write_json_atomic(self._collection_path(scope, name), coll)
             return True
+
+    def set_description(self, scope: str, name: str, version: int, description: str) -> None:
+        """Replace a version's description (W&B's Artifact.description)."""
+        with self.locked():
+            coll = self.read_collection(scope, name)
+            coll["versions"][version]["description"] = description
+            write_json_atomic(self._collection_path(scope, name), coll)
 
     def set_alias(self, scope: str, name: str, version: int, alias: str,
                   guard: dict[str, int | None] | None = None) -> int | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import wandb
 
 from app.errors import UserError
-from app.settings import Settings
+from app.tracking.settings import Settings
 
 
 def create_sweep(config: dict, settings: Settings) -> str:

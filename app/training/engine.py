@@ -22,11 +22,11 @@ from app.errors import UserError, summary
 from app.progress import detail
 from app.training import distributed
 from app.training.augment import augment_batch
+from app.inference import EVAL_BATCH, as_float, logits
 from app.recipe import InputSpec
 from app.recipe.config import DeviceOptions, TrainConfig
 from app.training.optimizer import make_optimizer, make_schedule
 
-EVAL_BATCH = 1024  # inference batch: large is faster, memory is small at 28x28
 
 
 class NonFiniteLoss(UserError):
@@ -81,20 +81,6 @@ def to_tensors(images: np.ndarray, labels: np.ndarray, device: torch.device,
     return Tensors(images=x, labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device))
 
 
-def as_float(x: torch.Tensor, spec: InputSpec | None) -> torch.Tensor:
-    """uint8 (N, H, W) or (N, H, W, C) -> float (N, C, H, W) in [0, 1], normalised: the one
-    conversion, for the split held in memory and for streamed batches alike (same values)."""
-    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
-    # NCHW while still uint8, then float: one float copy at its peak, not two (a split of 20,000
-    # 64x64 colour images peaked at 2.6 GB the other way round)
-    x = x.contiguous().float().div_(255.0)
-    if spec is not None and spec.normalises:
-        mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        x.sub_(mean).div_(std)
-    return x
-
-
 def prepare(model: nn.Module, device: torch.device) -> nn.Module:
     """The model on the device, in the default (NCHW) layout. A model-wide channels_last was
     measured 10-15% slower for the CNN on the CPU: its 32->64 convolution runs fastest in NCHW,
@@ -138,10 +124,9 @@ def precision(options: DeviceOptions, device: torch.device) -> str:
     return "bf16" if options.precision == "bf16" or (options.precision == "auto" and cuda and bf16_here) else "fp32"
 
 
-@torch.inference_mode()
 def predict_logits(model: nn.Module, data: Tensors, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(images) for images in data.in_order(batch_size)])
+    """The outputs for a split (in memory or streamed), through inference's own forward pass."""
+    return torch.cat([logits(model, images) for images in data.in_order(batch_size)])
 
 
 # Training images whose BatchNorm statistics are recomputed after each epoch (recompute_batchnorm):

@@ -21,7 +21,7 @@ def out_of_fold_probabilities(recipe: Recipe, split, device: torch.device, folds
     did not train on it."""
     from sklearn.model_selection import StratifiedKFold
 
-    from app.evaluation.inference import probabilities
+    from app.inference import probabilities
 
     config = recipe.config
     images, labels = np.asarray(split.images["train"][:]), np.asarray(split.labels["train"])

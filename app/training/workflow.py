@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from app import names
+from app import model_card, names
 from app.cli import command
 from app.data import memory
 from app.data.split_files import read_split
@@ -64,7 +65,7 @@ def load_training_data(dataset_version, device, spec: InputSpec, stream: int | N
     split = read_split(dataset_version.path, mapped=True, ref=dataset_version.ref)  # the files' headers checked, nothing read yet
     if stream is None:  # the fast path, where the split fits
         memory.check_training_fits({s: split.images[s].shape for s in ("train", "val")}, torch.device(device))
-        from app.training.streaming import decode_workers, read_whole
+        from app.data.loading import decode_workers, read_whole
 
         # a split of references is decoded by a pool of DataLoader workers; files are read here
         parts = {s: engine.to_tensors(read_whole(split.images[s], decode_workers()), split.labels[s], device,
@@ -149,8 +150,10 @@ def train_and_log(
     checkpoint = engine.Checkpointing(
         save=lambda state, is_best: log_checkpoint(run, state, is_best, recipe, checkpoints.keep, extra_metadata),
         every=checkpoints.every, resume=resume_state)
+    started = time.monotonic()
     model, history = train(config, data, init_state=init_state, on_epoch=on_epoch, options=options, group=group,
                            checkpoint=checkpoint)
+    seconds = round(time.monotonic() - started, 1)
     # The model holds the weights of its best validation epoch (engine.fit keeps them), so its
     # metrics are that epoch's: the score a sweep ranks it by is the score its weights have.
     kept = engine.best_epoch(history)
@@ -181,9 +184,14 @@ def train_and_log(
         **extra_metadata,
     }
     collection = names.model_artifact(recipe.dataset.name, recipe.arch)
+    card = model_card.training_card(recipe, metadata, dataset_version.metadata, collection)
+    # after the card: what differs from run to run stays out of the model's files (model_card.py)
+    metadata.update(training_seconds=seconds, run=run.lineage_entry())
     with tempfile.TemporaryDirectory() as tmp:
         files = save_model(model, recipe, Path(tmp))
-        logged = run.log_artifact(collection, names.MODEL_TYPE, files, metadata, aliases)
+        files[model_card.CARD_FILE] = Path(tmp) / model_card.CARD_FILE
+        files[model_card.CARD_FILE].write_text(card, encoding="utf-8")
+        logged = run.log_artifact(collection, names.MODEL_TYPE, files, metadata, aliases, description=card)
     drop_checkpoints(run, checkpoints)
     return logged, history
 

@@ -26,7 +26,7 @@ class Trial:
         return {"sweep_id": self.sweep_id, "trial": self.number}
 
     def _controller(self):
-        from app.settings import load_settings
+        from app.tracking.settings import load_settings
         from app.tracking.store import Store
         from app.tracking.sweep_controller import LocalSweeps
 
