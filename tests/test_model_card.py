@@ -113,6 +113,11 @@ def test_the_model_artifacts_card_holds_nothing_that_differs_between_identical_t
     one = training_card(recipe, {**metadata, "training_seconds": 3.0, "run": {"id": "r1"}}, {}, "d-convnet")
     other = training_card(recipe, {**metadata, "training_seconds": 9.0, "run": {"id": "r2"}}, {}, "d-convnet")
     assert one == other and not is_evaluated(one)
+    trial = training_card(recipe, {**metadata, "sweep": {"sweep_id": "s7", "trial": 4}}, {}, "d-convnet")
+    assert "- sweep `s7`, trial 4" in sections(trial)["Training procedure"]
+    retrained = training_card(recipe, {**metadata, "retrained_from": "wandb-registry-model/d-convnet:v2",
+                                       "warm_start": False}, {}, "d-convnet")
+    assert "- retrained from `wandb-registry-model/d-convnet:v2` (from scratch, its recipe locked)" in retrained
 
 
 def test_a_model_logged_before_cards_gets_one_from_its_recipe(tmp_path):

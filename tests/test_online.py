@@ -14,7 +14,7 @@ pytestmark = [
 
 
 def test_online_backend_versions_dedup_and_aliases(tmp_path, monkeypatch):
-    from app import settings as settings_module
+    from app.tracking import settings as settings_module
     from app.tracking import start_run
 
     monkeypatch.setattr(settings_module, "_settings", None)

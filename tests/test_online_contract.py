@@ -289,12 +289,29 @@ def test_an_online_sweep_is_ranked_by_its_metric_with_each_trials_model(online, 
 
 
 def test_checkpoint_retention_deletes_old_versions_through_the_public_api_and_keeps_the_best(online, standin):
+    """The one keeper (training/checkpoint.py) through a real Run's versions/delete and the SDK:
+    while training the newest and the best stay; once finished none, aliases and all."""
+    from app.recipe.config import CheckpointOptions
+    from app.tracking.session import Run
+    from app.training.checkpoint import CheckpointKeeper
+
     ids = [standin.add_artifact("checkpoint-r1", "checkpoint", f"digest-{i}", {"epoch": i + 1}) for i in range(4)]
     standin.collections[("me", "proj", "checkpoint-r1")]["aliases"]["best"] = 1  # epoch 2 was the best
-    assert online.prune("checkpoint-r1", keep=1) == [0, 2]
-    deleted = [r["variables"]["input"]["artifactID"] for r in standin.requests if r["operation"] == "DeleteArtifact"]
-    assert deleted == [ids[0], ids[2]]
+    run = SimpleNamespace(id="r1", backend=online)
+    run.versions = lambda name: Run.versions(run, name)
+    run.delete = lambda versions, with_aliases=False: Run.delete(run, versions, with_aliases)
+    keeper = CheckpointKeeper(run, None, CheckpointOptions(keep=1), {})
+
+    def deletions():
+        return [(r["variables"]["input"]["artifactID"], r["variables"]["input"].get("deleteAliases"))
+                for r in standin.requests if r["operation"] == "DeleteArtifact"]
+
+    assert keeper._delete(keep=1) == [0, 2]
+    assert deletions() == [(ids[0], False), (ids[2], False)]
     assert [v.ref for v in online.list("checkpoint-r1")] == ["checkpoint-r1:v1", "checkpoint-r1:v3"]
+    keeper.finish()  # the run logged its model: every checkpoint goes, `best` and `latest` with them
+    assert deletions()[2:] == [(ids[1], True), (ids[3], True)]
+    assert run.versions("checkpoint-r1") == []
 
 
 def test_the_hook_watcher_follows_registry_aliases_online_through_the_real_sdk(online, standin, tmp_path):

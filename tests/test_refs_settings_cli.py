@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from app import settings as settings_module
+from app.tracking import settings as settings_module
 from app.cli import Parser
 from app.errors import UserError
 from app.tracking.refs import parse_ref

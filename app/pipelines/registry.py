@@ -202,7 +202,7 @@ def push(args) -> None:
     elif args.dry_run:
         print(f"plan ({len(plan.steps)} steps, nothing changed: --dry-run):")
         for step in plan.steps:
-            print(f"  {step.kind:8} {step.text}")
+            print(f"  {step.kind:5} {step.text}")
     else:
         print(f"pushed {len(plan.steps)} steps to W&B.")
 
@@ -215,7 +215,7 @@ def offline_dry_run(settings, wandb_dir: Path) -> None:
     plan = offline_plan(Store(settings.store_dir), settings.project, wandb_dir)
     print(f"plan from the store alone ({len(plan.steps)} steps at most, nothing changed: --dry-run, offline):")
     for step in plan.steps:
-        print(f"  {step.kind:8} {step.text}")
+        print(f"  {step.kind:5} {step.text}")
     for run_id, why in sorted(plan.unsynced.items()):
         print(f"  run {run_id}: {why}; push skips it until it is synced")
     print("not checked without a login: which runs `wandb sync` has uploaded, and which of these steps W&B already "

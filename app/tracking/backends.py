@@ -133,11 +133,8 @@ class Backend(Protocol):
     def describe(self, ref: str, description: str) -> None:
         """The version's description replaced (a registry entry's: its source's, as in W&B)."""
 
-    def prune(self, name: str, keep: int, everything: bool = False) -> list[int]:
-        """Versions of `name` beyond the newest `keep` deleted (held ones kept unless `everything`)."""
-
-    def delete(self, versions: list[ArtifactVersion]) -> None:
-        """These versions deleted."""
+    def delete(self, versions: list[ArtifactVersion], with_aliases: bool = False) -> None:
+        """These versions deleted (`with_aliases`: an alias on one, `latest` too, goes with it)."""
 
     def size(self) -> int | None:
         """Bytes the store holds (None online)."""
@@ -263,13 +260,9 @@ class OfflineBackend:
             run.wandb_run.log_artifact(art, aliases=[LATEST, *aliases])
         return self._info(coll, version)
 
-    def prune(self, name: str, keep: int, everything: bool = False) -> list[int]:
-        """Keep the newest `keep` versions of a project collection and those another alias holds
-        (`everything`: keep none, aliased or not)."""
-        return self.store.prune(self.settings.project, name, keep, everything)
-
-    def delete(self, versions: list[ArtifactVersion]) -> None:
-        """Delete these project versions (registry.py prune's plan)."""
+    def delete(self, versions: list[ArtifactVersion], with_aliases: bool = False) -> None:
+        """Delete these project versions (registry.py prune's plan, a run's old checkpoints); the
+        store takes a deleted version's aliases off with it."""
         for version in versions:
             self.store.delete_versions(self.settings.project, version.name, [version.version])
 
@@ -506,32 +499,16 @@ class OnlineBackend:
             digest=art.digest, metadata=metadata, aliases=[LATEST, *aliases],
         )
 
-    def prune(self, name: str, keep: int, everything: bool = False) -> list[int]:
-        """As OfflineBackend.prune, through the public API: Artifact.delete() on each version
-        older than the newest `keep` that holds no alias but `latest` (`everything`: on all,
-        their aliases with them)."""
-        path = self._full(f"{name}:latest").rsplit(":", 1)[0]
-        latest = self._fetch(f"{path}:latest")
-        versions = sorted(self.paged(path, self.api.artifacts(latest.type, path)),
-                          key=lambda a: int(a.name.rpartition(":v")[2]))
-        if everything:
-            doomed = versions
-        else:
-            doomed = [a for a in versions[:-keep] if not set(a.aliases) - {LATEST}] if keep > 0 else []
-        for art in doomed:
-            self._delete(art, everything)
-        return [int(a.name.rpartition(":v")[2]) for a in doomed]
-
     def _delete(self, art, with_aliases: bool = False) -> None:
         try:
             art.delete(delete_aliases=with_aliases)
         except wandb.errors.CommError as err:
             raise _failure(f"deleting {art.name}", err) from err
 
-    def delete(self, versions: list[ArtifactVersion]) -> None:
-        """Delete these project versions (registry.py prune's plan)."""
+    def delete(self, versions: list[ArtifactVersion], with_aliases: bool = False) -> None:
+        """Artifact.delete() on each (public API; `delete_aliases` with `with_aliases`)."""
         for version in versions:
-            self._delete(self._fetch(version.ref))
+            self._delete(self._fetch(version.ref), with_aliases)
 
     def size(self) -> int | None:
         """W&B keeps the files: no local store to measure."""

@@ -83,10 +83,15 @@ class Run:
         LOGGED.append(logged.ref)
         return logged
 
-    def prune(self, name: str, keep: int, everything: bool = False) -> list[int]:
-        """Delete all but the newest `keep` versions of `name` (those an alias like `best` holds stay;
-        with `everything`, all of them)."""
-        return self.backend.prune(name, keep, everything)
+    def versions(self, name: str) -> list[ArtifactVersion]:
+        """The live versions of this project's collection `name` ([] while it has none)."""
+        if self.backend.lookup(f"{name}:latest") is None:
+            return []
+        return self.backend.list(name)
+
+    def delete(self, versions: list[ArtifactVersion], with_aliases: bool = False) -> None:
+        """Delete these versions of this project (`with_aliases`: aliases and all, `latest` too)."""
+        self.backend.delete(versions, with_aliases)
 
     def link(self, ref: str, collection: str, aliases: list[str],
              guard: dict[str, int | None] | None = None) -> ArtifactVersion:
@@ -160,8 +165,11 @@ class SilentRun:
     def lineage_entry(self) -> dict:
         return {"id": self.id, "name": "", "job_type": ""}
 
-    def prune(self, name: str, keep: int, everything: bool = False) -> list[int]:
+    def versions(self, name: str) -> list:
         return []
+
+    def delete(self, versions: list, with_aliases: bool = False) -> None:
+        pass
 
 
 @contextlib.contextmanager

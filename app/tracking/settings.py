@@ -14,7 +14,7 @@ from pathlib import Path
 from app.errors import UserError, summary
 from app.progress import verbose
 
-ENV_FILE = Path(__file__).resolve().parent / ".env"
+ENV_FILE = Path(__file__).resolve().parents[1] / ".env"  # app/.env, beside app/.env.example
 
 DEFAULT_PROJECT = "wandb-image-pipeline"
 # The embedded store lives under the working directory, like W&B's own `wandb/` run

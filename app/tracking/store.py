@@ -414,19 +414,6 @@ class Store:
             write_json_atomic(self._collection_path(scope, name), coll)
             return coll, existing
 
-    def prune(self, scope: str, name: str, keep: int, everything: bool = False) -> list[int]:
-        """Delete all but the newest `keep` versions of a collection, and any version an alias
-        other than `latest` holds (`best`); with `everything`, every version, aliases and all (a
-        finished run's checkpoints). Returns the versions deleted (delete_versions)."""
-        with self.locked():
-            coll = self.read_collection(scope, name)
-            if coll is None:
-                return []
-            held = set() if everything else {v for a, v in coll["aliases"].items() if a != LATEST}
-            live = [v for v in coll["versions"] if not v.get("deleted")]
-            older = live if everything else live[:-keep] if keep > 0 else []
-            return self._delete(scope, coll, [v for v in older if v["version"] not in held])
-
     def delete_versions(self, scope: str, name: str, numbers: list[int]) -> list[int]:
         """Delete these versions of a collection (registry.py prune: versions it chose)."""
         with self.locked():

@@ -15,17 +15,16 @@ from typing import Callable
 import torch
 
 from app import model_card, names
-from app.cli import command
 from app.data import memory
 from app.data.split_files import read_split
-from app.errors import RESUME, UserError
+from app.errors import UserError
 from app.models import build, load_pretrained
 from app.models.files import save_model
-from app.progress import detail, say
-from app.training import distributed, engine
+from app.progress import say
 from app.recipe import DatasetRef, InputSpec, Recipe
-from app.training.checkpoint import load_training_state, save_training_state
 from app.recipe.config import CheckpointOptions, DeviceOptions, TrainConfig
+from app.training import distributed, engine
+from app.training.checkpoint import CheckpointKeeper, load_training_state
 
 
 def code_version() -> str | None:
@@ -125,8 +124,8 @@ def train_and_log(
     metrics and the model, which carries the recipe.
 
     Every `checkpoints.every` epochs the training state is logged as `checkpoint-<run id>`
-    (type checkpoint; `best` on the best epoch's) and only the newest `checkpoints.keep` are kept;
-    `resume_state` (one of them, loaded) continues that training. `announce`: say what trains on
+    (CheckpointKeeper decides which versions stay); `resume_state` (one of them, loaded) continues
+    that training. `announce`: say what trains on
     what (a sweep's agent has said it for its trial: then only with -v).
 
     Returns (model artifact version or None when a sweep stopped the trial, history).
@@ -147,9 +146,8 @@ def train_and_log(
 
     say(f"training {config.arch} on {dataset_version.ref} ({len(data.train)} images) on {device}",
         verbose_only=not announce)
-    checkpoint = engine.Checkpointing(
-        save=lambda state, is_best: log_checkpoint(run, state, is_best, recipe, checkpoints.keep, extra_metadata),
-        every=checkpoints.every, resume=resume_state)
+    keeper = CheckpointKeeper(run, recipe, checkpoints, extra_metadata)
+    checkpoint = engine.Checkpointing(save=keeper.save, every=checkpoints.every, resume=resume_state)
     started = time.monotonic()
     model, history = train(config, data, init_state=init_state, on_epoch=on_epoch, options=options, group=group,
                            checkpoint=checkpoint)
@@ -166,7 +164,7 @@ def train_and_log(
     }
     run.summary({"epochs_trained": len(history), "best_epoch": kept})
     if stopped["early"]:  # a sweep stopped it: done, nothing to resume
-        drop_checkpoints(run, checkpoints)
+        keeper.finish()
         return None, history
 
     metadata = {
@@ -192,7 +190,7 @@ def train_and_log(
         files[model_card.CARD_FILE] = Path(tmp) / model_card.CARD_FILE
         files[model_card.CARD_FILE].write_text(card, encoding="utf-8")
         logged = run.log_artifact(collection, names.MODEL_TYPE, files, metadata, aliases, description=card)
-    drop_checkpoints(run, checkpoints)
+    keeper.finish()
     return logged, history
 
 
@@ -205,34 +203,6 @@ def repeats_candidate(candidate_metadata: dict, epochs: int, device: torch.devic
     return (candidate_metadata.get("epochs") == epochs and candidate_metadata.get("world_size", 1) == 1
             and trained_on.get("device") == device.type
             and trained_on.get("precision") == engine.precision(options, device))
-
-
-def drop_checkpoints(run, checkpoints: CheckpointOptions) -> None:
-    """A finished run's checkpoints, deleted (unless --keep-checkpoints): the model holds its best
-    weights, and nothing resumes a finished run, so they would only fill the store."""
-    RESUME["command"] = None  # finished: nothing to resume
-    if checkpoints.every and not checkpoints.keep_after:
-        deleted = run.prune(names.checkpoint_artifact(run.id), 0, everything=True)
-        if deleted:
-            detail(f"checkpoints of run {run.id} deleted ({len(deleted)} version(s)): the run finished")
-
-
-def log_checkpoint(run, state: dict, is_best: bool, recipe: Recipe, keep: int, extra_metadata: dict) -> None:
-    """One checkpoint version of this run, then the older ones beyond `keep` deleted. Its
-    metadata says what `train.py --resume` needs to go on: the run, its job and the epoch."""
-    name = names.checkpoint_artifact(run.id)
-    metadata = {"run_id": run.id, "job_type": run.lineage_entry()["job_type"], "epoch": state["epoch"],
-                "epochs": recipe.config.epochs, "best_val_accuracy": state["best_accuracy"],
-                "dataset": recipe.to_dict()["dataset"],
-                "extra": extra_metadata}
-    with tempfile.TemporaryDirectory() as tmp:
-        files = save_training_state(state, recipe, Path(tmp))
-        logged = run.log_artifact(name, names.CHECKPOINT_TYPE, files, metadata, [names.BEST] if is_best else [])
-    deleted = run.prune(name, keep)
-    if metadata["job_type"] in ("train", "retrain"):  # a sweep trial resumes through its sweep
-        RESUME["command"] = f"{command('train')} --resume {run.id}"
-    detail(f"checkpoint: {logged.ref} (epoch {state['epoch']}{', best so far' if is_best else ''})"
-           + (f"; deleted {', '.join(f'v{v}' for v in deleted)}" if deleted else ""))
 
 
 @dataclass
