@@ -64,3 +64,21 @@ def test_training_labels_are_checked_on_out_of_fold_predictions_of_the_same_reci
     print(f"label issues (train, out of fold): {len(flipped)} flipped, {len(rows)} candidates, recall {recall:.2f}, "
           f"precision {precision:.2f}")
     assert recall >= 0.6 and precision >= 0.8, (recall, precision)
+
+
+def test_the_search_forks_no_process_pool(monkeypatch):
+    """cleanlab forks a multiprocessing.Pool by default; forked from evaluate.py (wandb's and
+    torch's threads running) its workers hung on a lock copied while held, in 2 of about 20 runs."""
+    import multiprocessing
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a process pool was started")
+
+    monkeypatch.setattr(multiprocessing, "Pool", refuse)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 400)
+    probs = np.full((400, 4), 0.1, np.float32)
+    probs[np.arange(400), labels] = 0.7
+    probs[:20] = np.roll(probs[:20], 1, axis=1)  # 20 images whose label the "model" doubts
+    rows = label_issues.candidates({"test": probs}, {"test": labels})
+    assert {r["index"] for r in rows} == set(range(20))

@@ -39,7 +39,10 @@ def candidates(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> l
     folded /= np.maximum(folded.sum(1, keepdims=True), 1e-12)
     relabel = np.full(classes, -1)
     relabel[kept] = np.arange(len(kept))
-    found = find_label_issues(relabel[joined_labels], folded, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: cleanlab's default forks a multiprocessing.Pool, and a pool forked from this
+    # process (wandb's and torch's threads running) hung in 2 of about 20 evaluate runs of the test
+    # suite, every worker waiting on a lock copied while held; its results do not depend on it.
+    found = find_label_issues(relabel[joined_labels], folded, return_indices_ranked_by="self_confidence", n_jobs=1)
     starts = np.cumsum([0] + [len(labels[s]) for s in names])
     rows = []
     for position in found.tolist():
