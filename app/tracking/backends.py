@@ -153,8 +153,9 @@ class Backend(Protocol):
     def find(self, type: str, alias: str, registry: bool) -> list[ArtifactVersion]:
         """The version holding `alias` in each collection of `type`, newest first."""
 
-    def list(self, collection: str | None = None) -> list[ArtifactVersion]:
-        """Every version (of one collection), for `registry.py list`."""
+    def list(self, collection: str | None = None, lineage: bool = True) -> list[ArtifactVersion]:
+        """Every version (of one collection), for `registry.py list`; `lineage` False: without who
+        logged and used each (online two requests a version fewer)."""
 
 
 class OfflineBackend:
@@ -313,7 +314,7 @@ class OfflineBackend:
                  if c["type"] == type and alias in c["aliases"]]
         return sorted(found, key=lambda v: v.created_at or "", reverse=True)
 
-    def list(self, collection: str | None = None) -> list[ArtifactVersion]:
+    def list(self, collection: str | None = None, lineage: bool = True) -> list[ArtifactVersion]:
         rows = []
         for coll in self.store.collections():
             full = (f"{REGISTRY}/" if coll["scope"] == REGISTRY else "") + coll["name"]
@@ -623,7 +624,7 @@ class OnlineBackend:
                 found.append(self._info(art))
         return sorted(found, key=lambda v: v.created_at or "", reverse=True)
 
-    def list(self, collection: str | None = None) -> list[ArtifactVersion]:
+    def list(self, collection: str | None = None, lineage: bool = True) -> list[ArtifactVersion]:
         """Every version of the project's dataset, model, evaluation, ONNX and checkpoint
         collections and of the registry collections named after its models; or of one collection."""
         project_path = "/".join(p for p in (self.settings.entity, self.settings.project) if p)
@@ -647,7 +648,7 @@ class OnlineBackend:
                 if is_not_found(err):
                     continue
                 raise _failure(path, err) from err
-            rows += [self._info(a, lineage=True) for a in sorted(self.paged(path, versions),
+            rows += [self._info(a, lineage=lineage) for a in sorted(self.paged(path, versions),
                                                                   key=lambda a: int(a.name.rpartition(":v")[2]))]
         return rows
 

@@ -93,7 +93,8 @@ def onnx_export(backend, model_version) -> "ArtifactVersion | None":
     collection = names.onnx_artifact(model_version.name)
     if backend.lookup(f"{collection}:latest") is None:
         return None
-    found = [v for v in backend.list(collection) if v.metadata.get("model_digest") == model_version.digest]
+    found = [v for v in backend.list(collection, lineage=False)
+             if v.metadata.get("model_digest") == model_version.digest]
     return found[-1] if found else None
 
 
@@ -101,7 +102,8 @@ def newest_evaluation(backend, collection: str, model_digest: str) -> "ArtifactV
     """The newest version of the evaluation collection `collection` that evaluated the model with
     this digest (its files fetched and verified), or None when it was never evaluated."""
     try:
-        evaluations = [v for v in backend.list(collection) if v.metadata.get("model_digest") == model_digest]
+        evaluations = [v for v in backend.list(collection, lineage=False)
+                       if v.metadata.get("model_digest") == model_digest]
     except UserError:  # no evaluation collection yet
         return None
     if not evaluations:

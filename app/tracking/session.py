@@ -87,7 +87,7 @@ class Run:
         """The live versions of this project's collection `name` ([] while it has none)."""
         if self.backend.lookup(f"{name}:latest") is None:
             return []
-        return self.backend.list(name)
+        return self.backend.list(name, lineage=False)
 
     def delete(self, versions: list[ArtifactVersion], with_aliases: bool = False) -> None:
         """Delete these versions of this project (`with_aliases`: aliases and all, `latest` too)."""
