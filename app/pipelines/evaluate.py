@@ -195,7 +195,7 @@ def main(argv=None) -> None:
               f"{decision.reason}")
 
 
-def find_label_issues(which: str, probs: dict, split, recipe: dict, device) -> dict | None:
+def find_label_issues(which: str, probs: dict, split, recipe, device) -> dict | None:
     """--label-issues: the candidates (app/evaluation/label_issues.py) on val and test, and with
     `train` on the training split's out-of-fold predictions too; None for `none`."""
     if which == "none":
