@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import in_process
+
 # make test runs one pytest-xdist worker per core, and each worker (with every script it starts)
 # would take torch's default of one thread per core: four busy threads on two cores ran the
 # training steps 1.7x slower than one thread per worker. Set before anything imports torch.
@@ -46,12 +48,22 @@ class Workspace:
     path: Path
     env: dict
 
-    def run(self, script: str, *args: str, check: bool = True, timeout: float = 600,
-            env: dict | None = None) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [sys.executable, str(SCRIPTS / f"{script}.py"), *args],
-            cwd=self.path, env=env or self.env, capture_output=True, text=True, timeout=timeout,
-        )
+    def run(self, script: str, *args: str, check: bool = True, timeout: float | None = None,
+            env: dict | None = None, process: bool | None = None) -> subprocess.CompletedProcess:
+        """Run pipeline script `script` with `args` as a user would, and what it printed and
+        returned. In this process (in_process.call) unless `process` asks for a process of its own
+        or the run needs one (in_process.needs_process: a timeout, sweeps, streaming workers,
+        torchrun, serve)."""
+        env = env or self.env
+        if process is None:
+            process = timeout is not None or in_process.needs_process(script, args, env)
+        if process:
+            proc = subprocess.run(
+                [sys.executable, str(SCRIPTS / f"{script}.py"), *args],
+                cwd=self.path, env=env, capture_output=True, text=True, timeout=timeout or 600,
+            )
+        else:
+            proc = in_process.call(SCRIPTS / f"{script}.py", args, cwd=self.path, env=env)
         if check and proc.returncode != 0:
             raise AssertionError(f"{script} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc

@@ -129,6 +129,9 @@ def main(argv=None) -> None:
         report_path.write_text(page, encoding="utf-8")
         run.log({"report": run.html(page)})
 
+        own = model_card.own_card(model_version.path, recipe, model_version.metadata,
+                                  dataset.metadata if own_data else {}, collection)
+
         def card(promoted: bool | None) -> str:
             """The model's card completed with this evaluation (app/model_card.py); `promoted`
             None: not known yet (the evaluation artifact is logged before the promotion)."""
@@ -136,8 +139,6 @@ def main(argv=None) -> None:
                        "promotion asked: the registry's description says whether it landed" if promoted is None else
                        "promoted to production" if promoted else "not promoted")
             gate_line = f"the gate {'promotes' if decision.promote else 'refuses'}: {decision.reason}; {outcome}."
-            own = model_card.own_card(model_version.path, recipe, model_version.metadata,
-                                      dataset.metadata if own_data else {}, collection)
             return model_card.evaluated_card(own, {
                 "run": run.id, "dataset": dataset.ref, "own_data": own_data, "results": results,
                 "class_names": split.class_names, "gate": gate_line}, model_version.metadata)

@@ -115,22 +115,3 @@ def newest_evaluation(backend, collection: str, model_digest: str) -> "ArtifactV
 def stopped_early(checkpoint) -> bool:
     """A checkpoint version from before its run's last epoch: that run did not finish."""
     return checkpoint.metadata.get("epoch", 0) < checkpoint.metadata.get("epochs", 0)
-
-
-def stopped_run_checkpoint(backend, run_id: str | None):
-    """--resume's checkpoint: the newest of `run_id`, or of the newest run that stopped early."""
-    if run_id:
-        found = backend.peek(f"{names.checkpoint_artifact(run_id)}:latest", names.CHECKPOINT_TYPE)
-        if not stopped_early(found):
-            raise UserError(f"run {run_id} finished all its {found.metadata.get('epochs')} epochs ({found.ref}); "
-                            "there is nothing to resume.")
-        if found.metadata.get("job_type") not in ("train", "retrain"):
-            raise UserError(f"run {run_id} is a {found.metadata.get('job_type')} run; --resume continues baseline "
-                            "and --retrain runs (a sweep resumes with `--tune --sweep-id ID`).")
-        return found
-    stopped = [c for c in backend.find(names.CHECKPOINT_TYPE, names.LATEST, registry=False)
-               if stopped_early(c) and c.metadata.get("job_type") in ("train", "retrain")]
-    if not stopped:
-        raise UserError("no stopped run to resume: every run with checkpoints finished its epochs (or none saved "
-                        "any; --checkpoint-every). Name one with --resume RUN_ID.")
-    return stopped[0]

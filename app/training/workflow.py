@@ -24,7 +24,7 @@ from app.progress import say
 from app.recipe import DatasetRef, InputSpec, Recipe
 from app.recipe.config import CheckpointOptions, DeviceOptions, TrainConfig
 from app.training import distributed, engine
-from app.training.checkpoint import CheckpointKeeper, load_training_state
+from app.training.checkpoint import CheckpointKeeper
 
 
 def code_version() -> str | None:
@@ -203,29 +203,6 @@ def repeats_candidate(candidate_metadata: dict, epochs: int, device: torch.devic
     return (candidate_metadata.get("epochs") == epochs and candidate_metadata.get("world_size", 1) == 1
             and trained_on.get("device") == device.type
             and trained_on.get("precision") == engine.precision(options, device))
-
-
-@dataclass
-class Resumed:
-    """A stopped run's newest checkpoint, loaded: what train_and_log continues from."""
-
-    ref: str
-    recipe: Recipe
-    state: dict
-
-    def check_dataset(self, dataset_version) -> None:
-        trained_on = self.recipe.dataset
-        if dataset_version.digest != trained_on.digest:
-            raise UserError(f"refused checkpoint {self.ref}: {dataset_version.ref} is not the dataset version it was "
-                            f"trained on ({trained_on.ref}, digest {trained_on.digest}); train anew.")
-
-
-def resumed_from(connected, run_id: str) -> Resumed:
-    """The newest checkpoint of `run_id`, verified and loaded (a damaged or foreign one is refused).
-    Fetched, not used: it is the run's own output, not one of its inputs."""
-    checkpoint = connected.fetch(f"{names.checkpoint_artifact(run_id)}:latest", names.CHECKPOINT_TYPE)
-    recipe = Recipe.load(checkpoint.path)
-    return Resumed(checkpoint.ref, recipe, load_training_state(checkpoint.path, recipe, checkpoint.ref))
 
 
 def recipe_for(config: TrainConfig, dataset_version) -> Recipe:

@@ -23,7 +23,7 @@ from typing import Callable
 
 # What a train.py trial imports before its first step (with them torch, numpy and wandb);
 # the server imports them once.
-WARM_MODULES = ["app.training.workflow", "app.tracking", "app.tuning.warm"]
+WARM_MODULES = ["app.jobs.baseline", "app.training.workflow", "app.tracking", "app.tuning.warm"]
 
 
 def start_warm_process() -> None:
