@@ -145,30 +145,16 @@ def leet_records(run_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="session")
-def digits_model():
-    """The default convnet trained on digits as train.py trains it (step budget, no augmentation),
-    in this process, once per session: (model, recipe, split), a 60/20/20 split."""
-    import torch
+def digits_model(trained):
+    """The model `trained` logged (train.py's defaults on digits), loaded in this process with the
+    split it was trained on: (model, recipe, split). Shared with `trained`: no second training."""
+    from app.data.split_files import read_split
+    from app.models.files import load_model
 
-    from app.data.sources import load_digits_28
-    from app.data.split import stratified_split
-    from app.training import engine
-    from app.recipe import InputSpec
-    from app.recipe.config import TrainConfig, with_dataset_defaults
-    from app.training.workflow import TrainingData, train
-
-    split = stratified_split(load_digits_28(), 100.0, (60, 20, 20), seed=0)
-    device = torch.device("cpu")
-    preprocessing = InputSpec.plain([1, 28, 28])
-    config = with_dataset_defaults(TrainConfig(arch="convnet"), {"augment": "none", "split_sizes":
-                                                                {"train": len(split.labels["train"])}})
-    data = TrainingData(train=engine.to_tensors(split.images["train"], split.labels["train"], device, preprocessing),
-                        val=engine.to_tensors(split.images["val"], split.labels["val"], device, preprocessing),
-                        num_classes=10)
-    engine.seed_everything(0)
-    model, _ = train(config, data, progress=False)
-    recipe = recipe_of(config, data.input_shape, split.class_names, {"ref": "digits-split:v0"}, preprocessing)
-    return model, recipe, split
+    [model_version] = trained.versions("digits-convnet")
+    model, recipe = load_model(trained.store / "objects" / model_version["digest"])
+    [dataset] = trained.versions("digits-split")
+    return model.eval(), recipe, read_split(trained.store / "objects" / dataset["digest"])
 
 
 def recipe_of(config, shape, class_names, dataset: dict | None = None, preprocessing=None):

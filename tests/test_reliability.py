@@ -103,7 +103,7 @@ def test_damaged_version_names_its_file_and_others_still_work(trained_copy):
         damaged.write_bytes(original)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGKILL])
 def test_training_killed_mid_epoch_logs_no_model_and_moves_no_alias(trained_copy, sig):
     trained = trained_copy
     before = trained.store_snapshot()
