@@ -29,10 +29,11 @@ demo: $(STAMP)
 	cd demo && ../$(PY) ../app/pipelines/evaluate.py --promote
 	cd demo && ../$(PY) ../app/pipelines/registry.py list
 
-# One pytest worker per core (pytest-xdist): most tests wait on the scripts they run as
-# subprocesses, so two workers on this 2-core VM took 16.1 min where one took 22.5 (232 tests).
+# One pytest worker per core (pytest-xdist; three on this 2-core VM were slower than two), tests
+# handed out as workers free up (worksteal: a few tests take minutes). Most scripts run inside the
+# test's process (tests/in_process.py); the suite took 24.8 min here with a process per script run.
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 # The tests marked slow, which make test leaves out: long fault runs, the own-images flow to 95%,
 # torch.compile's real compile, the demo's steps twice (same production model, >= 98%).

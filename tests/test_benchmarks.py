@@ -75,7 +75,8 @@ def test_bench_buckets_prints_threads_against_one_reader_at_each_latency(tmp_pat
                          out, re.M), out
 
 
-@pytest.mark.parametrize("layout", ["shards", "reference"])
+# the reference layout through the scripts: test_shards.py; its benchmark run is in make test-slow
+@pytest.mark.parametrize("layout", ["shards", pytest.param("reference", marks=pytest.mark.slow)])
 def test_bench_large_runs_the_three_scripts_on_a_sharded_folder_and_prints_their_peaks(tmp_path, layout):
     flags = ["--shard-size", "100"] if layout == "shards" else ["--reference"]
     out = run_benchmark("bench_large.py", "--images", "400", *flags, "--workdir", str(tmp_path / "w"), tmp_path=tmp_path)

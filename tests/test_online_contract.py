@@ -19,6 +19,7 @@ import yaml
 
 from app.errors import UserError
 from app.tracking.settings import Settings
+import in_process
 from conftest import REPO, SCRIPTS, make_workspace
 from wandb_standin import StandIn
 
@@ -168,9 +169,10 @@ def script_env(standin, tmp_path, **extra) -> dict:
     return {k: v for k, v in env.items() if v is not None}
 
 
-def run_script(env, cwd, *argv, timeout=120):
+def run_script(env, cwd, script, *args):
+    """The script run as a user runs it, in this process (tests/in_process.py), and its seconds."""
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = in_process.call(Path(script), args, cwd=cwd, env=env)
     return proc, time.monotonic() - started
 
 
