@@ -119,12 +119,20 @@ def workspace(tmp_path) -> Workspace:
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> Workspace:
+def trained(tmp_path_factory, worker_id) -> Workspace:
     """data_prep -> train (every default: 10 epochs of the convnet, the step budget's) on digits,
-    once per session; tests only read it."""
-    ws = make_workspace(tmp_path_factory.mktemp("trained"))
-    ws.run("data_prep", "--dataset", "digits")
-    ws.run("train", "--dataset", "digits")
+    once per session, shared by pytest-xdist's workers (the first to need it builds it under a
+    lock, the others wait for it: 31 s of training a worker saved); tests only read it."""
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    ws = make_workspace(shared / "trained")
+    with open(shared / "trained.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (ws.path / ".built").exists():
+            ws.run("data_prep", "--dataset", "digits")
+            ws.run("train", "--dataset", "digits")
+            (ws.path / ".built").touch()
     return ws
 
 
