@@ -119,13 +119,14 @@ def workspace(tmp_path) -> Workspace:
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory, worker_id) -> Workspace:
+def trained(tmp_path_factory) -> Workspace:
     """data_prep -> train (every default: 10 epochs of the convnet, the step budget's) on digits,
     once per session, shared by pytest-xdist's workers (the first to need it builds it under a
     lock, the others wait for it: 31 s of training a worker saved); tests only read it."""
     import fcntl
 
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    under_xdist = "PYTEST_XDIST_WORKER" in os.environ  # each worker's temp folder sits in the session's
+    shared = tmp_path_factory.getbasetemp().parent if under_xdist else tmp_path_factory.getbasetemp()
     ws = make_workspace(shared / "trained")
     with open(shared / "trained.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
