@@ -74,10 +74,7 @@ def _reset_process_state() -> None:
 
 def _load(script: Path):
     """The script's module (imported once; its `main` is what `python script.py` calls)."""
-    name = f"app.pipelines.{script.stem}"
-    if name not in sys.modules:
-        importlib.import_module(name)
-    return sys.modules[name]
+    return importlib.import_module(f"app.pipelines.{script.stem}")
 
 
 def call(script: Path, args, *, cwd: Path, env: dict) -> subprocess.CompletedProcess:

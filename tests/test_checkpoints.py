@@ -75,7 +75,9 @@ def checkpoints_of(ws) -> dict:
     return json.loads(path.read_text())
 
 
-@pytest.mark.slow  # a long fault run (make test-slow); make test keeps one of its kind: see the note on #40
+# a long fault run (make test-slow); make test keeps test_a_killed_retrain_resumes... and
+# test_fit_resumed_from_a_saved_state... (the engine's bit-for-bit resume)
+@pytest.mark.slow
 def test_killed_after_epoch_3_of_6_resumes_without_rerunning_and_ends_as_if_never_killed(workspace):
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
@@ -142,7 +144,8 @@ def test_resume_refuses_training_flags_and_says_when_there_is_nothing(workspace)
     assert not (ws.path / "wandb").exists()  # refused before any run
 
 
-@pytest.mark.slow  # a long fault run (make test-slow); make test keeps one of its kind: see the note on #40
+# a long fault run (make test-slow); make test keeps test_lifecycle's agent killed before the first epoch
+@pytest.mark.slow
 def test_a_killed_sweep_trial_goes_on_from_its_checkpoint_when_the_sweep_resumes(workspace, tmp_path):
     import os
 

@@ -32,7 +32,8 @@ def agent_until(ws, marker: str, *args: str):
     return agent, seen
 
 
-@pytest.mark.slow  # a long fault run (make test-slow); make test keeps one of its kind: see the note on #40
+# a long fault run (make test-slow); make test keeps test_sigterm_to_the_agent_alone...
+@pytest.mark.slow
 def test_an_interrupted_sweep_says_how_to_resume_once_and_keeps_its_size(workspace, tmp_path):
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
@@ -123,7 +124,8 @@ def test_sigterm_to_the_agent_alone_is_handled_as_ctrl_c_and_leaves_no_process(w
     assert not group_alive(agent.pid), "a process of the sweep outlived it by 10 s"
 
 
-@pytest.mark.slow  # a long fault run (make test-slow); make test keeps one of its kind: see the note on #40
+# a long fault run (make test-slow); make test keeps test_sigterm_to_the_agent_alone...
+@pytest.mark.slow
 def test_sigterm_to_train_keeps_the_checkpoint_and_says_how_to_resume(workspace):
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
