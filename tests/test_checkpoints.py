@@ -149,15 +149,11 @@ def test_resume_refuses_training_flags_and_says_when_there_is_nothing(workspace)
 def test_a_killed_sweep_trial_goes_on_from_its_checkpoint_when_the_sweep_resumes(workspace, tmp_path):
     import os
 
-    from test_tune import small_sweep, sweep_state
+    from conftest import small_sweep, sweep_state
 
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
-    import yaml
-
-    path = small_sweep(tmp_path)
-    path.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "early_terminate"}))
-    config = str(path)
+    config = str(small_sweep(tmp_path, early_terminate=None))
     agent = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "-v", "--tune", "--max-sweep", "1", "--epochs", "4",
                               "--sweep-config", config], cwd=ws.path, env=ws.env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -8,11 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import yaml
 
-from app.tuning.sweep_config import load_sweep_config
-from conftest import REPO, SCRIPTS, leet_records
+from conftest import SCRIPTS, runs_of, small_sweep
 
 BIN = Path(sys.executable).parent
 
@@ -23,16 +20,13 @@ def torchrun(ws, *args, env=None):
                           timeout=600)
 
 
-def runs_of(ws, job_type: str) -> list[Path]:
-    return [d for d in ws.run_dirs()
-            if any(r["type"] == "run" and r["run"]["job_type"] == job_type for r in leet_records(d))]
-
-
 def test_torchrun_logs_one_run_and_one_model_that_evaluate_reads(workspace):
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
-    # global batch 64 either way: 2 processes of 32, or one of 64
-    proc = torchrun(ws, "-v", "--device", "cpu", "--epochs", "4", "--batch_size", "32", "--keep-checkpoints", "2")
+    # global batch 64 either way: 2 processes of 32, or one of 64 (a narrow convnet: what is compared
+    # is the two, not the width)
+    proc = torchrun(ws, "-v", "--device", "cpu", "--epochs", "4", "--batch_size", "32", "--width", "16",
+                    "--keep-checkpoints", "2")
     assert proc.returncode == 0, proc.stderr
     assert "2 ranks" in proc.stderr and "digits-convnet:v0" in proc.stdout
     # rank 0 speaks: each notice once, each on its own line
@@ -49,7 +43,7 @@ def test_torchrun_logs_one_run_and_one_model_that_evaluate_reads(workspace):
     [dataset] = ws.versions("digits-split")
     assert [u["id"] for u in dataset["used_by"]] == [model["logged_by"]["id"]]  # one use, by rank 0's run
 
-    ws.run("train", "--epochs", "4", "--batch_size", "64")
+    ws.run("train", "--epochs", "4", "--batch_size", "64", "--width", "16")
     single = ws.versions("digits-convnet")[1]["metadata"]["metrics"]["val_accuracy"]
     distributed = model["metadata"]["metrics"]["val_accuracy"]
     assert distributed >= single - 0.03, (distributed, single)  # as good, within noise
@@ -90,12 +84,8 @@ def test_retrain_under_torchrun_is_refused_with_the_reason(trained_copy):
 def test_an_offline_sweep_of_torchrun_trials(workspace, tmp_path):
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
-    config = load_sweep_config(REPO / "sweep.yaml")
-    config["command"] = ["${env}", "torchrun", "--standalone", "--nproc_per_node=2", "${program}", "${args_no_boolean_flags}"]
-    config["parameters"]["epochs"] = {"value": 1}
-    config.pop("early_terminate")
-    path = tmp_path / "sweep-torchrun.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = small_sweep(tmp_path, early_terminate=None, command=[
+        "${env}", "torchrun", "--standalone", "--nproc_per_node=2", "${program}", "${args_no_boolean_flags}"])
     env = {**ws.env, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # the venv active, as the README says
     proc = subprocess.run([sys.executable, str(SCRIPTS / "train.py"), "--tune", "--max_sweep", "2",
                            "--sweep-config", str(path)], cwd=ws.path, env=env, capture_output=True, text=True,

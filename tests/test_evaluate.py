@@ -12,7 +12,7 @@ from PIL import Image
 from app.evaluation.gate import decide
 from app.evaluation.metrics import classification_report
 from app.evaluation.report import error_columns, error_rows
-from conftest import leet_records
+from conftest import leet_records, runs_of
 
 
 @pytest.mark.parametrize("classes, never_predicted", [(4, False), (5, True)])
@@ -151,8 +151,7 @@ def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
             rows = list(csv.reader(f))
         assert len(rows) - 1 == sizes[split]
         assert rows[0][:6] == ["id", "label", "prediction", "confidence", "correct", "p_0"]
-    eval_dir = [d for d in ws.run_dirs() if any(
-        r["type"] == "run" and r["run"]["job_type"] == "evaluate" for r in leet_records(d))][-1]
+    eval_dir = runs_of(ws, "evaluate")[-1]
     records = leet_records(eval_dir)
     summary = {}
     for r in records:

@@ -16,49 +16,28 @@ import yaml
 from PIL import Image
 
 from app.recipe.config import epochs_for_budget
-from app.tuning.sweep_config import load_sweep_config
-from conftest import REPO, SCRIPTS, make_workspace
-
-SWEEP = REPO / "sweep.yaml"
-
-
-def sweep_file(tmp_path, **changes) -> str:
-    """The repo's sweep.yaml with short trials (1 or 2 epochs) and no early stopping."""
-    config = load_sweep_config(SWEEP)
-    config["parameters"]["epochs"] = {"values": [1, 2]}
-    config.pop("early_terminate")
-    config.update(changes)
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
-
-
-def sweep_state(ws) -> dict:
-    [path] = (ws.store / "sweeps").glob("*.json")
-    return json.loads(path.read_text())
-
+from conftest import REPO, SCRIPTS, make_workspace, small_sweep, sweep_state
 
 def registry_entry(ws, collection: str, alias: str) -> dict:
     return next(v for v in ws.versions(f"wandb-registry-model/{collection}") if alias in v["aliases"])
 
 
-def test_the_original_flow_runs_without_dataset_flags(workspace, tmp_path):
-    ws = workspace
-    ws.run("data_prep", "--dataset", "digits")
-    trained = ws.run("train")
-    out = trained.stdout
+def test_the_original_flow_runs_without_dataset_flags(trained, trained_copy, tmp_path):
+    # the baseline: `trained` ran `train.py` with no flag after data_prep (this copy holds its store)
+    ws = trained_copy
+    out, err = (trained.path / "train.stdout").read_text(), (trained.path / "train.stderr").read_text()
     # quiet (#36): a line per epoch and a few around them; W&B's own lines and checkpoints only with -v
-    lines = (trained.stdout + trained.stderr).splitlines()
+    lines = (out + err).splitlines()
     assert len(lines) <= 10 + 5, lines
     assert not [line for line in lines if line.startswith(("wandb:", "checkpoint:", "W&B: no API key"))], lines
     # no --epochs: the step budget's, from the training split's size (1,257 images, 20 steps each)
-    assert "digits-convnet:v0" in out and "epoch 10/10 " in trained.stderr
+    assert "digits-convnet:v0" in out and "epoch 10/10 " in err
     baseline = ws.versions("digits-convnet")[0]["metadata"]
     assert baseline["epochs"] == baseline["metrics"]["epochs_trained"] == 10
     assert baseline["arch"] == "convnet" and baseline["hyperparameters"]["schedule"] == "cosine"
 
     # --tune: the candidate's weights have the score it was ranked by
-    ws.run("train", "--tune", "--max_sweep", "3", "--sweep-config", sweep_file(tmp_path))
+    ws.run("train", "--tune", "--max_sweep", "3", "--sweep-config", str(small_sweep(tmp_path, early_terminate=None)))
     state = sweep_state(ws)
     assert all(t["params"]["dataset"] == "digits" for t in state["trials"])
     candidate = registry_entry(ws, "digits-convnet", "candidate")
@@ -131,12 +110,9 @@ def _agent(ws, *args):
 def test_an_agent_killed_during_a_trial_leaves_it_crashed_and_the_sweep_resumes(trained_copy, tmp_path, point,
                                                                                    marker, delay):
     ws = trained_copy
-    config = load_sweep_config(SWEEP)
-    config["parameters"]["epochs"] = {"value": 2}
-    config["parameters"]["batch_size"] = {"value": 32}  # a longer epoch: room to land inside it
-    config.pop("early_terminate")
-    config["run_cap"] = 3
-    path = tmp_path / "sweep.yaml"
+    path = small_sweep(tmp_path, cap=3, early_terminate=None)
+    config = yaml.safe_load(path.read_text())
+    config["parameters"].update(epochs={"value": 2}, batch_size={"value": 32})  # a longer epoch: room to land inside it
     path.write_text(yaml.safe_dump(config))
     agent = _agent(ws, "--sweep-config", str(path), "--no-link")
     seen = []

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPTS
-from test_tune import small_sweep, sweep_state
+from conftest import SCRIPTS, small_sweep, sweep_state
 
 
 def agent_until(ws, marker: str, *args: str):

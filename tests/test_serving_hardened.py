@@ -257,10 +257,9 @@ def test_a_real_server_cuts_off_slow_uploads_and_refuses_20_huge_images_without_
     finally:
         server.terminate()  # SIGTERM, as a job scheduler stops it: the serve run ends finished
         server.wait(30)
-    from conftest import leet_records
+    from conftest import leet_records, runs_of
 
-    [serve_dir] = [d for d in ws.run_dirs() if any(r["type"] == "run" and r["run"]["job_type"] == "serve"
-                                                   for r in leet_records(d))]
+    [serve_dir] = runs_of(ws, "serve")
     records = leet_records(serve_dir)
     history = [r["history"]["item"] for r in records if r["type"] == "history"]
     logged = {key for item in history for key in item}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import leet_records
+from conftest import leet_records, runs_of
 
 
 def test_baseline_logs_a_model_with_its_recipe_and_lineage(trained):
@@ -21,8 +21,7 @@ def test_baseline_logs_a_model_with_its_recipe_and_lineage(trained):
 
 
 def test_training_run_record_holds_config_metrics_and_model(trained):
-    train_dir = next(d for d in trained.run_dirs() if any(
-        r["type"] == "run" and r["run"]["job_type"] == "train" for r in leet_records(d)))
+    [train_dir] = runs_of(trained, "train")
     records = leet_records(train_dir)
     config = next(r["run"]["config"]["update"] for r in records if r["type"] == "run")
     history = [r["history"]["item"] for r in records if r["type"] == "history"]

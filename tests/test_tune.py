@@ -7,30 +7,13 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from app.errors import UserError
 from app.pipelines.train import parse_args
 from app.tuning.sweep_config import expand_command, load_sweep_config, validate, with_fixed
-from conftest import REPO, SCRIPTS, leet_records
+from conftest import REPO, SCRIPTS, leet_records, runs_of, small_sweep, sweep_state
 
 SWEEP = REPO / "sweep.yaml"
-
-
-def small_sweep(tmp_path, cap=None, **extra):
-    config = load_sweep_config(SWEEP)
-    config["parameters"]["epochs"] = {"values": [1, 2]}
-    if cap:
-        config["run_cap"] = cap
-    config.update(extra)
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def sweep_state(ws) -> dict:
-    [path] = (ws.store / "sweeps").glob("*.json")
-    return json.loads(path.read_text())
 
 
 def test_repo_sweep_yaml_is_valid_and_its_command_parses_in_train():
@@ -128,8 +111,7 @@ def test_offline_sweep_runs_trials_and_links_the_best_as_candidate(workspace, tm
     assert "ranking by val/best_accuracy" in out
 
     # the metric name is a key of the trial runs' own W&B summaries
-    trial_dirs = [d for d in workspace.run_dirs()
-                  if any(r["type"] == "run" and r["run"]["job_type"] == "sweep_trial" for r in leet_records(d))]
+    trial_dirs = runs_of(workspace, "sweep_trial")
     assert len(trial_dirs) == 4
     for d in trial_dirs:
         records = leet_records(d)
@@ -145,9 +127,6 @@ def test_offline_sweep_runs_trials_and_links_the_best_as_candidate(workspace, tm
 def test_two_agents_share_one_sweep_up_to_its_cap(workspace, tmp_path):
     workspace.run("data_prep", "--dataset", "digits")
     config = small_sweep(tmp_path, cap=4, early_terminate=None)
-    text = yaml.safe_load(config.read_text())
-    text.pop("early_terminate")
-    config.write_text(yaml.safe_dump(text))
     first = workspace.run("train", "--dataset", "digits", "--tune", "--count", "1", "--no-link",
                           "--sweep-config", str(config))
     sweep_id = sweep_state(workspace)["id"]
