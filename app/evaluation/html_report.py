@@ -16,8 +16,13 @@ LABEL_ISSUES_SHOWN = 48  # label-issue candidates shown as images (the table and
 
 
 def figure_png(fig) -> bytes:
+    """The matplotlib figure as PNG bytes, rendered once (the report and the W&B run show the same
+    bytes) and closed, so a script that makes many does not keep them all open."""
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
     return buf.getvalue()
 
 

@@ -116,10 +116,8 @@ def log_split(run, name: str, results: dict, probs: np.ndarray, labels: np.ndarr
     confident first). Returns what the HTML report shows of the split (html_report.render)."""
     from app.evaluation import html_report
 
-    figure = confusion_figure(results["confusion_matrix"], class_names, name)
-    confusion_png = html_report.figure_png(figure)
-    reliability = reliability_figure(results["reliability"], results["ece"], name)
-    reliability_png = html_report.figure_png(reliability)
+    confusion_png = html_report.figure_png(confusion_figure(results["confusion_matrix"], class_names, name))
+    reliability_png = html_report.figure_png(reliability_figure(results["reliability"], results["ece"], name))
     errors = html_report.most_confident_errors(probs, labels)
     shown, shown_errors = table_indices(len(labels), errors)
     needed = np.union1d(shown, shown_errors)  # each example's row (and W&B image) made once
@@ -136,12 +134,12 @@ def log_split(run, name: str, results: dict, probs: np.ndarray, labels: np.ndarr
         f"{name}/loss": results["loss"],
         f"{name}/macro_f1": results["macro_f1"],
         f"{name}/ece": results["ece"],
-        f"{name}/reliability": run.image(reliability),
+        f"{name}/reliability": run.image(reliability_png),
         f"{name}/per_class": run.table(
             ["class", "precision", "recall", "f1"],
             [[c, *(results["per_class"][k][i] for k in ("precision", "recall", "f1"))] for i, c in enumerate(class_names)]),
         f"{name}/confusion_matrix": run.confusion_matrix(labels, probs.argmax(1), class_names, f"{name} confusion matrix"),
-        f"{name}/confusion_matrix_image": run.image(figure),
+        f"{name}/confusion_matrix_image": run.image(confusion_png),
         f"{name}/predictions": run.table(columns, rows),
         f"{name}/errors": run.table(columns, error_table),
     })

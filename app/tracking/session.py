@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import socket
@@ -115,8 +116,13 @@ class Run:
         self.wandb_run.define_metric(name, step_metric=step_metric, summary=summary)
 
     def image(self, data, caption: str | None = None):
-        """A W&B image from a matplotlib figure or a uint8 array (no rescaling). A figure is
-        rendered now and closed, so a script that logs many does not keep them all open."""
+        """A W&B image from a matplotlib figure, PNG bytes (a figure already rendered) or a uint8
+        array (no rescaling). A figure is rendered now and closed, so a script that logs many does
+        not keep them all open."""
+        if isinstance(data, bytes):
+            from PIL import Image
+
+            data = Image.open(io.BytesIO(data))
         image = wandb.Image(data, caption=caption)
         if hasattr(data, "savefig"):
             import matplotlib.pyplot as plt
