@@ -1,5 +1,5 @@
-"""train.py under torchrun (DDP, gloo on CPU, 2 processes): one run, one model, sweeps of
-torchrun trials, and a failing rank."""
+"""train.py under torchrun (DDP, gloo on CPU, 2 processes): one run, one model (the same one
+streamed or in memory), sweeps of torchrun trials, and a failing rank."""
 from __future__ import annotations
 
 import json
@@ -20,13 +20,13 @@ def torchrun(ws, *args, env=None):
                           timeout=600)
 
 
-def test_torchrun_logs_one_run_and_one_model_that_evaluate_reads(workspace):
+def test_torchrun_logs_one_run_and_one_model_that_evaluate_reads_and_streaming_logs_the_same(workspace):
     ws = workspace
-    ws.run("data_prep", "--dataset", "digits")
+    ws.run("data_prep", "--dataset", "digits", "--shard-size", "300")  # train: 5 shards, val 2, test 1
     # global batch 64 either way: 2 processes of 32, or one of 64 (a narrow convnet: what is compared
     # is the two, not the width)
-    proc = torchrun(ws, "-v", "--device", "cpu", "--epochs", "4", "--batch_size", "32", "--width", "16",
-                    "--keep-checkpoints", "2")
+    flags = ("--device", "cpu", "--epochs", "4", "--batch_size", "32", "--width", "16", "--keep-checkpoints", "2")
+    proc = torchrun(ws, "-v", *flags)
     assert proc.returncode == 0, proc.stderr
     assert "2 ranks" in proc.stderr and "digits-convnet:v0" in proc.stdout
     # rank 0 speaks: each notice once, each on its own line
@@ -42,6 +42,13 @@ def test_torchrun_logs_one_run_and_one_model_that_evaluate_reads(workspace):
     assert [c["metadata"]["epoch"] for c in checkpoints][-1] == 4 and len(checkpoints) <= 3
     [dataset] = ws.versions("digits-split")
     assert [u["id"] for u in dataset["used_by"]] == [model["logged_by"]["id"]]  # one use, by rank 0's run
+
+    # --stream under torchrun: each rank reads only its own share of each epoch's order from the
+    # split's shards (tests/test_streaming.py checks the share), with spawned DataLoader workers; the
+    # model is the in-memory job's, bit for bit (same digest, no new version)
+    streamed = torchrun(ws, *flags, "--stream", "1")
+    assert streamed.returncode == 0, streamed.stderr
+    assert "digits-convnet:v0" in streamed.stdout and len(ws.versions("digits-convnet")) == 1
 
     ws.run("train", "--epochs", "4", "--batch_size", "64", "--width", "16")
     single = ws.versions("digits-convnet")[1]["metadata"]["metrics"]["val_accuracy"]
@@ -98,18 +105,3 @@ def test_an_offline_sweep_of_torchrun_trials(workspace, tmp_path):
     models = ws.versions("digits-convnet")
     assert len(models) == 2 and all(m["metadata"]["world_size"] == 2 for m in models)
     assert "candidate:" in proc.stdout
-
-
-def test_torchrun_streams_a_sharded_split_and_logs_the_model_the_in_memory_job_logs(workspace):
-    """--stream under torchrun: each rank reads only its own share of each epoch's order from the
-    split's shards (tests/test_streaming.py checks the share), with spawned DataLoader workers; the
-    model is the in-memory job's, bit for bit (same digest, no new version)."""
-    ws = workspace
-    ws.run("data_prep", "--dataset", "digits", "--shard-size", "300")  # train: 5 shards, val 2, test 1
-    streamed = torchrun(ws, "--device", "cpu", "--epochs", "1", "--batch_size", "32", "--checkpoint-every", "0",
-                        "--stream", "1")
-    assert streamed.returncode == 0, streamed.stderr
-    in_memory = torchrun(ws, "--device", "cpu", "--epochs", "1", "--batch_size", "32", "--checkpoint-every", "0")
-    assert in_memory.returncode == 0, in_memory.stderr
-    assert "digits-convnet:v0" in streamed.stdout and "digits-convnet:v0" in in_memory.stdout
-    assert len(ws.versions("digits-convnet")) == 1

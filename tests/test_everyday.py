@@ -37,7 +37,7 @@ def test_two_datasets_side_by_side_each_step_takes_the_newest_datasets_model(wor
         return ws.run("evaluate", "--promote")
 
     ws.run("data_prep", "--dataset", "digits")
-    digits = flow("3")
+    digits = flow("1")
     assert "promoted to wandb-registry-model/digits-convnet:v0" in digits.stdout
     digits_production = production_of(ws, "digits-convnet")
     assert "to_evaluate" not in digits_production["aliases"]  # consumed by its promotion

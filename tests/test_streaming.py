@@ -81,8 +81,8 @@ def test_a_damaged_or_mismatched_split_file_is_a_clear_error_naming_it(tmp_path)
 def test_train_stream_logs_the_very_model_the_in_memory_run_logs(workspace):
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
-    first = ws.run("train", "--epochs", "2", "--checkpoint-every", "0").stdout
-    streamed = ws.run("train", "--epochs", "2", "--checkpoint-every", "0", "--stream", "2").stdout
+    first = ws.run("train", "--epochs", "2", "--width", "16", "--checkpoint-every", "0").stdout
+    streamed = ws.run("train", "--epochs", "2", "--width", "16", "--checkpoint-every", "0", "--stream", "2").stdout
     assert "digits-convnet:v0" in first and "digits-convnet:v0" in streamed  # same files: the same version
     assert len(ws.versions("digits-convnet")) == 1
 
