@@ -238,12 +238,13 @@ def main() -> None:
     p.add_argument("--colour-images", type=int, default=1200,
                    help="coloured shapes for the default-versus-original comparison (0: skip it)")
     p.add_argument("--max-epochs", type=int, default=60, help="the most epochs each side of that comparison trains")
+    p.add_argument("--test-images", type=int, default=5000, help="held-out synthetic samples each side's accuracy is on")
     args = p.parse_args()
     device = engine.pick_device(args.device)
     options = DeviceOptions(precision=args.precision, compile=args.compile)
 
     images, labels = synthetic_mnist(args.samples, seed=0)
-    test_images, test_labels = synthetic_mnist(5000, seed=1)
+    test_images, test_labels = synthetic_mnist(args.test_images, seed=1)
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     print(f"machine: {torch.get_num_threads()} threads, torch {torch.__version__}; device {device}{gpu}")
     print(f"data: {args.samples} synthetic 28x28 samples, batch {BATCH}, {args.samples // BATCH} steps, "

@@ -23,7 +23,7 @@ def run_benchmark(name: str, *args: str, tmp_path) -> str:
 
 def test_bench_train_prints_rates_ratios_peak_share_and_accuracies(tmp_path):
     out = run_benchmark("bench_train.py", "--samples", "256", "--rounds", "1", "--colour-images", "60",
-                        "--max-epochs", "2", tmp_path=tmp_path)
+                        "--max-epochs", "2", "--test-images", "500", tmp_path=tmp_path)
     for arch in ("cnn", "mlp"):
         assert re.search(rf"^{arch}: reference \d+ samples/s, engine \d+ samples/s, ratio [\d.]+x", out, re.M), out
     assert re.search(r"engine: \d+ GFLOP/s = \d+% of the median peak", out), out
@@ -54,7 +54,7 @@ def test_bench_quality_prints_the_recipe_beside_both_classical_baselines(tmp_pat
 
 
 def test_bench_stream_prints_both_rates_and_their_ratio(tmp_path):
-    out = run_benchmark("bench_stream.py", "--images", "128", "--rounds", "1", "--workers", "1", "--memory-images",
+    out = run_benchmark("bench_stream.py", "--images", "64", "--rounds", "1", "--workers", "1", "--memory-images",
                         "3000", "--reference-images", "300", tmp_path=tmp_path)
     assert re.search(r"^a split of 300 referenced 64x64 JPEGs into memory: decoded here [\d.]+ s, by \d+ workers "
                      r"[\d.]+ s, speed-up [\d.]+x$", out, re.M), out

@@ -196,7 +196,7 @@ def test_evaluate_promote_refuse_and_predict(trained_copy, tmp_path):
     assert eval_run in [u["id"] for u in ws.versions("digits-split")[0]["used_by"]]
 
     # a deliberately worse model is refused, production stays
-    ws.run("train", "--dataset", "digits", "--epochs", "1", "--lr", "0.00001")
+    ws.run("train", "--dataset", "digits", "--epochs", "1", "--width", "8", "--lr", "0.00001")
     ws.run("registry", "link", "digits-convnet:v1", "digits-convnet", "--alias", "to_evaluate")
     refused = ws.run("evaluate", "--arch", "convnet", "--promote", "--no-generate-images", check=False)
     out = refused.stdout

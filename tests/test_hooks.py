@@ -32,7 +32,7 @@ def recorder(name: str, alias: str, log: Path, collection: str = "wandb-registry
 
 def test_each_alias_move_runs_its_hooks_exactly_once_also_across_a_restart(trained_copy):
     ws = trained_copy
-    ws.run("train", "--epochs", "1", "--seed", "5")  # digits-convnet:v1
+    ws.run("train", "--epochs", "1", "--width", "8", "--seed", "5")  # digits-convnet:v1
     log = ws.path / "ran.txt"
     hooks = hooks_file(ws.path, [recorder("on-evaluate", "to_evaluate", log), recorder("on-production", "production", log),
                                  recorder("other-collections", "production", log, "wandb-registry-model/cifar*")])

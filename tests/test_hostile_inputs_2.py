@@ -284,7 +284,7 @@ runpy.run_path({evaluate!r}, run_name="__main__")
 
 def test_a_promotion_that_loses_the_race_decides_again_against_the_winner(trained_copy, tmp_path):
     ws = trained_copy
-    worse = ws.run("train", "--epochs", "1", "--checkpoint-every", "0").stdout.split("model artifact: ")[1].split()[0]
+    worse = ws.run("train", "--epochs", "1", "--width", "8", "--checkpoint-every", "0").stdout.split("model artifact: ")[1].split()[0]
     better = "digits-convnet:v0"  # every default: 10 epochs
     script = tmp_path / "race.py"
     script.write_text(RACE.format(registry=str(SCRIPTS / "registry.py"), worse=worse, better=better,

@@ -70,7 +70,7 @@ def check_card(ws, card: str, model: dict, dataset: dict, evaluation: dict) -> N
 
 def flow(ws, name: str, *data_prep_args) -> tuple[str, dict, dict, dict]:
     ws.run("data_prep", *data_prep_args)
-    ws.run("train", "--epochs", "2")
+    ws.run("train", "--epochs", "2", "--width", "8")
     [dataset] = ws.versions(f"{name}-split")
     collection = f"{name}-convnet"
     [model] = ws.versions(collection)

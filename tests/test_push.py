@@ -38,7 +38,7 @@ def offline_flow(tmp_path_factory):
 
     ws = make_workspace(tmp_path_factory.mktemp("offline-flow"))
     ws.run("data_prep", "--dataset", "digits")
-    ws.run("train", "--epochs", "1")
+    ws.run("train", "--epochs", "1", "--width", "8")
     ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "candidate")
     ws.run("train", "--retrain", "--epochs", "1")
     ws.run("evaluate", "--promote", "--no-generate-images")

@@ -11,7 +11,7 @@ FAKE_KEY = "fakekey-0123456789abcdef0123456789abcdef"
 def test_api_key_is_found_nowhere_after_a_full_offline_pipeline(workspace, tmp_path):
     workspace.env.update({"WANDB_API_KEY": FAKE_KEY, "WANDB_MODE": "offline"})
     workspace.run("data_prep", "--dataset", "digits")
-    workspace.run("train", "--dataset", "digits", "--epochs", "1")
+    workspace.run("train", "--dataset", "digits", "--epochs", "1", "--width", "8")
     workspace.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "candidate")
     workspace.run("train", "--dataset", "digits", "--retrain", "--epochs", "1")
     workspace.run("evaluate", "--dataset", "digits", "--promote")

@@ -127,7 +127,7 @@ async def hammer(url: str, uploads: list[bytes]) -> list:
 def test_serve_answers_200_concurrent_uploads_refuses_bad_ones_and_follows_production(trained_copy, tmp_path):
     ws = trained_copy
     ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "production")
-    ws.run("train", "--dataset", "digits", "--epochs", "1", "--seed", "3")  # digits-convnet:v1, promoted below
+    ws.run("train", "--dataset", "digits", "--epochs", "1", "--width", "8", "--seed", "3")  # digits-convnet:v1, promoted below
     port = free_port()
     server = subprocess.Popen([sys.executable, str(SCRIPTS / "serve.py"), "--port", str(port), "--reload-every", "0.5",
                                "--max-upload-mb", "1"], cwd=ws.path, env=ws.env, stdout=subprocess.DEVNULL,
