@@ -34,7 +34,7 @@ def test_pretrained_without_network_is_a_clear_error_before_any_run(workspace, t
 
 
 def test_resnet_trains_through_the_flow_and_evaluates(workspace):
-    workspace.run("data_prep", "--dataset", "digits", "--fraction", "20")
+    workspace.run("data_prep", "--dataset", "digits", "--fraction", "10")
     out = workspace.run("train", "--arch", "resnet", "--epochs", "1", "--batch_size", "128").stdout
     assert "digits-resnet:v0" in out
     [model] = workspace.versions("digits-resnet")

@@ -84,7 +84,9 @@ def test_cnn_parameters_are_refused_for_the_mlp():
 
 def test_invalid_sweep_yaml_stops_tune_before_anything_runs(workspace, tmp_path):
     bad = small_sweep(tmp_path, metric={"name": "val_loss", "goal": "minimize"})
-    proc = workspace.run("train", "--dataset", "digits", "--tune", "--sweep-config", str(bad), check=False)
+    # refused before the agent starts anything: in this process (a --tune run gets its own otherwise)
+    proc = workspace.run("train", "--dataset", "digits", "--tune", "--sweep-config", str(bad), check=False,
+                         process=False)
     assert proc.returncode == 2 and "val_loss" in proc.stderr
     assert workspace.store_snapshot() == {}
 

@@ -19,21 +19,22 @@ from app.tuning.trial_runner import run_trial, start_warm_process
 
 
 def tune(args, settings) -> None:
-    if settings.offline:
-        start_warm_process()  # its imports run while this process loads the sweep engine
-    else:
-        from app.tracking import backend
-
-        backend()  # W&B reachable and the key accepted, before a sweep is created
     from app.tuning.sweep_config import (boolean_problems, load_sweep_config, resolve_program, sweep_config_path,
                                          validate, with_fixed)
 
+    # the sweep file first: a mistake in it is named before anything starts
     sweep_file = sweep_config_path(args.sweep_config, args.arch)
     config = load_sweep_config(sweep_file)
     validate(config, str(sweep_file), arch=args.arch)
     config = with_fixed(config, fixed_values(args, config), args.max_sweep)
     for problem in boolean_problems(config):  # --tune --compile fixes a boolean for every trial
         raise UserError(f"{sweep_file}: {problem}")
+    if settings.offline:
+        start_warm_process()  # its imports run while this process loads the sweep engine
+    else:
+        from app.tracking import backend
+
+        backend()  # W&B reachable and the key accepted, before a sweep is created
     if args.sweep_id and args.max_sweep:
         print(f"note: --max_sweep sizes a sweep when it is created; sweep {args.sweep_id} keeps the size it was "
               "created with (--count limits the trials of this agent).", file=sys.stderr)
