@@ -176,7 +176,8 @@ def test_a_killed_sweep_trial_goes_on_from_its_checkpoint_when_the_sweep_resumes
 
 def test_a_killed_retrain_resumes_and_links_its_model_as_to_evaluate(trained_copy):
     ws = trained_copy
-    ws.run("registry", "link", "digits-convnet:v0", "digits-convnet", "--alias", "candidate")
+    ws.run("train", "--epochs", "1", "--width", "8")  # a narrow candidate: its retrain's epochs are short
+    ws.run("registry", "link", "digits-convnet:v1", "digits-convnet", "--alias", "candidate")
     retrain = subprocess.Popen([sys.executable, str(SCRIPTS / "train.py"), "-v", "--retrain", "--epochs", "4"],
                                cwd=ws.path, env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in retrain.stderr:

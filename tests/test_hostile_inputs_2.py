@@ -168,7 +168,7 @@ def test_a_second_resume_of_a_run_being_trained_is_refused_naming_the_first(work
                 return line
         raise AssertionError(f"{text!r} never came: {proc.communicate()}")
 
-    first = start("-v", "--epochs", "40")  # -v: a line for each checkpoint
+    first = start("-v", "--epochs", "40", "--width", "8")  # -v: a line for each checkpoint
     wait_for(first, "(epoch 1")  # its first checkpoint
     run_id = next(c for c in ws.registry() if c["collection"].startswith("checkpoint-"))["collection"].removeprefix(
         "checkpoint-")

@@ -145,10 +145,11 @@ def test_tune_gives_every_trial_the_step_budgets_epochs_so_hyperband_compares_li
     size, 10 epochs on digits, whatever its own batch size; the sweep says so when it starts."""
     ws = workspace
     ws.run("data_prep", "--dataset", "digits")
-    agent, seen = agent_until(ws, "epoch 1/", "--max_sweep", "2")
+    agent, seen = agent_until(ws, "--- trial 0", "--max_sweep", "2")  # the trial's line: its parameters
     os.killpg(agent.pid, signal.SIGINT)
     agent.communicate(timeout=120)
     assert any(re.match(r"local sweep \w+ \(2 trials of 10 epochs\)", line) for line in seen), seen
+    assert "'epochs': 10," in seen[-1], seen
     state = sweep_state(ws)
     assert state["config"]["parameters"]["epochs"] == {"value": 10}
     assert state["config"]["early_terminate"] == {"type": "hyperband", "min_iter": 8, "eta": 3}
