@@ -142,6 +142,13 @@ def trained(tmp_path_factory) -> Workspace:
     return ws
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests that read `trained` run after the others (stable order otherwise): pytest-xdist
+    gives each worker a half of the list to start with, and with those tests in both halves the
+    second worker to need `trained` sat idle until the first had built it (up to 35 s)."""
+    items.sort(key=lambda item: "trained" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture
 def trained_copy(trained, tmp_path) -> Workspace:
     """A private copy of `trained` (its store), for tests that change what is stored."""

@@ -59,7 +59,7 @@ def test_the_original_flow_runs_without_dataset_flags(trained, trained_copy, tmp
     recipe_file = ws.store / "objects" / registry_entry(ws, "digits-convnet", "to_evaluate")["digest"] / "recipe.json"
     assert json.loads(recipe_file.read_text())["epochs"] == budget
 
-    out = ws.run("evaluate", "--promote").stdout
+    out = ws.run("evaluate", "--promote", "--no-generate-images").stdout
     assert "promoted to wandb-registry-model/digits-convnet:" in out
     production = registry_entry(ws, "digits-convnet", "production")
     assert "to_evaluate" not in production["aliases"]  # consumed by its promotion (#36)
