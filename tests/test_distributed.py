@@ -2,14 +2,13 @@
 streamed or in memory), sweeps of torchrun trials, and a failing rank."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 
-from conftest import SCRIPTS, runs_of, small_sweep
+from conftest import SCRIPTS, runs_of, small_sweep, sweep_state
 
 BIN = Path(sys.executable).parent
 
@@ -98,8 +97,7 @@ def test_an_offline_sweep_of_torchrun_trials(workspace, tmp_path):
                            "--sweep-config", str(path)], cwd=ws.path, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr
-    [state_file] = (ws.store / "sweeps").glob("*.json")
-    trials = json.loads(state_file.read_text())["trials"]
+    trials = sweep_state(ws)["trials"]
     assert [t["state"] for t in trials] == ["finished", "finished"]
     assert len(runs_of(ws, "sweep_trial")) == 2  # one W&B run per trial, not per process
     models = ws.versions("digits-convnet")
