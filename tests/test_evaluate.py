@@ -89,6 +89,31 @@ def test_error_rows_have_one_row_per_example_and_every_column():
     assert picked == [rows[2], rows[0]] and type(picked[0][0]) is int
 
 
+@pytest.mark.parametrize("classes", [10, 100])
+def test_confusion_figures_number_the_cells_only_where_the_numbers_fit(classes):
+    """Up to ANNOTATED_CLASSES classes every cell shows its count; beyond, colour and a colour bar
+    (100 classes numbered cell by cell took 38 s to draw, unreadable), and at most
+    LABELLED_CLASSES tick labels; the label-distribution plot stays within its width."""
+    import matplotlib.pyplot as plt
+
+    from app.data.plots import MAX_WIDTH, label_distribution
+    from app.evaluation.report import ANNOTATED_CLASSES, LABELLED_CLASSES, confusion_figure
+
+    names = [f"class_{i}" for i in range(classes)]
+    matrix = (np.eye(classes, dtype=int) * 9 + 1).tolist()
+    figure = confusion_figure(matrix, names, "val")
+    counts, normalised = figure.axes[:2]
+    numbered = classes <= ANNOTATED_CLASSES
+    assert len(counts.texts) == len(normalised.texts) == (classes ** 2 if numbered else 0)
+    assert len(figure.axes) == (2 if numbered else 4)  # the two matrices, and a colour bar each beyond
+    if numbered:
+        assert counts.texts[0].get_text() == "10" and normalised.texts[1].get_text() == f"{1 / (classes + 9):.2f}"
+    assert 0 < len(counts.get_xticklabels()) <= LABELLED_CLASSES and counts.get_xticklabels()[0].get_text() == "class_0"
+    bars = label_distribution({"train": [3] * classes, "val": [1] * classes}, names)
+    assert bars.get_size_inches()[0] <= MAX_WIDTH
+    plt.close("all")
+
+
 def test_the_run_tables_keep_within_wandbs_row_limit_and_keep_the_most_confident_errors():
     """W&B keeps 10,000 rows of a table logged to a run and drops the rest with only a log line:
     the tables show the first 10,000 examples and the 10,000 most confident errors."""

@@ -18,20 +18,36 @@ from app import spreadsheet  # noqa: E402
 TABLE_ROWS = 10_000
 
 
+# Cells carry their numbers up to this many classes; beyond it colour alone (with a colour bar):
+# the numbers no longer fit a cell, and matplotlib lays out each one (a figure of 100 classes, 20,000
+# numbers, took 38 s to draw on a 2-core CPU; its cells colour-only take about 1 s).
+ANNOTATED_CLASSES = 20
+LABELLED_CLASSES = 100  # tick labels for at most this many classes (every n-th beyond it)
+
+
 def confusion_figure(matrix: list[list[int]], class_names: list[str], title: str):
-    """Counts and row-normalised (recall per true class), side by side."""
+    """Counts and row-normalised (recall per true class), side by side; the figure grows with the
+    number of classes (up to 16 inches a side), numbers in the cells only where they fit."""
     counts = np.asarray(matrix)
     normalised = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
+    classes = len(class_names)
+    annotated = classes <= ANNOTATED_CLASSES
+    side = 5.5 if annotated else min(16.0, 4.0 + 0.12 * classes)
+    fig, axes = plt.subplots(1, 2, figsize=(2.2 * side, side))
+    step = -(-classes // LABELLED_CLASSES)  # 1 up to LABELLED_CLASSES
+    font = 10 if classes <= 30 else 6
     for ax, values, label, fmt in ((axes[0], counts, "counts", "d"), (axes[1], normalised, "row-normalised", ".2f")):
-        ax.imshow(values, cmap="Blues")
+        shown = ax.imshow(values, cmap="Blues")
         ax.set_title(f"{title}: {label}")
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ticks = range(len(class_names))
+        ticks = range(0, classes, step)
         # class names shown as written: a `$` in a folder name is no mathtext (parse_math=False)
-        ax.set_xticks(ticks, class_names, rotation=90, parse_math=False)
-        ax.set_yticks(ticks, class_names, parse_math=False)
+        ax.set_xticks(ticks, class_names[::step], rotation=90, parse_math=False, fontsize=font)
+        ax.set_yticks(ticks, class_names[::step], parse_math=False, fontsize=font)
+        if not annotated:
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+            continue
         threshold = values.max() / 2
         for (i, j), v in np.ndenumerate(values):
             ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7,
