@@ -25,7 +25,7 @@ from app.data.references import artifact_references
 from app.data.split import SPLITS, Split, split_indices, stratified_split
 from app.data.split_files import SplitWriter, read_split, shard_size_for, write_split
 from app.errors import UserError
-from app.progress import progress
+from app.progress import detail, progress
 
 POOL_FROM = 2000  # images: below this, a pool's start costs more than it saves
 
@@ -57,7 +57,8 @@ def prepare(args, name: str, fraction: float, sizes: tuple[int, int, int], folde
                        image_size=args.image_size, strict=args.strict, dataset_name=name)
     removed = 0
     if args.dedup == "near":
-        keep = _one_of_each_group(near_duplicates.signatures(raw.images))
+        keep = _one_of_each_group(near_duplicates.signatures(raw.images),
+                                  (lambda rows: raw.images[rows]) if raw.channels == 3 else None)
         removed = int((~keep).sum())
         raw.images, raw.labels = raw.images[keep], raw.labels[keep]
     files, writer = write_split(stratified_split(raw, fraction, sizes, args.seed), folder, args.shard_size,
@@ -124,15 +125,21 @@ def _write_folder(args, scan, where, fraction, sizes, folder: Path, pool, worker
                      near=writer.near(removed))
 
 
-def _prepared(files, folder, writer: SplitWriter, **described) -> PreparedSplit:
+def _prepared(files, folder, writer: SplitWriter, near: near_duplicates.NearDuplicates | None,
+              **described) -> PreparedSplit:
     mean, std = writer.stats.result()
-    return PreparedSplit(files=files, split=read_split(folder, mapped=True, check_sources=False), mean=mean, std=std,
-                         duplicates=writer.duplicates.duplicates,
-                         shard_size=writer.shard_size if writer.sharded else None, **described)
+    split = read_split(folder, mapped=True, check_sources=False)
+    if near is not None and described["channels"] == 3:  # colour pairs get the second look, from the written split
+        near = near.confirmed(lambda name, position: split.images[name][position])
+    return PreparedSplit(files=files, split=split, mean=mean, std=std, duplicates=writer.duplicates.duplicates,
+                         shard_size=writer.shard_size if writer.sharded else None, near=near, **described)
 
 
-def _one_of_each_group(signature: np.ndarray) -> np.ndarray:
+def _one_of_each_group(signature: np.ndarray, colour_images=None) -> np.ndarray:
+    """Keep the first image of each group of near-copies; `colour_images(rows)`: the rows' colour
+    images, for the second look (None: greyscale)."""
     first, second, _ = near_duplicates.near_pairs(signature)
+    first, second = near_duplicates.looked_again(first, second, colour_images)
     return near_duplicates.keep_one_per_group(len(signature), first, second)
 
 
@@ -151,7 +158,11 @@ def _drop_near_copies(scan, pool, workers: int) -> int:
         signature.append(signed[keep])
         decoded.append(indices[keep])
     positions = np.concatenate(decoded)
-    keep = _one_of_each_group(np.concatenate(signature))
+
+    def colour_images(rows: np.ndarray) -> np.ndarray:  # decoded again: the first pass kept no pixels
+        return decode(scan, positions[rows], pool)[0]
+
+    keep = _one_of_each_group(np.concatenate(signature), colour_images if scan.channels == 3 else None)
     scan.keep_only(positions[keep])
     return int((~keep).sum())
 
@@ -162,6 +173,9 @@ def report_duplicates(prepared: PreparedSplit) -> None:
     near = prepared.near
     if near is None:
         return
+    if near.unconfirmed:
+        detail(f"near-duplicates: {near.unconfirmed} pair(s) within the signature's threshold are look-alikes at a "
+               f"second look (their colour images correlate under {near.second_look}), not counted")
     if near.removed:
         print(f"--dedup near: {near.removed} near-copies left out before the split (one image of each group kept).",
               file=sys.stderr)
