@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from app.data import near_duplicates
+from conftest import make_workspace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import colour_sets  # noqa: E402
@@ -121,6 +122,7 @@ def test_data_prep_counts_near_copies_warns_on_leakage_and_dedup_leaves_none_acr
     [version] = workspace.versions("objects-split")
     near = version["metadata"]["near_duplicates"]
     assert near["threshold"] == near_duplicates.THRESHOLD and near["removed"] == 0
+    assert near["second_look"] == near_duplicates.SECOND_LOOK  # colour: every pair was looked at again
     assert copies <= near["pairs"] <= copies + 2 and near["groups"] >= copies - 1
     assert sum(near["by_splits"].values()) == near["pairs"]
     across = near["by_splits"].get("train/test", 0) + near["by_splits"].get("test/train", 0)
@@ -163,3 +165,12 @@ def test_no_near_duplicates_skips_the_check_and_dedup_needs_it(workspace):
     refused = workspace.run("data_prep", "--dataset", "digits", "--no-near-duplicates", "--dedup", "near",
                             check=False)
     assert refused.returncode == 2 and "drop --no-near-duplicates" in refused.stderr
+
+
+def test_greyscale_pairs_stand_as_the_signature_finds_them(tmp_path):
+    """No second look on greyscale (measured to separate nothing there): digits' pairs cost nothing more."""
+    ws = make_workspace(tmp_path / "grey")
+    checked = ws.run("data_prep", "--dataset", "digits", "-v")
+    grey = ws.versions("digits-split")[0]["metadata"]["near_duplicates"]
+    assert grey["pairs"] > 0 and grey["second_look"] is None and grey["unconfirmed"] == 0
+    assert "second look" not in checked.stderr
