@@ -131,6 +131,12 @@ def test_data_prep_counts_near_copies_warns_on_leakage_and_dedup_leaves_none_acr
     assert f"{near['pairs']} near-duplicate pairs" in run.stdout
     [run_dir] = workspace.run_dirs()
     assert any("near_duplicates" in p.name and p.name.endswith(".table.json") for p in run_dir.rglob("*.json"))
+    # a referenced split (no pixels written) looks again at the files themselves: the same pairs
+    workspace.run("data_prep", "--dataset", "imagefolder", "--data-dir", "objects", "--image-size", "48",
+                  "--reference", "--name", "objects-referenced")
+    referenced = workspace.versions("objects-referenced-split")[0]["metadata"]["near_duplicates"]
+    assert (referenced["pairs"], referenced["by_splits"], referenced["second_look"]) == \
+        (near["pairs"], near["by_splits"], near_duplicates.SECOND_LOOK)
 
     deduped = workspace.run("data_prep", "--dataset", "imagefolder", "--data-dir", "objects", "--image-size", "48",
                             "--dedup", "near")

@@ -213,12 +213,19 @@ class NearDuplicates:
         self.images_in_groups = len(nodes)
         return self
 
-    def confirmed(self, image: Callable[[str, int], np.ndarray]) -> "NearDuplicates":
-        """Its pairs after the second look (colour images: `image(split, position)`, uint8 HWC)."""
+    def confirmed(self, images: Callable[[str, np.ndarray], np.ndarray]) -> "NearDuplicates":
+        """Its pairs after the second look (colour images: `images(split, positions)`, uint8 HWC, read
+        one call a split for a chunk of pairs: a referenced split fetches them together)."""
         def pixels(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
             chunk = self.pairs[start:stop]
-            return (np.stack([image(a, i) for a, i, _, _, _ in chunk]),
-                    np.stack([image(b, j) for _, _, b, j, _ in chunk]))
+            wanted = [(a, i) for a, i, _, _, _ in chunk] + [(b, j) for _, _, b, j, _ in chunk]
+            out = None
+            for name in sorted({split for split, _ in wanted}):
+                rows = [n for n, (split, _) in enumerate(wanted) if split == name]
+                read = images(name, np.array([wanted[n][1] for n in rows], dtype=np.int64))
+                out = np.empty((len(wanted), *read.shape[1:]), read.dtype) if out is None else out
+                out[rows] = read
+            return out[:len(chunk)], out[len(chunk):]
 
         keep = second_look(len(self.pairs), pixels)
         kept = [pair for pair, kept in zip(self.pairs, keep.tolist()) if kept]

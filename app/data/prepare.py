@@ -130,7 +130,7 @@ def _prepared(files, folder, writer: SplitWriter, near: near_duplicates.NearDupl
     mean, std = writer.stats.result()
     split = read_split(folder, mapped=True, check_sources=False)
     if near is not None and described["channels"] == 3:  # colour pairs get the second look, from the written split
-        near = near.confirmed(lambda name, position: split.images[name][position])
+        near = near.confirmed(lambda name, positions: split.images[name][positions])
     return PreparedSplit(files=files, split=split, mean=mean, std=std, duplicates=writer.duplicates.duplicates,
                          shard_size=writer.shard_size if writer.sharded else None, near=near, **described)
 
