@@ -57,6 +57,11 @@ LOOK_SHIFT = 2
 LOOK_CHUNK = 2048  # pairs looked at a time: memory stays bounded
 
 
+def second_look_applies(channels: int) -> bool:
+    """Whether pairs of images with `channels` get the second look: colour only (see above)."""
+    return channels == 3
+
+
 def signatures(images) -> np.ndarray:
     """float32 (N, 63 x channels): the signature of each uint8 image, (N, H, W) or (N, H, W, 3).
     Colour counts: on 64 px colour shapes the grey signature's precision was 0.23, the colour one's 0.94."""
@@ -160,7 +165,13 @@ def looked_again(first: np.ndarray, second: np.ndarray, images: Callable[[np.nda
     images (None: greyscale, the pairs as they are)."""
     if images is None or not len(first):
         return first, second
-    keep = second_look(len(first), lambda start, stop: (images(first[start:stop]), images(second[start:stop])))
+
+    def pixels(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        rows, at = np.unique(np.concatenate([first[start:stop], second[start:stop]]), return_inverse=True)
+        read = images(rows)[at]  # each image read once, however many pairs of the chunk it is in
+        return read[:stop - start], read[stop - start:]
+
+    keep = second_look(len(first), pixels)
     return first[keep], second[keep]
 
 
@@ -222,7 +233,8 @@ class NearDuplicates:
             out = None
             for name in sorted({split for split, _ in wanted}):
                 rows = [n for n, (split, _) in enumerate(wanted) if split == name]
-                read = images(name, np.array([wanted[n][1] for n in rows], dtype=np.int64))
+                positions, at = np.unique([wanted[n][1] for n in rows], return_inverse=True)
+                read = images(name, positions.astype(np.int64))[at]  # each image read once a chunk
                 out = np.empty((len(wanted), *read.shape[1:]), read.dtype) if out is None else out
                 out[rows] = read
             return out[:len(chunk)], out[len(chunk):]

@@ -57,8 +57,9 @@ def prepare(args, name: str, fraction: float, sizes: tuple[int, int, int], folde
                        image_size=args.image_size, strict=args.strict, dataset_name=name)
     removed = 0
     if args.dedup == "near":
+        colour = near_duplicates.second_look_applies(raw.channels)
         keep = _one_of_each_group(near_duplicates.signatures(raw.images),
-                                  (lambda rows: raw.images[rows]) if raw.channels == 3 else None)
+                                  (lambda rows: raw.images[rows]) if colour else None)
         removed = int((~keep).sum())
         raw.images, raw.labels = raw.images[keep], raw.labels[keep]
     files, writer = write_split(stratified_split(raw, fraction, sizes, args.seed), folder, args.shard_size,
@@ -129,7 +130,7 @@ def _prepared(files, folder, writer: SplitWriter, near: near_duplicates.NearDupl
               **described) -> PreparedSplit:
     mean, std = writer.stats.result()
     split = read_split(folder, mapped=True, check_sources=False)
-    if near is not None and described["channels"] == 3:  # colour pairs get the second look, from the written split
+    if near is not None and near_duplicates.second_look_applies(described["channels"]):  # from the written split
         near = near.confirmed(lambda name, positions: split.images[name][positions])
     return PreparedSplit(files=files, split=split, mean=mean, std=std, duplicates=writer.duplicates.duplicates,
                          shard_size=writer.shard_size if writer.sharded else None, near=near, **described)
@@ -162,7 +163,8 @@ def _drop_near_copies(scan, pool, workers: int) -> int:
     def colour_images(rows: np.ndarray) -> np.ndarray:  # decoded again: the first pass kept no pixels
         return decode(scan, positions[rows], pool)[0]
 
-    keep = _one_of_each_group(np.concatenate(signature), colour_images if scan.channels == 3 else None)
+    colour = near_duplicates.second_look_applies(scan.channels)
+    keep = _one_of_each_group(np.concatenate(signature), colour_images if colour else None)
     scan.keep_only(positions[keep])
     return int((~keep).sum())
 
