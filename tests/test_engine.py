@@ -65,8 +65,13 @@ def test_the_default_length_is_a_step_budget_chosen_from_the_training_split():
         epochs = epochs_for_budget(size, 32)
         steps = epochs * -(-size // 32)
         assert epochs in (MIN_EPOCHS, MAX_EPOCHS) or STEP_BUDGET <= steps < STEP_BUDGET + -(-size // 32)
+    # an augmented split: four times the steps (58 epochs of 14 steps), unless the flag turns it off
+    assert epochs_for_budget(840, 64, augment="crop-flip") == 58 == epochs_for_budget(840, 64, augment="crop")
     settled = with_dataset_defaults(from_flags("convnet", None, {}), {"split_sizes": {"train": 840}, "augment": "crop"})
-    assert (settled.epochs, settled.augment) == (15, "crop")
+    assert (settled.epochs, settled.augment) == (58, "crop")
+    plain = with_dataset_defaults(from_flags("convnet", None, {"augment": "none"}),
+                                  {"split_sizes": {"train": 840}, "augment": "crop-flip"})
+    assert (plain.epochs, plain.augment) == (15, "none")
     assert with_dataset_defaults(from_flags("convnet", 4, {}), {"split_sizes": {"train": 840}}).epochs == 4
     assert with_dataset_defaults(from_flags("convnet", None, {}), {}).epochs == 5  # a dataset that does not say
 

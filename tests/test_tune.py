@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from app.errors import UserError
 from app.pipelines.train import parse_args
@@ -89,6 +91,35 @@ def test_invalid_sweep_yaml_stops_tune_before_anything_runs(workspace, tmp_path)
                          process=False)
     assert proc.returncode == 2 and "val_loss" in proc.stderr
     assert workspace.store_snapshot() == {}
+
+
+def test_an_augmented_split_trains_the_larger_budget_and_a_sweep_ranks_its_trials_on_the_plain_one(
+        workspace, tmp_path, monkeypatch):
+    """#34: a colour folder (crop-flip) trains four times the steps of a plain split with no
+    --epochs; --tune's trials on it train the plain budget, and --retrain takes a trial to the full one."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from app import names
+    from app.recipe.config import epochs_for_budget, from_flags, retrain_epochs, with_dataset_defaults
+    from app.tracking import backend
+    from app.tuning.run import sweep_epochs
+
+    rng = np.random.default_rng(0)
+    for name in ("warm", "cold"):
+        (tmp_path / "colours" / name).mkdir(parents=True)
+        for i in range(450):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "colours" / name / f"{i}.png")
+    workspace.run("data_prep", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "colours"))
+    workspace.enter(monkeypatch)
+    metadata = backend().peek(names.dataset_artifact("colours"), names.DATASET_TYPE).metadata
+    train_size = metadata["split_sizes"]["train"]
+    assert metadata["augment"] == "crop-flip" and train_size == 630  # 10 steps an epoch at batch 64
+
+    alone = with_dataset_defaults(from_flags("convnet", None, {}), metadata)
+    trials = sweep_epochs(SimpleNamespace(data=None, dataset="colours", arch="convnet"))
+    assert (trials, alone.epochs) == (epochs_for_budget(train_size, 64), 80) == (20, 80)
+    assert retrain_epochs(replace(alone, epochs=trials), metadata) == 80
 
 
 def test_offline_sweep_runs_trials_and_links_the_best_as_candidate(workspace, tmp_path):

@@ -8,7 +8,7 @@ from app import names
 from app.errors import UserError
 from app.jobs import TrainRequest, report
 from app.progress import detail
-from app.recipe.config import STEP_BUDGET, from_flags, with_dataset_defaults
+from app.recipe.config import from_flags, step_budget, with_dataset_defaults
 
 
 def dataset_of(data_ref: str | None) -> str:
@@ -34,7 +34,8 @@ def train_baseline(request: TrainRequest) -> None:
     config = with_dataset_defaults(config, backend().peek(data_ref, names.DATASET_TYPE).metadata,
                                    int(os.environ.get("WORLD_SIZE", "1")))
     if request.epochs is None:
-        detail(f"epochs: {config.epochs}, for about {STEP_BUDGET} steps over this training split (--epochs sets them)")
+        detail(f"epochs: {config.epochs}, for about {step_budget(config.augment)} steps over this training split "
+               f"(augment {config.augment}; --epochs sets them)")
     device = distributed.device_for(pick_device(request.device))
     group = distributed.setup(device)  # under torchrun: one process of several, else alone
     trial = current_trial() if group.is_main else None

@@ -16,8 +16,8 @@ from app import names
 from app.cli import Parser, non_negative_int, positive_int
 from app.errors import UserError, exits_cleanly, speak_on_rank_0_only
 from app.jobs import TrainRequest
-from app.recipe.config import (PRECISIONS, STEP_BUDGET, CheckpointOptions, DeviceOptions, TrainConfig, add_flags,
-                                 hyperparameter_names, stream_workers)
+from app.recipe.config import (AUGMENTED_STEP_BUDGET, PRECISIONS, STEP_BUDGET, CheckpointOptions, DeviceOptions,
+                               TrainConfig, add_flags, hyperparameter_names, stream_workers)
 
 
 def parse_args(argv=None):
@@ -29,7 +29,8 @@ def parse_args(argv=None):
                    help=f"architecture, app/models/ (default: {TrainConfig.arch}; --retrain: the candidate's)")
     p.add_argument("--data", metavar="REF", help="dataset artifact ref (default: <dataset>-split:latest)")
     p.add_argument("--epochs", type=positive_int, default=None,
-                   help=f"epochs to train (default: about {STEP_BUDGET} optimizer steps' worth, from the training split's size; "
+                   help=f"epochs to train (default: about {STEP_BUDGET} optimizer steps' worth, {AUGMENTED_STEP_BUDGET} with "
+                        "augmentation, from the training split's size; "
                         "--retrain: that full budget for the candidate's batch size, at least its own count)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device")
     p.add_argument("--precision", choices=PRECISIONS, default=DeviceOptions.precision,

@@ -81,12 +81,15 @@ def sweep_epochs(args) -> int:
     Hyperband compares trials at the same epoch, which is then the same share of every trial's
     training and the same point of its schedule; with each trial's own budget (epochs from its
     batch size) a batch-128 trial had done a quarter of a batch-32 trial's steps at epoch 1 and
-    epoch ranks told nothing of final ranks (benchmarks/bench_sweep.py, docs/performance.md)."""
+    epoch ranks told nothing of final ranks (benchmarks/bench_sweep.py, docs/performance.md).
+    The budget is that of a split without augmentation (STEP_BUDGET), also on an augmented one:
+    trials are ranked at a quarter of the augmented budget's cost, and --retrain trains the
+    candidate to the full one (the original's "retrain on more epochs before evaluating")."""
     from app.tracking import backend
     from app.recipe.config import from_flags, with_dataset_defaults
 
     dataset = backend().peek(args.data or names.dataset_artifact(args.dataset), names.DATASET_TYPE)
-    return with_dataset_defaults(from_flags(args.arch, None, {}), dataset.metadata).epochs
+    return with_dataset_defaults(from_flags(args.arch, None, {"augment": "none"}), dataset.metadata).epochs
 
 
 def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
