@@ -32,7 +32,7 @@ from app.errors import exits_cleanly  # noqa: E402
 from app.tracking import backend, discovery  # noqa: E402
 from app.training import engine  # noqa: E402
 from app.recipe.config import (TrainConfig, add_flags, from_flags, hyperparameter_names,  # noqa: E402
-                                 with_dataset_defaults)
+                                 unset_flags, with_dataset_defaults)
 from app.training.workflow import load_training_data, recipe_for, train  # noqa: E402
 
 
@@ -103,7 +103,7 @@ def measure(args) -> None:
 
     started = time.perf_counter()
     given = {k: getattr(args, k) for k in hyperparameter_names() if getattr(args, k) is not None}
-    config = with_dataset_defaults(from_flags(args.arch, args.epochs, given), dataset.metadata)
+    config = with_dataset_defaults(from_flags(args.arch, args.epochs, given), dataset.metadata, unset=unset_flags(given))
     seen = recipe_for(config, dataset).input  # as train.py's recipe: the architecture's input
     model, _ = train(config, load_training_data(dataset, device, seen), progress=False)
     test = engine.to_tensors(split.images["test"], split.labels["test"], device, seen)

@@ -65,15 +65,45 @@ def test_the_default_length_is_a_step_budget_chosen_from_the_training_split():
         epochs = epochs_for_budget(size, 32)
         steps = epochs * -(-size // 32)
         assert epochs in (MIN_EPOCHS, MAX_EPOCHS) or STEP_BUDGET <= steps < STEP_BUDGET + -(-size // 32)
-    # an augmented split: four times the steps (58 epochs of 14 steps), unless the flag turns it off
-    assert epochs_for_budget(840, 64, augment="crop-flip") == 58 == epochs_for_budget(840, 64, augment="crop")
-    settled = with_dataset_defaults(from_flags("convnet", None, {}), {"split_sizes": {"train": 840}, "augment": "crop"})
-    assert (settled.epochs, settled.augment) == (58, "crop")
+    # an augmented split: eight times the steps (60 epochs of 27 at batch 32), unless the flag turns it off
+    assert epochs_for_budget(840, 32, augment="crop-flip") == 60 == epochs_for_budget(840, 32, augment="crop")
+    settled = with_dataset_defaults(from_flags("convnet", None, {"batch_size": 32}),
+                                    {"split_sizes": {"train": 840}, "augment": "crop"})
+    assert (settled.epochs, settled.augment) == (60, "crop")
     plain = with_dataset_defaults(from_flags("convnet", None, {"augment": "none"}),
                                   {"split_sizes": {"train": 840}, "augment": "crop-flip"})
     assert (plain.epochs, plain.augment) == (15, "none")
     assert with_dataset_defaults(from_flags("convnet", 4, {}), {"split_sizes": {"train": 840}}).epochs == 4
     assert with_dataset_defaults(from_flags("convnet", None, {}), {}).epochs == 5  # a dataset that does not say
+
+
+def test_the_convnet_takes_its_colour_defaults_on_an_augmented_split_unless_a_flag_or_a_locked_recipe_says():
+    """#34: on an augmented split, the hyperparameters no flag gave take the convnet's `augmented`
+    defaults (measured in docs/performance.md); a plain split, another architecture, a flag and a
+    locked recipe (--retrain's: nothing unset) keep their values."""
+    import argparse
+
+    from app.recipe.config import add_flags, epochs_for_budget, retrain_epochs, unset_flags, with_dataset_defaults
+
+    colour = {"split_sizes": {"train": 840}, "augment": "crop-flip"}
+    nothing_given = {name: None for name in hyperparameter_names()}
+    settled = with_dataset_defaults(from_flags("convnet", None, {}), colour, unset=unset_flags(nothing_given))
+    assert (settled.lr, settled.batch_size, settled.weight_decay, settled.label_smoothing) == (0.0052, 32, 0.0027, 0.1)
+    assert (settled.warmup, settled.schedule, settled.width, settled.augment) == (0.05, "cosine", 32, "crop-flip")
+    assert settled.epochs == epochs_for_budget(840, 32, augment="crop-flip")  # the budget at its own batch size
+
+    given = {**nothing_given, "lr": 0.002}
+    flagged = with_dataset_defaults(from_flags("convnet", None, given), colour, unset=unset_flags(given))
+    assert (flagged.lr, flagged.batch_size) == (0.002, 32)
+    for arch, data, unset in (("convnet", {"split_sizes": {"train": 840}, "augment": "none"}, unset_flags({})),
+                              ("mlp", colour, unset_flags({})),  # measured on the convnet only
+                              ("convnet", colour, ())):  # a locked recipe
+        kept = with_dataset_defaults(from_flags(arch, None, {}), data, unset=unset)
+        assert (kept.lr, kept.batch_size, kept.weight_decay, kept.label_smoothing) == (0.001, 64, 0.0001, 0.0)
+    assert retrain_epochs(TrainConfig(epochs=20, batch_size=64), colour) == epochs_for_budget(840, 64, augment="crop")
+    parser = argparse.ArgumentParser()
+    add_flags(parser)  # train.py's flags: --help names both defaults
+    assert "(default 0.001; convnet on an augmented split: 0.0052)" in " ".join(parser.format_help().split())
 
 
 def separable(n=600, seed=0):

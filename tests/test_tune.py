@@ -95,13 +95,14 @@ def test_invalid_sweep_yaml_stops_tune_before_anything_runs(workspace, tmp_path)
 
 def test_an_augmented_split_trains_the_larger_budget_and_a_sweep_ranks_its_trials_on_the_plain_one(
         workspace, tmp_path, monkeypatch):
-    """#34: a colour folder (crop-flip) trains four times the steps of a plain split with no
-    --epochs; --tune's trials on it train the plain budget, and --retrain takes a trial to the full one."""
+    """#34: a colour folder (crop-flip) trains the augmented budget at the convnet's colour defaults
+    with no flag; --tune's trials on it train the plain budget, and --retrain takes a trial to the full one."""
     from dataclasses import replace
     from types import SimpleNamespace
 
     from app import names
-    from app.recipe.config import epochs_for_budget, from_flags, retrain_epochs, with_dataset_defaults
+    from app.recipe.config import MAX_EPOCHS, epochs_for_budget, from_flags, retrain_epochs, unset_flags, \
+        with_dataset_defaults
     from app.tracking import backend
     from app.tuning.run import sweep_epochs
 
@@ -116,10 +117,12 @@ def test_an_augmented_split_trains_the_larger_budget_and_a_sweep_ranks_its_trial
     train_size = metadata["split_sizes"]["train"]
     assert metadata["augment"] == "crop-flip" and train_size == 630  # 10 steps an epoch at batch 64
 
-    alone = with_dataset_defaults(from_flags("convnet", None, {}), metadata)
+    alone = with_dataset_defaults(from_flags("convnet", None, {}), metadata, unset=unset_flags({}))  # as train.py
     trials = sweep_epochs(SimpleNamespace(data=None, dataset="colours", arch="convnet"))
+    assert alone.batch_size == 32  # the convnet's colour default: 20 steps an epoch
     assert (trials, alone.epochs) == (epochs_for_budget(train_size, 64), 80) == (20, 80)
-    assert retrain_epochs(replace(alone, epochs=trials), metadata) == 80
+    trial = replace(alone, batch_size=64, epochs=trials)  # a trial at the plain budget's batch size
+    assert retrain_epochs(trial, metadata) == 100 == MAX_EPOCHS  # 1,600 steps of 10, at most MAX_EPOCHS
 
 
 def test_offline_sweep_runs_trials_and_links_the_best_as_candidate(workspace, tmp_path):

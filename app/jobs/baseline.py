@@ -8,7 +8,7 @@ from app import names
 from app.errors import UserError
 from app.jobs import TrainRequest, report
 from app.progress import detail
-from app.recipe.config import from_flags, step_budget, with_dataset_defaults
+from app.recipe.config import from_flags, step_budget, unset_flags, with_dataset_defaults
 
 
 def dataset_of(data_ref: str | None) -> str:
@@ -31,8 +31,13 @@ def train_baseline(request: TrainRequest) -> None:
     config = from_flags(request.arch, request.epochs, request.hyperparameters)
     data_ref = request.data or names.dataset_artifact(request.dataset)
     # Defaults that depend on the data are settled before the run's config is logged, never after.
+    chosen = config
     config = with_dataset_defaults(config, backend().peek(data_ref, names.DATASET_TYPE).metadata,
-                                   int(os.environ.get("WORLD_SIZE", "1")))
+                                   int(os.environ.get("WORLD_SIZE", "1")), unset_flags(request.hyperparameters))
+    changed = {k: v for k, v in config.hyperparameters().items() if k != "augment" and v != getattr(chosen, k)}
+    if changed:
+        detail(f"the convnet's defaults on an augmented split: {', '.join(f'{k} {v}' for k, v in changed.items())}"
+               " (flags set them)")
     if request.epochs is None:
         detail(f"epochs: {config.epochs}, for about {step_budget(config.augment)} steps over this training split "
                f"(augment {config.augment}; --epochs sets them)")

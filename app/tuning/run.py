@@ -77,7 +77,7 @@ def fixed_values(args, config: dict) -> dict:
 
 
 def sweep_epochs(args) -> int:
-    """One epoch count for every trial: the step budget's at the architecture's default batch size.
+    """One epoch count for every trial: the step budget's at the plain default batch size (64).
     Hyperband compares trials at the same epoch, which is then the same share of every trial's
     training and the same point of its schedule; with each trial's own budget (epochs from its
     batch size) a batch-128 trial had done a quarter of a batch-32 trial's steps at epoch 1 and
