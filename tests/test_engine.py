@@ -269,7 +269,9 @@ def test_train_py_has_a_flag_for_every_training_field_with_its_default_in_the_he
             assert listed.count(f"--{f.name.replace('_', '-')}") == 1 and ("_" not in f.name or f"--{f.name}" not in listed), f.name
             assert " ".join(f.metadata["help"].split()) in text
             if f.default is not None:
-                assert f"(default {f.default})" in text
+                augmented = f.metadata["augmented"]
+                assert (f"(default {f.default})" if augmented is None else
+                        f"(default {f.default}; convnet on an augmented split: {augmented})") in text
 
 
 def test_recipes_from_before_a_key_train_as_they_did():

@@ -124,6 +124,13 @@ def test_an_augmented_split_trains_the_larger_budget_and_a_sweep_ranks_its_trial
     trial = replace(alone, batch_size=64, epochs=trials)  # a trial at the plain budget's batch size
     assert retrain_epochs(trial, metadata) == 100 == MAX_EPOCHS  # 1,600 steps of 10, at most MAX_EPOCHS
 
+    # train.py itself: what no flag gave takes the colour default, a flag stays, the recipe records both
+    workspace.run("train", "--epochs", "1", "--lr", "0.002", "--width", "8")
+    [model] = workspace.versions("colours-convnet")
+    recorded = model["metadata"]["hyperparameters"]
+    assert (recorded["lr"], recorded["batch_size"], recorded["weight_decay"], recorded["label_smoothing"],
+            recorded["width"]) == (0.002, 32, 0.0027, 0.1, 8)
+
 
 def test_offline_sweep_runs_trials_and_links_the_best_as_candidate(workspace, tmp_path):
     workspace.run("data_prep", "--dataset", "digits")
