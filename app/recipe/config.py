@@ -25,7 +25,7 @@ def option(default, help: str, *, arch: str | tuple | None = None, bounds: tuple
     differs (with_dataset_defaults); `flag` adds argparse's type or choices where the annotation's is not enough."""
     archs = (arch,) if isinstance(arch, str) else arch
     return field(default=default, metadata={"help": help, "arch": archs, "bounds": bounds, "model": model,
-                                            "augmented": augmented, **flag})
+                                            "augmented": augmented, "flag": flag})
 
 
 @dataclass(frozen=True)  # frozen: nothing changes a field after the run's config is logged
@@ -99,15 +99,15 @@ def add_flags(group) -> None:
     in the help. The flag itself defaults to None ("not given"), so --retrain tells a changed value
     from the candidate's own and a default can depend on the architecture or the dataset."""
     for f in hyperparameter_fields():
-        flag = {k: v for k, v in f.metadata.items() if k not in ("help", "arch", "bounds", "model", "augmented")}
+        flag = dict(f.metadata["flag"])
         if f.type == "bool":  # --pretrained / --no-pretrained; a sweep passes it as W&B's ${args_no_boolean_flags}
             flag["action"] = argparse.BooleanOptionalAction
         elif "choices" not in flag:
             flag.setdefault("type", {"float": float, "int": int}[f.type])
         archs = f.metadata["arch"] or ()
         owner = f"{archs[0]}: " if len(archs) == 1 else ""  # several: the help names them
-        default = "" if f.default is None else f" (default {f.default}"
-        default += ")" if f.metadata["augmented"] is None else f"; convnet on an augmented split: {f.metadata['augmented']})"
+        augmented = "" if f.metadata["augmented"] is None else f"; convnet on an augmented split: {f.metadata['augmented']}"
+        default = "" if f.default is None else f" (default {f.default}{augmented})"
         group.add_argument(f"--{f.name.replace('_', '-')}", help=owner + f.metadata["help"] + default, default=None, **flag)
 
 
