@@ -96,7 +96,8 @@ def test_invalid_sweep_yaml_stops_tune_before_anything_runs(workspace, tmp_path)
 def test_an_augmented_split_trains_the_larger_budget_and_a_sweep_ranks_its_trials_on_the_plain_one(
         workspace, tmp_path, monkeypatch):
     """#34: a colour folder (crop-flip) trains the augmented budget at the convnet's colour defaults
-    with no flag; --tune's trials on it train the plain budget, and --retrain takes a trial to the full one."""
+    with no flag; --tune's trials on it train the plain budget, as do a `wandb agent`'s of a sweep
+    file without epochs, and --retrain takes a trial to the full one."""
     from dataclasses import replace
     from types import SimpleNamespace
 
@@ -130,6 +131,15 @@ def test_an_augmented_split_trains_the_larger_budget_and_a_sweep_ranks_its_trial
     recorded = model["metadata"]["hyperparameters"]
     assert (recorded["lr"], recorded["batch_size"], recorded["weight_decay"], recorded["label_smoothing"],
             recorded["width"]) == (0.002, 32, 0.0027, 0.1, 8)
+
+    # a `wandb agent` trial of a sweep file without epochs (WANDB_SWEEP_ID set, no --epochs) trains
+    # the count --tune gives every trial, not the budget of its own batch size (100 epochs at 128)
+    agent_trial = {**workspace.env, "WANDB_SWEEP_ID": "a-sweep-without-epochs"}
+    assert epochs_for_budget(train_size, 128, augment="crop-flip") == 100
+    workspace.run("train", "--batch_size", "128", "--width", "8", env=agent_trial)
+    trial_model = workspace.versions("colours-convnet")[-1]["metadata"]
+    assert trial_model["epochs"] == trial_model["metrics"]["epochs_trained"] == trials == 20
+    assert trial_model["hyperparameters"]["batch_size"] == 128
 
 
 def test_offline_sweep_runs_trials_and_links_the_best_as_candidate(workspace, tmp_path):

@@ -3,12 +3,13 @@ trial's identity in its environment: app/tuning/trial.py) or as one of torchrun'
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from app import names
 from app.errors import UserError
 from app.jobs import TrainRequest, report
 from app.progress import detail
-from app.recipe.config import from_flags, step_budget, unset_flags, with_dataset_defaults
+from app.recipe.config import from_flags, step_budget, trial_epochs, unset_flags, with_dataset_defaults
 
 
 def dataset_of(data_ref: str | None) -> str:
@@ -30,15 +31,20 @@ def train_baseline(request: TrainRequest) -> None:
 
     config = from_flags(request.arch, request.epochs, request.hyperparameters)
     data_ref = request.data or names.dataset_artifact(request.dataset)
+    metadata = backend().peek(data_ref, names.DATASET_TYPE).metadata
+    if config.epochs is None and current_trial() is not None:  # a `wandb agent` trial of a file without epochs
+        config = replace(config, epochs=trial_epochs(request.arch, metadata))  # as --tune fixes them
+        detail(f"epochs: {config.epochs}, as every trial of a sweep whose file names none (about "
+               f"{step_budget('none')} steps at batch size 64; `epochs` in the sweep file sets them)")
     # Defaults that depend on the data are settled before the run's config is logged, never after.
     chosen = config
-    config = with_dataset_defaults(config, backend().peek(data_ref, names.DATASET_TYPE).metadata,
-                                   int(os.environ.get("WORLD_SIZE", "1")), unset_flags(request.hyperparameters))
+    config = with_dataset_defaults(config, metadata, int(os.environ.get("WORLD_SIZE", "1")),
+                                   unset_flags(request.hyperparameters))
     changed = {k: v for k, v in config.hyperparameters().items() if k != "augment" and v != getattr(chosen, k)}
     if changed:
         detail(f"the convnet's defaults on an augmented split: {', '.join(f'{k} {v}' for k, v in changed.items())}"
                " (flags set them)")
-    if request.epochs is None:
+    if chosen.epochs is None:
         detail(f"epochs: {config.epochs}, for about {step_budget(config.augment)} steps over this training split "
                f"(augment {config.augment}; --epochs sets them)")
     device = distributed.device_for(pick_device(request.device))

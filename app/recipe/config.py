@@ -226,6 +226,20 @@ def unset_flags(given: dict) -> set[str]:
     return {name for name in hyperparameter_names() if given.get(name) is None}
 
 
+def trial_epochs(arch: str, dataset_metadata: dict) -> int:
+    """The epochs of every trial of a sweep whose file names none (--tune fixes them in the sweep;
+    a `wandb agent` trial of a file without `epochs` takes them itself): the step budget's at the
+    plain default batch size (64), on one process. Hyperband compares trials at the same epoch,
+    which is then the same share of every trial's training and the same point of its schedule;
+    with each trial's own budget (epochs from its batch size) a batch-128 trial had done a quarter
+    of a batch-32 trial's steps at epoch 1 and epoch ranks told nothing of final ranks
+    (benchmarks/bench_sweep.py, docs/performance.md). The budget is that of a split without
+    augmentation (STEP_BUDGET), also on an augmented one: trials are ranked at a quarter of the
+    augmented budget's cost (its images), and --retrain trains the candidate to the full one (the
+    original's "retrain on more epochs before evaluating")."""
+    return with_dataset_defaults(from_flags(arch, None, {"augment": "none"}), dataset_metadata).epochs
+
+
 def retrain_epochs(candidate: TrainConfig, dataset_metadata: dict) -> int:
     """--retrain's epochs when --epochs is not given: the dataset's full step budget for the
     candidate's batch size, and never fewer than the candidate's own count. A sweep trial run with

@@ -77,19 +77,12 @@ def fixed_values(args, config: dict) -> dict:
 
 
 def sweep_epochs(args) -> int:
-    """One epoch count for every trial: the step budget's at the plain default batch size (64).
-    Hyperband compares trials at the same epoch, which is then the same share of every trial's
-    training and the same point of its schedule; with each trial's own budget (epochs from its
-    batch size) a batch-128 trial had done a quarter of a batch-32 trial's steps at epoch 1 and
-    epoch ranks told nothing of final ranks (benchmarks/bench_sweep.py, docs/performance.md).
-    The budget is that of a split without augmentation (STEP_BUDGET), also on an augmented one:
-    trials are ranked at a quarter of the augmented budget's cost, and --retrain trains the
-    candidate to the full one (the original's "retrain on more epochs before evaluating")."""
+    """One epoch count for every trial of this --tune's sweep (config.trial_epochs)."""
     from app.tracking import backend
-    from app.recipe.config import from_flags, with_dataset_defaults
+    from app.recipe.config import trial_epochs
 
     dataset = backend().peek(args.data or names.dataset_artifact(args.dataset), names.DATASET_TYPE)
-    return with_dataset_defaults(from_flags(args.arch, None, {"augment": "none"}), dataset.metadata).epochs
+    return trial_epochs(args.arch, dataset.metadata)
 
 
 def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
