@@ -30,9 +30,10 @@ def train_baseline(request: TrainRequest) -> None:
     from app.tuning.trial import current_trial
 
     config = from_flags(request.arch, request.epochs, request.hyperparameters)
+    sweep_trial = current_trial()  # from the environment, which every torchrun rank inherits
     data_ref = request.data or names.dataset_artifact(request.dataset)
     metadata = backend().peek(data_ref, names.DATASET_TYPE).metadata
-    if config.epochs is None and current_trial() is not None:  # a `wandb agent` trial of a file without epochs
+    if config.epochs is None and sweep_trial is not None:  # a `wandb agent` trial of a file without epochs
         config = replace(config, epochs=trial_epochs(request.arch, metadata))  # as --tune fixes them
         detail(f"epochs: {config.epochs}, as every trial of a sweep whose file names none (about "
                f"{step_budget('none')} steps at batch size 64; `epochs` in the sweep file sets them)")
@@ -49,7 +50,7 @@ def train_baseline(request: TrainRequest) -> None:
                f"(augment {config.augment}; --epochs sets them)")
     device = distributed.device_for(pick_device(request.device))
     group = distributed.setup(device)  # under torchrun: one process of several, else alone
-    trial = current_trial() if group.is_main else None
+    trial = sweep_trial if group.is_main else None  # rank 0 speaks for the trial
     run_config = {"arch": request.arch, "epochs": config.epochs, "data": data_ref, **config.hyperparameters(),
                   "world_size": group.world_size, "precision": request.options.precision,
                   "compile": request.options.compile}
