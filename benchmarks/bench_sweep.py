@@ -1,7 +1,8 @@
 """Early termination measured: the same sweep with and without Hyperband, on a colour folder.
 
-    python benchmarks/bench_sweep.py [--kind patterns] [--per-class 120] [--trials 8] [--sweep-config sweep.yaml]
-                                     [--epochs N] [--method random] [--save trials.json]
+    python benchmarks/bench_sweep.py [--kind patterns] [--per-class 120] [--data-seed 0] [--trials 8]
+                                     [--sweep-config sweep.yaml] [--epochs N] [--method random]
+                                     [--impute best] [--save trials.json]
 
 Writes a colour folder (benchmarks/colour_sets.py), prepares it as `data_prep.py --dataset
 imagefolder --image-size 48` does, then runs `train.py --tune --max-sweep N` twice on it, each in
@@ -101,6 +102,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kind", choices=tuple(colour_sets.KINDS), default="patterns", help="the colour folder")
     p.add_argument("--per-class", type=int, default=120, help="images per class (5 classes)")
+    p.add_argument("--data-seed", type=int, default=0,
+                   help="the folder's draw: another seed, another folder of the same kind (a repetition)")
     p.add_argument("--trials", type=int, default=8, help="trials of each sweep")
     p.add_argument("--sweep-config", type=Path, default=REPO / "sweep.yaml", help="the sweep file measured")
     p.add_argument("--epochs", type=int, default=None,
@@ -109,19 +112,26 @@ def main() -> None:
                    help="search method of both sweeps (default: the file's). random draws the same trials in both, "
                         "so the difference is early termination's alone; bayes learns from the stopped trials' "
                         "scores, so its later trials differ")
+    p.add_argument("--impute", choices=("best", "latest", "worst"), default=None,
+                   help="metric.impute of both sweeps (default: the file's, else W&B's worst): how a Bayesian "
+                        "search scores a stopped trial")
     p.add_argument("--save", type=Path, help="write both sweeps' trials (params, per-epoch histories) to this JSON file")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     with_stopping = yaml.safe_load(args.sweep_config.read_text())
     with_stopping["method"] = args.method or with_stopping["method"]
+    if args.impute:
+        with_stopping["metric"] = {**with_stopping["metric"], "impute": args.impute}
     if "early_terminate" not in with_stopping:
         sys.exit(f"{args.sweep_config} has no early_terminate to measure")
     without = {k: v for k, v in with_stopping.items() if k != "early_terminate"}
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         root = Path(tmp)
-        colour_sets.write(args.kind, root / args.kind, args.per_class)
-        print(f"data: {args.kind}, {5 * args.per_class} images, 48x48; {args.trials} trials of {args.sweep_config.name} "
-              f"each, method {with_stopping['method']} (early_terminate: {with_stopping['early_terminate']})", flush=True)
+        colour_sets.write(args.kind, root / args.kind, args.per_class, seed=args.data_seed)
+        print(f"data: {args.kind} (seed {args.data_seed}), {5 * args.per_class} images, 48x48; {args.trials} trials of "
+              f"{args.sweep_config.name} each, method {with_stopping['method']}, impute "
+              f"{with_stopping['metric'].get('impute', 'worst')} (early_terminate: {with_stopping['early_terminate']})",
+              flush=True)
         results = {label: run_sweep(root, label, root / args.kind, config, args.trials, args.epochs)
                    for label, config in (("with early termination", with_stopping), ("without", without))}
     if args.save:

@@ -76,7 +76,7 @@ def test_a_rank_that_fails_ends_the_job_and_logs_no_model(workspace, tmp_path):
         "    def failing(*args, **kwargs):\n"
         "        raise RuntimeError('injected failure in rank 1')\n"
         "    dist.all_reduce = failing\n")
-    proc = torchrun(ws, "--device", "cpu", "--epochs", "3", env={"PYTHONPATH": str(hook)})
+    proc = torchrun(ws, "--device", "cpu", "--epochs", "3", "--width", "8", env={"PYTHONPATH": str(hook)})
     assert proc.returncode != 0
     assert "injected failure in rank 1" in proc.stderr and "Traceback" in proc.stderr  # the quiet rank's error shows
     assert ws.versions("digits-convnet") == []

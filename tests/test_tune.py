@@ -256,3 +256,18 @@ def test_the_local_search_is_seeded_so_the_same_sweep_suggests_the_same_trials(t
 
     first, second = suggestions(tmp_path / "a", noise=1000), suggestions(tmp_path / "b", noise=2000)
     assert first == second and len({json.dumps(p, sort_keys=True) for p in first}) == 4
+
+
+def test_a_stopped_trial_is_handed_to_the_search_as_w_and_bs_server_hands_it():
+    """Online, `wandb agent` stops a trial with SIGTERM and train.py exits non-zero: W&B records
+    the run Failed, and the Bayesian engine scores it by the file's `metric.impute` (default: the
+    worst value any trial logged), not as a finished trial. Offline does the same, with the
+    trial's history there for `impute: best` or `latest`."""
+    from app.tracking.sweep_controller import LocalSweeps
+
+    history = [{"epoch": 1, "val/best_accuracy": 0.3}, {"epoch": 2, "val/best_accuracy": 0.9}]
+    trial = {"name": "trial-1", "params": {"lr": 0.001}, "history": history, "summary": history[-1]}
+    assert LocalSweeps._as_sweep_run({**trial, "state": "stopped"}).state == "failed"
+    assert LocalSweeps._as_sweep_run({**trial, "state": "finished"}).state == "finished"
+    stopped = LocalSweeps._as_sweep_run({**trial, "state": "stopped"})
+    assert stopped.metric_extremum("val/best_accuracy", kind="maximum") == 0.9

@@ -72,7 +72,13 @@ class LocalSweeps:
 
     @staticmethod
     def _as_sweep_run(trial: dict) -> "sweeps.SweepRun":
-        state = {"finished": "finished", "stopped": "finished", "running": "running"}.get(trial["state"], "failed")
+        """A trial as W&B's server hands it to the engine. A trial Hyperband stopped is not
+        finished there: `wandb agent` stops it with SIGTERM, train.py exits non-zero, and W&B
+        records a non-zero exit as Failed (a forced stop as Killed, which the engine treats
+        alike). The Bayesian search then scores it by the file's `metric.impute` (W&B's
+        default: the worst value any trial logged), not by its score at the epoch it stopped,
+        online and offline alike."""
+        state = {"finished": "finished", "running": "running"}.get(trial["state"], "failed")
         return sweeps.SweepRun(
             name=trial["name"], state=state, config={k: {"value": v} for k, v in trial["params"].items()},
             history=trial["history"], summary_metrics=trial["summary"],
