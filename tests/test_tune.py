@@ -271,3 +271,9 @@ def test_a_stopped_trial_is_handed_to_the_search_as_w_and_bs_server_hands_it():
     assert LocalSweeps._as_sweep_run({**trial, "state": "finished"}).state == "finished"
     stopped = LocalSweeps._as_sweep_run({**trial, "state": "stopped"})
     assert stopped.metric_extremum("val/best_accuracy", kind="maximum") == 0.9
+    # the choice of impute keeps the search's seed, so bench_sweep compares choices on the same draws
+    from app.tracking.sweep_controller import search_seed
+
+    config = load_sweep_config(SWEEP)
+    assert search_seed(config) == search_seed({**config, "metric": {**config["metric"], "impute": "best"}})
+    assert search_seed(config) != search_seed({**config, "metric": {**config["metric"], "goal": "minimize"}})

@@ -31,9 +31,12 @@ MAX_CONSECUTIVE_FAILURES = 3  # an agent gives up instead of looping on a broken
 
 def search_seed(config: dict) -> int:
     """A sweep's search seed: from what defines its search (method, metric, parameters), so the
-    same search space searches the same way whatever its size or stopping rule
-    (benchmarks/bench_sweep.py compares a sweep with and without early termination)."""
+    same search space searches the same way whatever its size or stopping rule, or how it scores
+    a stopped trial (benchmarks/bench_sweep.py compares a sweep with and without early
+    termination, and metric.impute's choices)."""
     search = {key: config.get(key) for key in ("method", "metric", "parameters")}
+    if isinstance(search["metric"], dict):
+        search["metric"] = {k: v for k, v in search["metric"].items() if k not in ("impute", "impute_while_running")}
     digest = hashlib.sha256(json.dumps(search, sort_keys=True, default=str).encode()).hexdigest()
     return int(digest[:8], 16)
 
