@@ -13,7 +13,8 @@ PROBE = """
 import atexit, json, os, sys
 out = os.environ["PROBE_OUT"]
 record = {"pid": os.getpid(), "argv": sys.argv, "name": __name__, "marker": os.environ.get("PROBE_MARKER"),
-          "stray": os.environ.get("PROBE_STRAY"), "warm": sorted(m for m in {warm!r} if m in sys.modules)}
+          "stray": os.environ.get("PROBE_STRAY"), "warm": sorted(m for m in {warm!r} if m in sys.modules),
+          "wandb": "wandb" in sys.modules}
 with open(out, "w") as f:
     json.dump(record, f)
 atexit.register(lambda: open(out + ".atexit", "w").close())
@@ -47,6 +48,7 @@ def test_a_trial_runs_warm_in_its_own_process_with_its_own_argv_and_environment(
     assert record["name"] == "__main__"
     assert record["marker"] == "trial-7" and record["stray"] is None
     assert record["warm"] == sorted(WARM_MODULES)  # imported before the trial's code ran
+    assert record["wandb"]  # wandb itself too (app.tracking alone loads it only on first use)
     assert (out.parent / "out.json.atexit").exists()  # atexit handlers run, as at an interpreter exit
 
 
@@ -60,4 +62,4 @@ def test_a_trial_reports_its_exit_code_and_the_agent_survives(probe, flag, code)
 def test_other_commands_run_as_a_plain_subprocess(probe):
     script, out, env = probe
     assert run_trial([sys.executable, "-u", str(script)], env) == 0
-    assert json.loads(out.read_text())["warm"] == []  # a cold process
+    assert json.loads(out.read_text())["warm"] == [] and not json.loads(out.read_text())["wandb"]  # a cold process
