@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
 
+from app.tracking import RUN_PRELOAD
 from app.tuning.trial_runner import WARM_MODULES, run_trial
 
 PROBE = """
@@ -62,4 +64,20 @@ def test_a_trial_reports_its_exit_code_and_the_agent_survives(probe, flag, code)
 def test_other_commands_run_as_a_plain_subprocess(probe):
     script, out, env = probe
     assert run_trial([sys.executable, "-u", str(script)], env) == 0
-    assert json.loads(out.read_text())["warm"] == [] and not json.loads(out.read_text())["wandb"]  # a cold process
+    record = json.loads(out.read_text())
+    assert record["warm"] == [] and not record["wandb"]  # a cold process
+
+
+def test_a_runs_start_imports_the_wandb_modules_the_warm_process_preloads(tmp_path):
+    """RUN_PRELOAD names W&B's launch package because wandb.init imports it at every run's start
+    and `import wandb` does not. When a wandb release changes either, this fails: update the list."""
+    names = [name for name in RUN_PRELOAD if name.startswith("wandb")]
+    code = (f"import sys, wandb\n"
+            f"before = [n for n in {names!r} if n in sys.modules]\n"
+            f"run = wandb.init(mode='offline', dir=sys.argv[1])\n"
+            f"run.finish()\n"
+            f"print(before, [n for n in {names!r} if n not in sys.modules])\n")
+    env = {**os.environ, "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert names and out.strip().splitlines()[-1] == "[] []", out

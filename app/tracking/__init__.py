@@ -13,6 +13,12 @@ _EXPORTS = {"ArtifactVersion": "backends", "Ref": "refs", "parse_ref": "refs",
 
 __all__ = sorted(_EXPORTS)
 
+# What a process that forks W&B runs (the local sweep's warm process) imports ahead, by name, so
+# that wandb stays this package's: wandb itself, through the session, and W&B's launch package,
+# which wandb.init imports at every run's start to apply a launch job's inputs (1.3 s here).
+# tests/test_trial_runner.py fails when wandb.init stops importing it, or the name goes away.
+RUN_PRELOAD = ("app.tracking.session", "wandb.sdk.launch")
+
 
 def __getattr__(name: str):
     if name in _EXPORTS:

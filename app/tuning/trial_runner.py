@@ -21,13 +21,13 @@ import subprocess
 import sys
 from typing import Callable
 
+from app.tracking import RUN_PRELOAD
+
 # What a train.py trial imports before its first step (with them torch, numpy and wandb);
-# the server imports them once. app.tracking loads wandb only on first use, hence its session
-# module; wandb.init imports W&B's launch package on every run's start (to apply a launch job's
-# inputs), 1.3 s here. Should a later wandb move it, the forkserver skips the name (it ignores
-# ImportError) and tests/test_trial_runner.py's warm test fails, naming what to update.
-WARM_MODULES = ["app.jobs.baseline", "app.training.workflow", "app.tracking.session", "wandb.sdk.launch",
-                "app.tuning.warm"]
+# the server imports them once. app.tracking loads wandb only on first use, so it names what
+# a run's start needs (RUN_PRELOAD). A name a later wandb lacks is skipped (the forkserver
+# ignores ImportError) and tests/test_trial_runner.py's warm test fails.
+WARM_MODULES = ["app.jobs.baseline", "app.training.workflow", *RUN_PRELOAD, "app.tuning.warm"]
 
 
 def start_warm_process() -> None:
