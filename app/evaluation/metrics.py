@@ -4,9 +4,12 @@ and the expected calibration error (ECE: how far the confidences are from the ac
 promise, which the promotion gate and serve.py's drift check lean on) with the bins of its
 reliability diagram.
 
-torchmetrics is imported here only, where evaluate.py computes metrics. Its import takes 0.95 s on
-top of torch and torchvision, scikit-learn's metrics 0.81 s (median of 5 fresh processes each,
-docs/performance.md, "Evaluation metrics"): 0.14 s more on every evaluate.py start.
+torchmetrics is imported here only, where evaluate.py computes metrics. Its package imports
+torchvision (an image metric does, at import), and torchvision imports torch's compiler stack: on
+top of `import torch` alone, 3.2-3.8 s against scikit-learn's metrics' 1.2 s (median of 5 fresh
+processes each, docs/performance.md, "Evaluation metrics"). So an evaluate.py start of a model
+that does not load torchvision itself (convnet, cnn, mlp) pays about 2 s for it; a torchvision
+model (resnet, the pretrained ones) about 0.2 s.
 """
 from __future__ import annotations
 
