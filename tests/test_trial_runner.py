@@ -16,7 +16,8 @@ import atexit, json, os, sys
 out = os.environ["PROBE_OUT"]
 record = {"pid": os.getpid(), "argv": sys.argv, "name": __name__, "marker": os.environ.get("PROBE_MARKER"),
           "stray": os.environ.get("PROBE_STRAY"), "warm": sorted(m for m in {warm!r} if m in sys.modules),
-          "wandb": "wandb" in sys.modules}
+          "wandb": "wandb" in sys.modules,
+          "threads": sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None}
 with open(out, "w") as f:
     json.dump(record, f)
 atexit.register(lambda: open(out + ".atexit", "w").close())
@@ -52,6 +53,15 @@ def test_a_trial_runs_warm_in_its_own_process_with_its_own_argv_and_environment(
     assert record["warm"] == sorted(WARM_MODULES)  # imported before the trial's code ran
     assert record["wandb"]  # wandb itself too (app.tracking alone loads it only on first use)
     assert (out.parent / "out.json.atexit").exists()  # atexit handlers run, as at an interpreter exit
+
+
+def test_a_warm_trial_trains_with_the_threads_its_environment_gives(probe):
+    """The warm process loaded torch with its own thread count; a trial given OMP_NUM_THREADS (a
+    share of the cores, run.CoreShare) runs with that, as a fresh process would."""
+    script, out, env = probe
+    for threads in (3, 1):  # one of them differs from the warm process's own count
+        assert run_trial([sys.executable, str(script)], {**env, "OMP_NUM_THREADS": str(threads)}) == 0
+        assert json.loads(out.read_text())["threads"] == threads
 
 
 @pytest.mark.parametrize("flag, code", [("--exit=3", 3), ("--raise", 1), ("--kill", -9)])

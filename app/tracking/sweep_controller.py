@@ -211,6 +211,13 @@ class LocalSweeps:
 
         return self._update(sweep_id, number, change)
 
+    def agents_training(self, sweep_id: str) -> int:
+        """How many agents train a trial of this sweep now: the distinct live agents of its running
+        trials (a local sweep's agents share one machine, the one whose processes it checks)."""
+        agents = {(t["agent"]["pid"], t["agent"].get("started")) for t in self.read(sweep_id)["trials"]
+                  if t["state"] == "running" and t.get("agent") and identity_alive(t["agent"])}
+        return len(agents)
+
     def ranking(self, sweep_id: str) -> list[dict]:
         """Trials with a metric, best first (dead trials marked crashed first)."""
         with self.store.locked():

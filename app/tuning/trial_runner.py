@@ -99,6 +99,12 @@ def _run_program(program: str, args: list[str], env: dict[str, str]) -> None:
     os.environ.clear()
     os.environ.update(env)
     sys.argv = [program, *args]
+    if env.get("OMP_NUM_THREADS", "").isdigit():
+        # OpenMP read the variable when the warm process loaded torch; a trial given another share
+        # of the cores (run.CoreShare) sets it as a fresh `python program` would have started with.
+        import torch
+
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
     try:
         runpy.run_path(program, run_name="__main__")
     finally:
