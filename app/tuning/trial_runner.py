@@ -99,7 +99,7 @@ def _run_program(program: str, args: list[str], env: dict[str, str]) -> None:
     os.environ.clear()
     os.environ.update(env)
     sys.argv = [program, *args]
-    if env.get("OMP_NUM_THREADS", "").isdigit():
+    if env.get("OMP_NUM_THREADS", "").isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
         # OpenMP read the variable when the warm process loaded torch; a trial given another share
         # of the cores (run.CoreShare) sets it as a fresh `python program` would have started with.
         import torch
