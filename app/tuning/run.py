@@ -142,7 +142,7 @@ class CoreShare:
         self.said = None
 
     def share(self, agents: int) -> dict[str, str]:
-        if "OMP_NUM_THREADS" in os.environ:
+        if os.environ.get("OMP_NUM_THREADS"):  # the user's choice (an empty value chooses nothing)
             return {}
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         threads = max(1, cores // agents) if agents > 1 else None
