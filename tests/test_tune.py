@@ -234,7 +234,7 @@ def test_agents_training_at_once_on_one_machine_share_its_cores(tmp_path, monkey
     finally:
         other.kill()
         other.wait()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = tune_run.usable_cores()
     assert [env.get("OMP_NUM_THREADS") for env in handed] == [str(max(1, cores // 2))]
     assert "2 agents of this sweep train on this machine" in capsys.readouterr().err
     assert controller.agents_training(sweep_id) == 1

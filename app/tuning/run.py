@@ -144,7 +144,7 @@ class CoreShare:
     def share(self, agents: int) -> dict[str, str]:
         if os.environ.get("OMP_NUM_THREADS"):  # the user's choice (an empty value chooses nothing)
             return {}
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
         threads = max(1, cores // agents) if agents > 1 else None
         if threads != self.said:
             if threads:
@@ -154,6 +154,11 @@ class CoreShare:
                 print("this agent trains alone on this machine: its trials use every core again", file=sys.stderr)
             self.said = threads
         return {"OMP_NUM_THREADS": str(threads)} if threads else {}
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class TrialPace:
