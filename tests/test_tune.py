@@ -312,17 +312,15 @@ def test_a_stopped_trial_is_handed_to_the_search_as_w_and_bs_server_hands_it():
     the run Failed, and the Bayesian engine scores it by the file's `metric.impute` (default: the
     worst value any trial logged), not as a finished trial. Offline does the same, with the
     trial's history there for `impute: best` or `latest`."""
-    from app.tracking.sweep_controller import LocalSweeps
+    from app.tracking.sweep_controller import LocalSweeps, search_seed
 
     history = [{"epoch": 1, "val/best_accuracy": 0.3}, {"epoch": 2, "val/best_accuracy": 0.9}]
     trial = {"name": "trial-1", "params": {"lr": 0.001}, "history": history, "summary": history[-1]}
-    assert LocalSweeps._as_sweep_run({**trial, "state": "stopped"}).state == "failed"
-    assert LocalSweeps._as_sweep_run({**trial, "state": "finished"}).state == "finished"
     stopped = LocalSweeps._as_sweep_run({**trial, "state": "stopped"})
+    assert stopped.state == "failed"
+    assert LocalSweeps._as_sweep_run({**trial, "state": "finished"}).state == "finished"
     assert stopped.metric_extremum("val/best_accuracy", kind="maximum") == 0.9
     # the choice of impute keeps the search's seed, so bench_sweep compares choices on the same draws
-    from app.tracking.sweep_controller import search_seed
-
     config = load_sweep_config(SWEEP)
     assert search_seed(config) == search_seed({**config, "metric": {**config["metric"], "impute": "best"}})
     assert search_seed(config) != search_seed({**config, "metric": {**config["metric"], "goal": "minimize"}})

@@ -144,8 +144,8 @@ def train_and_log(
         stopped["early"] = bool(should_stop and should_stop({**record, **best}))
         return stopped["early"]
 
-    threads = f" ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''})" \
-        if device.type == "cpu" else ""
+    cpu_threads = torch.get_num_threads()
+    threads = f" ({cpu_threads} thread{'s' if cpu_threads > 1 else ''})" if device.type == "cpu" else ""
     say(f"training {config.arch} on {dataset_version.ref} ({len(data.train)} images) on {device}{threads}",
         verbose_only=not announce)
     keeper = CheckpointKeeper(run, recipe, checkpoints, extra_metadata)
