@@ -112,8 +112,9 @@ def test_no_code_outside_app_recipe_reads_the_recipes_keys():
 
 
 # The layers, lowest first: a module imports from its own package or a lower layer only.
-LAYERS = [{"errors", "names", "cli", "progress", "spreadsheet"}, {"recipe"}, {"data", "models", "model_card"},
-          {"inference"}, {"training", "evaluation", "tracking", "hooks"}, {"serving", "tuning"}, {"jobs"}, {"pipelines"}]
+LAYERS = [{"errors", "names", "cli", "progress", "spreadsheet", "processes"}, {"recipe"},
+          {"data", "models", "model_card"}, {"inference"}, {"training", "evaluation", "tracking", "hooks"},
+          {"serving", "tuning"}, {"jobs"}, {"pipelines"}]
 
 
 def layer_of(name: str) -> int:

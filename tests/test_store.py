@@ -289,7 +289,7 @@ def test_a_process_that_ended_but_was_not_reaped_yet_is_not_alive():
     import sys
     import time
 
-    from app.tracking.store import pid_alive
+    from app.processes import pid_alive
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     stat = Path(f"/proc/{child.pid}/stat")

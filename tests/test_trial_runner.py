@@ -56,8 +56,8 @@ def test_a_trial_runs_warm_in_its_own_process_with_its_own_argv_and_environment(
 
 
 def test_a_warm_trial_trains_with_the_threads_its_environment_gives(probe):
-    """The warm process loaded torch with its own thread count; a trial given OMP_NUM_THREADS (a
-    share of the cores, run.CoreShare) runs with that, as a fresh process would."""
+    """The warm process loaded torch with its own thread count; a trial given OMP_NUM_THREADS in
+    its environment runs with that, as a fresh process would."""
     script, out, env = probe
     for threads in (3, 1):  # one of them differs from the warm process's own count
         assert run_trial([sys.executable, str(script)], {**env, "OMP_NUM_THREADS": str(threads)}) == 0

@@ -201,57 +201,10 @@ def _exited_process() -> int:
     return proc.pid
 
 
-def test_agents_training_at_once_on_one_machine_share_its_cores(tmp_path, monkeypatch, capsys):
-    """Two trainings at once, each with a thread per core, ran 2-3x slower on the 2-core VM than
-    with a core each (docs/performance.md, "Agents on one machine"): a local sweep's agent gives
-    its trial its share of the cores while other agents of the sweep train, unless the user set
-    OMP_NUM_THREADS."""
-    from app.tracking.store import Store, process_identity
-    from app.tracking.sweep_controller import LocalSweeps
-    from app.tuning import run as tune_run
-    from app.tuning.run import CoreShare
-
-    controller = LocalSweeps(Store(tmp_path / "store"))
-    sweep_id = controller.create(load_sweep_config(SWEEP))
-    for _ in range(3):
-        controller.next_trial(sweep_id, cap=None)  # three running trials, all claimed by this process
-    assert controller.agents_training(sweep_id) == 1
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        state = controller.read(sweep_id)
-        state["trials"][1]["agent"] = process_identity(other.pid)  # another agent, alive
-        state["trials"][2]["agent"] = process_identity(_exited_process())  # an agent gone
-        controller._write(state)
-        assert controller.agents_training(sweep_id) == 2
-        # this agent joins: the trial it starts gets half the cores (the trial itself replaced by
-        # a recorder: what is checked is what --tune hands it)
-        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        handed = []
-        monkeypatch.setattr(tune_run, "run_trial", lambda argv, env, on_start: handed.append(env) or 0)
-        args = SimpleNamespace(sweep_id=sweep_id, dataset="digits", arch="convnet", count=1)
-        tune_run.tune_locally(controller.read(sweep_id)["config"], "train.py", args,
-                              SimpleNamespace(store_dir=tmp_path / "store"))
-    finally:
-        other.kill()
-        other.wait()
-    cores = tune_run.usable_cores()
-    assert [env.get("OMP_NUM_THREADS") for env in handed] == [str(max(1, cores // 2))]
-    assert "2 agents of this sweep train on this machine" in capsys.readouterr().err
-    assert controller.agents_training(sweep_id) == 1
-    share = CoreShare()
-    assert share.share(1) == {}  # alone: torch's default, nothing said
-    assert share.share(2) == share.share(2) == {"OMP_NUM_THREADS": str(max(1, cores // 2))}
-    assert share.share(1) == {}
-    said = capsys.readouterr().err.splitlines()
-    assert len(said) == 2 and said[0].startswith("2 agents of this sweep train on this machine") \
-        and "alone" in said[1]  # once per change
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert share.share(4) == {}  # the user's choice stands
-
-
 def test_a_trial_whose_processes_are_gone_is_crashed_and_counts_toward_the_cap(tmp_path):
     """Unit: the controller's liveness rules (the end-to-end kills are in test_lifecycle.py)."""
-    from app.tracking.store import Store, process_identity
+    from app.processes import process_identity
+    from app.tracking.store import Store
     from app.tracking.sweep_controller import LocalSweeps
 
     config = load_sweep_config(SWEEP)

@@ -18,7 +18,8 @@ import warnings
 import numpy as np
 
 from app.errors import UserError
-from app.tracking.store import Store, identity_alive, now_iso, process_identity, read_index, write_json_atomic
+from app.processes import identity_alive, process_identity
+from app.tracking.store import Store, now_iso, read_index, write_json_atomic
 
 with warnings.catch_warnings():  # sweeps 0.3 declares a pydantic v1 config key; harmless
     warnings.simplefilter("ignore")
@@ -210,13 +211,6 @@ class LocalSweeps:
             return trial["state"]
 
         return self._update(sweep_id, number, change)
-
-    def agents_training(self, sweep_id: str) -> int:
-        """How many agents train a trial of this sweep now: the distinct live agents of its running
-        trials (a local sweep's agents share one machine, the one whose processes it checks)."""
-        agents = {(t["agent"]["pid"], t["agent"].get("started")) for t in self.read(sweep_id)["trials"]
-                  if t["state"] == "running" and t.get("agent") and identity_alive(t["agent"])}
-        return len(agents)
 
     def ranking(self, sweep_id: str) -> list[dict]:
         """Trials with a metric, best first (dead trials marked crashed first)."""

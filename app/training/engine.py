@@ -22,6 +22,7 @@ from app.errors import UserError, summary
 from app.progress import detail
 from app.training import distributed
 from app.training.augment import augment_batch
+from app.training.cores import CoreShare
 from app.inference import EVAL_BATCH, as_float, logits
 from app.recipe import InputSpec
 from app.recipe.config import DeviceOptions, TrainConfig
@@ -171,6 +172,7 @@ def fit(
     acceleration: Acceleration = Acceleration(),
     group: distributed.Group = distributed.Group(),
     checkpoint: Checkpointing | None = None,
+    cores: CoreShare | None = None,
 ) -> list[dict]:
     """Train `config`'s recipe: AdamW (app/training/optimizer.py: `lr` is the peak of a warm-up
     then `schedule`) and cross-entropy with `label_smoothing`, `epochs` passes of `batch_size`
@@ -195,6 +197,9 @@ def fit(
     `save` the whole training state (`training_state`); with `resume`, a state saved so,
     training continues after that epoch exactly as if it had never stopped (on the CPU, the
     same weights bit for bit: the batch order's and torch's random states are part of it).
+
+    `cores` (app/training/cores.py): between steps, this training takes its share of the CPU cores
+    again as other trainings on the machine start and end.
     """
     device = train.device
     if acceleration.channels_last:
@@ -261,6 +266,8 @@ def fit(
             order = torch.cat([order, order[:shard * group.world_size - n]])[group.rank::group.world_size]
         bar = step_bar(steps, epoch, epochs, batch_size * group.world_size) if progress and group.is_main else None
         for images, labels in train.batches(order, batch_size):
+            if cores is not None:
+                cores.adjust()
             images = augment_batch(images, augment)
             if acceleration.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)

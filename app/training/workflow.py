@@ -5,6 +5,7 @@ and carry the same recipe. `run` is an app.tracking.Run; nothing here imports wa
 """
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import tempfile
 import time
@@ -25,6 +26,7 @@ from app.recipe import DatasetRef, InputSpec, Recipe
 from app.recipe.config import CheckpointOptions, DeviceOptions, TrainConfig
 from app.training import distributed, engine
 from app.training.checkpoint import CheckpointKeeper
+from app.training.cores import CoreShare, shared_cores
 
 
 def code_version() -> str | None:
@@ -87,20 +89,25 @@ def train(
     options: DeviceOptions = DeviceOptions(),
     group: distributed.Group = distributed.Group(),
     checkpoint: engine.Checkpointing | None = None,
+    cores: CoreShare | None = None,
 ) -> tuple[torch.nn.Module, list[dict]]:
     """Train `config` on `data`: the one training call of the baseline, sweep trials, --retrain
     and benchmarks/bench_quality.py. Returns the model (the best validation epoch's weights)
-    and one metrics dict per epoch. `options`: mixed precision and torch.compile (engine.accelerate)."""
-    engine.seed_everything(config.seed)
+    and one metrics dict per epoch. `options`: mixed precision and torch.compile (engine.accelerate).
+    On the CPU it shares the machine's cores with other trainings (app/training/cores.py):
+    through `cores` where the caller registered it, else registered here."""
     device = data.train.device
-    model = build(config.arch, data.input_shape, data.num_classes, config.model)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    elif checkpoint is None or checkpoint.resume is None:  # a resumed run has its own weights
-        load_pretrained(config, model)
-    model = engine.prepare(model, device)
-    history = engine.fit(model, data.train, data.val, config, on_epoch=on_epoch, progress=progress, group=group,
-                         acceleration=engine.accelerate(options, device, model), checkpoint=checkpoint)
+    with contextlib.nullcontext(cores) if cores is not None else shared_cores(device) as cores:
+        engine.seed_everything(config.seed)
+        model = build(config.arch, data.input_shape, data.num_classes, config.model)
+        if init_state is not None:
+            model.load_state_dict(init_state)
+        elif checkpoint is None or checkpoint.resume is None:  # a resumed run has its own weights
+            load_pretrained(config, model)
+        model = engine.prepare(model, device)
+        history = engine.fit(model, data.train, data.val, config, on_epoch=on_epoch, progress=progress, group=group,
+                             acceleration=engine.accelerate(options, device, model), checkpoint=checkpoint,
+                             cores=cores)
     return model, history
 
 
@@ -144,16 +151,17 @@ def train_and_log(
         stopped["early"] = bool(should_stop and should_stop({**record, **best}))
         return stopped["early"]
 
-    cpu_threads = torch.get_num_threads()
-    threads = f" ({cpu_threads} thread{'s' if cpu_threads > 1 else ''})" if device.type == "cpu" else ""
-    say(f"training {config.arch} on {dataset_version.ref} ({len(data.train)} images) on {device}{threads}",
-        verbose_only=not announce)
     keeper = CheckpointKeeper(run, recipe, checkpoints, extra_metadata)
     checkpoint = engine.Checkpointing(save=keeper.save, every=checkpoints.every, resume=resume_state)
-    started = time.monotonic()
-    model, history = train(config, data, init_state=init_state, on_epoch=on_epoch, options=options, group=group,
-                           checkpoint=checkpoint)
-    seconds = round(time.monotonic() - started, 1)
+    with shared_cores(device) as cores:  # registered first, so the line says this training's share
+        cpu_threads = torch.get_num_threads()
+        threads = f" ({cpu_threads} thread{'s' if cpu_threads > 1 else ''})" if device.type == "cpu" else ""
+        say(f"training {config.arch} on {dataset_version.ref} ({len(data.train)} images) on {device}{threads}",
+            verbose_only=not announce)
+        started = time.monotonic()
+        model, history = train(config, data, init_state=init_state, on_epoch=on_epoch, options=options, group=group,
+                               checkpoint=checkpoint, cores=cores)
+        seconds = round(time.monotonic() - started, 1)
     # The model holds the weights of its best validation epoch (engine.fit keeps them), so its
     # metrics are that epoch's: the score a sweep ranks it by is the score its weights have.
     kept = engine.best_epoch(history)

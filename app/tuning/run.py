@@ -100,7 +100,7 @@ def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
     each = f" of {epochs} epochs" if epochs else ""
     print(f"local sweep {sweep_id} ({size or 'unlimited'} trials{each}): join from another shell, or resume it "
           f"later, with `{join}`", file=sys.stderr)
-    failures, trial, pace, cores = 0, None, TrialPace(size), CoreShare()
+    failures, trial, pace = 0, None, TrialPace(size)
     try:
         for _ in range(args.count or sys.maxsize):  # --count trials, or until the sweep has its size
             trial = controller.next_trial(sweep_id, cap=None, checkpointed=checkpointed_epoch)
@@ -110,9 +110,8 @@ def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
                 if trial.get("resume_run") else ""
             print(f"--- trial {trial['number']}{again}{pace.said(len(controller.read(sweep_id)['trials']))}: "
                   f"{trial['params']}", file=sys.stderr, flush=True)
-            threads = cores.share(controller.agents_training(sweep_id))
             env = {**os.environ, SWEEP_ID_ENV: sweep_id, TRIAL_ENV: str(trial["number"]),
-                   **({RESUME_ENV: trial["resume_run"]} if trial.get("resume_run") else {}), **threads}
+                   **({RESUME_ENV: trial["resume_run"]} if trial.get("resume_run") else {})}
             argv = expand_command({**config, "program": program}, trial["params"])
             returncode = run_trial(argv, env,
                                    on_start=lambda pid, n=trial["number"]: controller.set_process(sweep_id, n, pid))
@@ -128,37 +127,6 @@ def tune_locally(config: dict, program: str, args, settings) -> list[dict]:
         raise Interrupted(f"local sweep {sweep_id} stopped with {started} of {size or 'unlimited'} trials started "
                           f"(models of finished trials are kept). Resume it with `{join}`.") from None
     return controller.ranking(sweep_id)
-
-
-class CoreShare:
-    """Agents of one local sweep on one machine share its cores. torch gives each process a thread
-    per core, and two trainings at once, each with every core's thread, ran many times slower than
-    with one core each (2-core VM: epoch 1 of the digits convnet 21.5 s against 1.4 s, later epochs
-    2.7-3.5 s against 1.0-1.1 s; docs/performance.md, "Agents on one machine"). So a trial started
-    while other agents of the sweep train gets OMP_NUM_THREADS = its share of the cores, unless the
-    user set OMP_NUM_THREADS; a trial started alone gets torch's default. Said when the share changes."""
-
-    def __init__(self):
-        self.said = None
-
-    def share(self, agents: int) -> dict[str, str]:
-        if os.environ.get("OMP_NUM_THREADS"):  # the user's choice (an empty value chooses nothing)
-            return {}
-        cores = usable_cores()
-        threads = max(1, cores // agents) if agents > 1 else None
-        if threads != self.said:
-            if threads:
-                print(f"{agents} agents of this sweep train on this machine: each trial uses {threads} of its {cores} "
-                      f"cores (OMP_NUM_THREADS sets it)", file=sys.stderr)
-            elif self.said:
-                print("this agent trains alone on this machine: its trials use every core again", file=sys.stderr)
-            self.said = threads
-        return {"OMP_NUM_THREADS": str(threads)} if threads else {}
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the platform tells it)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class TrialPace:

@@ -100,8 +100,8 @@ def _run_program(program: str, args: list[str], env: dict[str, str]) -> None:
     os.environ.update(env)
     sys.argv = [program, *args]
     if env.get("OMP_NUM_THREADS", "").isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
-        # OpenMP read the variable when the warm process loaded torch; a trial given another share
-        # of the cores (run.CoreShare) sets it as a fresh `python program` would have started with.
+        # OpenMP read the variable when the warm process loaded torch; a trial given another count
+        # in its environment sets it as a fresh `python program` would have started with.
         import torch
 
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
