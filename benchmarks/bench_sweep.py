@@ -1,11 +1,13 @@
 """Early termination measured: the same sweep with and without Hyperband, on a colour folder.
 
-    python benchmarks/bench_sweep.py [--kind patterns] [--per-class 120] [--data-seed 0] [--trials 8]
+    python benchmarks/bench_sweep.py [--kind patterns] [--per-class 480] [--split 18 5 77] [--data-seed 0] [--trials 8]
                                      [--sweep-config sweep.yaml] [--epochs N] [--method random]
                                      [--impute best] [--save trials.json]
 
 Writes a colour folder (benchmarks/colour_sets.py), prepares it as `data_prep.py --dataset
-imagefolder --image-size 48` does, then runs `train.py --tune --max-sweep N` twice on it, each in
+imagefolder --image-size 48` does, with a large test split (by default 432 training, 120 validation
+and 1,848 test images: the trials train on as much as a 600-image folder's 70/20/10 split gives
+them, and one test image is 0.05 points, so "at most 1 point" is not decided by one image), then runs `train.py --tune --max-sweep N` twice on it, each in
 a fresh offline store: once with the sweep file's `early_terminate`, once without. The search
 seed comes from the sweep's method, metric and parameters (sweep_controller.search_seed), so both
 draw the same first trials; with `--method random` they draw the same trials throughout, and the
@@ -52,13 +54,15 @@ def script(workdir: Path, name: str, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def run_sweep(root: Path, label: str, folder: Path, config: dict, trials: int, epochs: int | None) -> dict:
+def run_sweep(root: Path, label: str, folder: Path, split: list[int], config: dict, trials: int,
+              epochs: int | None) -> dict:
     """data_prep, then --tune in a store of its own; the sweep's trials and the best's test accuracy."""
     workdir = root / label
     workdir.mkdir()
     sweep_file = workdir / "sweep.yaml"
     sweep_file.write_text(yaml.safe_dump(config))
-    script(workdir, "data_prep", "--dataset", "imagefolder", "--data-dir", str(folder), "--image-size", "48")
+    script(workdir, "data_prep", "--dataset", "imagefolder", "--data-dir", str(folder), "--image-size", "48",
+           "--train_val_test_size", *map(str, split))
     started = time.perf_counter()
     arch = config["parameters"].get("arch", {}).get("value", "convnet")  # the architecture the file searches
     script(workdir, "train", "--tune", "--arch", arch, "--max-sweep", str(trials), "--sweep-config", str(sweep_file),
@@ -101,7 +105,10 @@ def replay(trials: list[dict], min_iter: int, eta: int, config: dict) -> tuple[l
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kind", choices=tuple(colour_sets.KINDS), default="patterns", help="the colour folder")
-    p.add_argument("--per-class", type=int, default=120, help="images per class (5 classes)")
+    p.add_argument("--per-class", type=int, default=480, help="images per class (5 classes)")
+    p.add_argument("--split", type=int, nargs=3, default=[18, 5, 77], metavar=("TRAIN", "VAL", "TEST"),
+                   help="data_prep's --train_val_test_size (default: 18 5 77, most of the folder to measure the "
+                        "best trial's test accuracy on)")
     p.add_argument("--data-seed", type=int, default=0,
                    help="the folder's draw: another seed, another folder of the same kind (a repetition)")
     p.add_argument("--trials", type=int, default=8, help="trials of each sweep")
@@ -128,11 +135,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         root = Path(tmp)
         colour_sets.write(args.kind, root / args.kind, args.per_class, seed=args.data_seed)
-        print(f"data: {args.kind} (seed {args.data_seed}), {5 * args.per_class} images, 48x48; {args.trials} trials of "
+        print(f"data: {args.kind} (seed {args.data_seed}), {5 * args.per_class} images, 48x48, split "
+              f"{'/'.join(map(str, args.split))}; {args.trials} trials of "
               f"{args.sweep_config.name} each, method {with_stopping['method']}, impute "
               f"{with_stopping['metric'].get('impute', 'worst')} (early_terminate: {with_stopping['early_terminate']})",
               flush=True)
-        results = {label: run_sweep(root, label, root / args.kind, config, args.trials, args.epochs)
+        results = {label: run_sweep(root, label, root / args.kind, args.split, config, args.trials, args.epochs)
                    for label, config in (("with early termination", with_stopping), ("without", without))}
     if args.save:
         args.save.write_text(json.dumps({label: r["trials"] for label, r in results.items()}, indent=1))

@@ -99,7 +99,8 @@ def test_bench_quality_writes_and_prepares_a_colour_kind(tmp_path):
 
 @pytest.mark.slow
 def test_bench_sweep_prints_both_sweeps_and_the_measurement_side_by_side(tmp_path):
-    out = run_benchmark("bench_sweep.py", "--per-class", "10", "--trials", "3", "--epochs", "2", tmp_path=tmp_path)
+    out = run_benchmark("bench_sweep.py", "--per-class", "10", "--split", "70", "20", "10", "--trials", "3",
+                        "--epochs", "2", tmp_path=tmp_path)
     for label in ("with early termination", "without"):
         assert re.search(rf"^{label} +\d+ +\d +\d+ +[01]\.\d{{4}} +[01]\.\d{{4}}$", out, re.M), out
     assert re.search(r"^early termination: [\d.]+x faster, best test accuracy [+-][\d.]+ points", out, re.M), out
