@@ -81,6 +81,15 @@ def quality(count: int, thresholds: list[float]) -> None:
             first, second, _ = near_duplicates.near_pairs(signature, threshold)
             recall, precision = near_copies.scores(set(zip(first.tolist(), second.tolist())), planted)
             row.append(f"{threshold:.2f}: {recall:.2f}/{precision:.2f}")
+        # data_prep's self-test on the same images: its estimate of the share of copies, beside the true precision
+        first, second, distance = near_duplicates.near_pairs(signature)
+        sample = np.random.default_rng(0).choice(len(planted_images), min(near_duplicates.SELF_TEST,
+                                                 len(planted_images)), replace=False)
+        test = near_duplicates.copy_test(distance, near_duplicates.copy_distances(planted_images[np.sort(sample)]))
+        recall, precision = near_copies.scores(set(zip(first.tolist(), second.tolist())), planted)
+        row.append(f"| at {near_duplicates.THRESHOLD:.2f}: recall {recall:.2f}, self-test {test['copies_found']:.2f}; "
+                   f"precision {precision:.2f}, self-test "
+                   f"{'none' if test['copies_share'] is None else format(test['copies_share'], '.2f')}")
         hashed = []
         for threshold in (8, 10, 12):
             recall, precision = near_copies.scores(phash_pairs(planted_images, threshold), planted)

@@ -5,33 +5,14 @@ quality 60-95 and brought back to the set's size as data_prep brings an image fo
 scaled to cover, centre cropped)."""
 from __future__ import annotations
 
-import io
 import random
 import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from app.data.image_files import fit_image  # noqa: E402
-
-
-def near_copy(image: np.ndarray, rng: random.Random) -> np.ndarray:
-    picture = Image.fromarray(image)
-    scale = rng.uniform(0.8, 1.2)
-    picture = picture.resize((max(8, round(picture.width * scale)), max(8, round(picture.height * scale))),
-                             Image.BILINEAR)
-    cut_w, cut_h = rng.uniform(0, 0.05) * picture.width, rng.uniform(0, 0.05) * picture.height
-    left, top = rng.uniform(0, cut_w), rng.uniform(0, cut_h)
-    picture = picture.crop((round(left), round(top), round(picture.width - (cut_w - left)),
-                            round(picture.height - (cut_h - top))))
-    picture = ImageEnhance.Brightness(picture).enhance(rng.uniform(0.9, 1.1))
-    encoded = io.BytesIO()
-    picture.save(encoded, "JPEG", quality=rng.randint(60, 95))
-    encoded.seek(0)
-    channels = 1 if image.ndim == 2 else 3
-    return fit_image(Image.open(encoded), channels, image.shape[:2])
+from app.data.near_duplicates import near_copy  # noqa: E402 - the copy data_prep's self-test plants too
 
 
 def plant(images: np.ndarray, share: float = 0.05, seed: int = 0) -> tuple[np.ndarray, set[tuple[int, int]]]:

@@ -113,6 +113,8 @@ def test_bench_near_duplicates_prints_recall_and_precision_per_set_and_the_cost_
     quality = run_benchmark("bench_near_duplicates.py", "quality", "--count", "100", "--thresholds", "0.3",
                             tmp_path=tmp_path)
     assert "objects 64 colour" in quality and "signature recall/precision 0.30:" in quality and "| phash 8:" in quality
+    assert re.search(r"\| at 0.30: recall [01].\d\d, self-test [01].\d\d; precision [01].\d\d, "
+                     r"self-test ([01].\d\d|none)", quality), quality
     cost = run_benchmark("bench_near_duplicates.py", "cost", "--images", "300", tmp_path=tmp_path)
     assert "data_prep without the check:" in cost and "data_prep with the check:" in cost
     assert "its time without, on 300 images" in cost and "index of 300 signatures" in cost

@@ -124,6 +124,7 @@ def test_data_prep_counts_near_copies_warns_on_leakage_and_dedup_leaves_none_acr
     assert near["threshold"] == near_duplicates.THRESHOLD and near["removed"] == 0
     assert near["second_look"] == near_duplicates.SECOND_LOOK  # colour: every pair was looked at again
     assert copies <= near["pairs"] <= copies + 2 and near["groups"] >= copies - 1
+    assert near["self_test"]["copies_found"] >= 0.9 and near["self_test"]["copies_share"] >= 0.8  # copies indeed
     assert sum(near["by_splits"].values()) == near["pairs"]
     across = near["by_splits"].get("train/test", 0) + near["by_splits"].get("test/train", 0)
     if across:  # 12 copies in a 70/20/10 split: this seed's split puts some across train and test
@@ -180,3 +181,46 @@ def test_greyscale_pairs_stand_as_the_signature_finds_them(tmp_path):
     grey = ws.versions("digits-split")[0]["metadata"]["near_duplicates"]
     assert grey["pairs"] > 0 and grey["second_look"] is None and grey["unconfirmed"] == 0
     assert "second look" not in checked.stderr
+    # digits' pairs are look-alikes (8x8 drawings), and the self-test on its own images says so:
+    # its planted copies are found, but few of the pairs are as close as a copy
+    test = grey["self_test"]
+    assert test["images"] == near_duplicates.SELF_TEST and test["copies_found"] >= 0.95
+    assert test["copies_share"] < 0.1 and 0 < test["copy_distance"] < near_duplicates.THRESHOLD
+    assert "mostly look-alikes, not copies" in checked.stderr and "straddle" not in checked.stderr
+
+
+def test_the_self_test_estimates_the_share_of_copies_and_the_recall_on_the_data_itself(tmp_path):
+    """Planted copies of 5% of 1,000 28 px grey objects, where the signature pairs look-alikes too
+    (precision about 0.6): the self-test's estimates, from 200 more copies, land near the truth."""
+    colour_sets.write("objects", tmp_path / "objects", 200)
+    grey = np.stack([fit_image(Image.open(f), 1, (28, 28)) for f in sorted((tmp_path / "objects").rglob("*.*"))])
+    images, planted = near_copies.plant(grey, share=0.05, seed=1)
+    first, second, distance = near_duplicates.near_pairs(near_duplicates.signatures(images))
+    recall, precision = near_copies.scores(set(zip(first.tolist(), second.tolist())), planted)
+    sample = np.random.default_rng(0).choice(len(images), near_duplicates.SELF_TEST, replace=False)
+    test = near_duplicates.copy_test(distance, near_duplicates.copy_distances(images[sample]))
+    assert abs(test["copies_share"] - precision) <= 0.15 and precision < 0.9, (test, precision)
+    assert abs(test["copies_found"] - recall) <= 0.1, (test, recall)
+    # copies that lie beyond the threshold (here: all of them) are a recall the self-test reports
+    assert near_duplicates.copy_test(distance, np.full(50, 0.9)) == \
+        {"copies_found": 0.0, "copy_distance": None, "copies_share": None}
+
+
+def test_data_prep_says_what_the_self_test_measured(capsys):
+    from types import SimpleNamespace
+
+    from app.data.prepare import report_duplicates
+
+    def said(self_test: dict, pairs) -> str:
+        near = near_duplicates.NearDuplicates(threshold=near_duplicates.THRESHOLD, pairs=pairs, self_test=self_test)
+        report_duplicates(SimpleNamespace(duplicates=0, near=near))
+        return capsys.readouterr().err
+
+    across = [("train", 0, "test", 1, 0.1), ("train", 2, "val", 3, 0.2)]
+    copies = said({"images": 200, "copies_found": 0.98, "copy_distance": 0.12, "copies_share": 0.9}, across)
+    assert copies.startswith("warning: near-copies straddle the splits: 1 train/test pair(s), 1 train/val")
+    assert "an estimated 90% of the pairs found are copies" in copies
+    alike = said({"images": 200, "copies_found": 0.98, "copy_distance": 0.12, "copies_share": 0.03}, across)
+    assert alike.startswith("note: 1 train/test pair(s)") and "mostly look-alikes" in alike and "warning" not in alike
+    unseen = said({"images": 200, "copies_found": 0.2, "copy_distance": 0.25, "copies_share": None}, [])
+    assert "finds 20% of near-copies made of 200 of its images" in unseen and "may go unseen" in unseen

@@ -130,8 +130,13 @@ def _prepared(files, folder, writer: SplitWriter, near: near_duplicates.NearDupl
               **described) -> PreparedSplit:
     mean, std = writer.stats.result()
     split = read_split(folder, mapped=True, check_sources=False)
-    if near is not None and near_duplicates.second_look_applies(described["channels"]):  # from the written split
-        near = near.confirmed(lambda name, positions: split.images[name][positions])
+    if near is not None:  # from the written split
+        def images(name: str, positions: np.ndarray) -> np.ndarray:
+            return split.images[name][positions]
+
+        if near_duplicates.second_look_applies(described["channels"]):
+            near = near.confirmed(images)
+        near = near.measured(images, {name: len(split.images[name]) for name in split.images})
     return PreparedSplit(files=files, split=split, mean=mean, std=std, duplicates=writer.duplicates.duplicates,
                          shard_size=writer.shard_size if writer.sharded else None, near=near, **described)
 
@@ -181,12 +186,24 @@ def report_duplicates(prepared: PreparedSplit) -> None:
     if near.removed:
         print(f"--dedup near: {near.removed} near-copies left out before the split (one image of each group kept).",
               file=sys.stderr)
+    test = near.self_test
+    if test.get("copies_found") is not None and test["copies_found"] < near_duplicates.FINDS_COPIES:
+        print(f"note: on this data the near-duplicate check finds {test['copies_found']:.0%} of near-copies made of "
+              f"{test['images']} of its images (the rest lie beyond its threshold, {near.threshold}): copies across "
+              "the splits may go unseen (docs/performance.md, Near-duplicates).", file=sys.stderr)
     leaking = {pair: near.across(*pair) for pair in (("train", "test"), ("train", "val"))}
-    if any(leaking.values()):
-        print(f"warning: near-copies straddle the splits: {leaking[('train', 'test')]} train/test pair(s), "
-              f"{leaking[('train', 'val')]} train/val pair(s) (resized, re-encoded or cropped copies; the "
-              "near_duplicates table shows them): test accuracy may be inflated. --dedup near keeps one image of "
-              "each group before the split."
-              + (" On small greyscale images such pairs are often look-alikes rather than copies (digits: see "
-                 "docs/performance.md, Near-duplicates)." if prepared.channels == 1 and
-                 max(prepared.split.images["train"].shape[1:3]) <= 32 else ""), file=sys.stderr)
+    if not any(leaking.values()):
+        return
+    pairs = f"{leaking[('train', 'test')]} train/test pair(s), {leaking[('train', 'val')]} train/val pair(s)"
+    share = test.get("copies_share")
+    measured = "" if share is None else (
+        f"near-copies made of {test['images']} of its images lie within {test['copy_distance']:.2f} of them "
+        f"(median), and an estimated {share:.0%} of the pairs found are copies by that measure")
+    if share is not None and share < near_duplicates.MOSTLY_COPIES:
+        print(f"note: {pairs} within the near-duplicate threshold, but on this data they are mostly look-alikes, not "
+              f"copies: {measured} (docs/performance.md, Near-duplicates). The near_duplicates table shows them; "
+              "--dedup near would leave out the look-alikes too.", file=sys.stderr)
+        return
+    print(f"warning: near-copies straddle the splits: {pairs} (resized, re-encoded or cropped copies; the "
+          "near_duplicates table shows them): test accuracy may be inflated. --dedup near keeps one image of "
+          f"each group before the split.{f' On this data {measured}.' if measured else ''}", file=sys.stderr)
