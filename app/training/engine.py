@@ -195,8 +195,9 @@ def fit(
 
     `checkpoint` (see Checkpointing): every `every` epochs (and after the last) rank 0 hands
     `save` the whole training state (`training_state`); with `resume`, a state saved so,
-    training continues after that epoch exactly as if it had never stopped (on the CPU, the
-    same weights bit for bit: the batch order's and torch's random states are part of it).
+    training continues after that epoch exactly as if it had never stopped (on the CPU at the same
+    thread count, the same weights bit for bit: the batch order's and torch's random states are
+    part of it).
 
     `cores` (app/training/cores.py): between steps, this training takes its share of the CPU cores
     again as other trainings on the machine start and end.
