@@ -50,6 +50,7 @@ def test_a_training_takes_the_cores_the_others_leave_and_gives_them_back(machine
     sharing = machine()
     machine(threads=2)  # OMP_NUM_THREADS=2: it keeps its two
     gone = machine(alive=False)  # killed without unregistering
+    (cores.trainings_folder() / "stray.json").write_text('["not a record"]')  # ignored
     with cores.CoreShare() as share:
         assert torch.get_num_threads() == 3  # (8 - 2) // (it and the other sharing one)
         assert not any(str(gone.pid) in p.name for p in share.folder.iterdir())  # a gone one's record removed

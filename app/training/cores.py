@@ -92,6 +92,10 @@ class CoreShare:
                 record = json.loads(path.read_text())
             except (OSError, ValueError):  # unregistered meanwhile
                 continue
+            if not (isinstance(record, dict) and isinstance(record.get("pid"), int)):
+                continue  # not a record this code writes: never a reason to stop training
+            if not isinstance(record.get("threads"), int):
+                record["threads"] = None
             if not identity_alive(record):
                 path.unlink(missing_ok=True)
             elif record["pid"] != os.getpid():  # one process has one thread pool
