@@ -102,14 +102,19 @@ class CoreShare:
                 found[record["pid"]] = record
         return list(found.values())
 
+    def cores(self) -> int:
+        """The cores the trainings share: those this process may use, and never more than torch's
+        own count for it (a training alone keeps what torch chose)."""
+        return min(usable_cores(), self.original)
+
     def share(self) -> int:
         """This training's threads: the cores the fixed trainings leave, over the trainings that
-        share; never more than torch gave the process (alone, a training keeps torch's own count)."""
+        share (alone, a training keeps torch's own count)."""
         others = self.others_training()
         self.others = len(others)
-        left = usable_cores() - sum(r["threads"] for r in others if r.get("threads"))
-        sharing = 1 + sum(1 for r in others if not r.get("threads"))
-        return max(1, min(self.original, left // sharing))
+        left = self.cores() - sum(r["threads"] for r in others if r["threads"])
+        sharing = 1 + sum(1 for r in others if not r["threads"])
+        return max(1, left // sharing)
 
     def adjust(self, force: bool = False) -> None:
         """Take this training's share now (at most every CHECK_SECONDS unless forced); a change is said."""
@@ -123,7 +128,7 @@ class CoreShare:
             now_training = f"{self.others + 1} trainings on this machine" if self.others else \
                 "this training is alone on this machine again"
             hint = "" if self.said else " (OMP_NUM_THREADS fixes a training's count)"
-            print(f"{now_training}: it uses {threads} of the {usable_cores()} cores now{hint}", file=sys.stderr,
+            print(f"{now_training}: it uses {threads} of the {self.cores()} cores now{hint}", file=sys.stderr,
                   flush=True)
             self.said = True
 
