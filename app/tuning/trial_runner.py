@@ -99,12 +99,14 @@ def _run_program(program: str, args: list[str], env: dict[str, str]) -> None:
     os.environ.clear()
     os.environ.update(env)
     sys.argv = [program, *args]
-    if env.get("OMP_NUM_THREADS", "").isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
+    from app.training.cores import fixed_threads  # the warm process has loaded torch
+
+    if fixed_threads():
         # OpenMP read the variable when the warm process loaded torch; a trial given another count
         # in its environment sets it as a fresh `python program` would have started with.
         import torch
 
-        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+        torch.set_num_threads(fixed_threads())
     try:
         runpy.run_path(program, run_name="__main__")
     finally:
