@@ -101,12 +101,13 @@ def _run_program(program: str, args: list[str], env: dict[str, str]) -> None:
     sys.argv = [program, *args]
     from app.training.cores import fixed_threads  # the warm process has loaded torch
 
-    if fixed_threads():
+    threads = fixed_threads()
+    if threads:
         # OpenMP read the variable when the warm process loaded torch; a trial given another count
         # in its environment sets it as a fresh `python program` would have started with.
         import torch
 
-        torch.set_num_threads(fixed_threads())
+        torch.set_num_threads(threads)
     try:
         runpy.run_path(program, run_name="__main__")
     finally:
