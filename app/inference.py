@@ -21,11 +21,11 @@ CHUNK = 8 * EVAL_BATCH  # images brought to the device as float at a time
 def to_model_input(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     """A uint8 image of any size (H, W) or (H, W, C) -> the model's size and channels, by the rule
     data_prep resized its images with (app/data/image_files.py). For digit-like models (light
-    strokes on dark), a light background is inverted, as on a scan."""
-    fitted = image_files.fit_array(image, spec.channels, spec.size)
-    if spec.invert_light_background and fitted.mean() > 127:
-        return 255 - fitted
-    return fitted
+    strokes on dark), a light background is inverted, as on a scan: before the fitting, so that a
+    padded border stays black, as in training."""
+    if spec.invert_light_background and image.mean() > 127:
+        image = 255 - image
+    return image_files.fit_array(image, spec.channels, spec.size, image_files.resize_rule(spec.resize))
 
 
 def as_float(x: torch.Tensor, spec: InputSpec | None) -> torch.Tensor:

@@ -2,8 +2,18 @@
 data_prep (image folders, --image-size) and predict.py (a person's files), so a model sees a
 new photo exactly as it saw its training images.
 
-Resizing keeps the aspect ratio: the image is scaled to cover the target size, then the
-centre is cropped (PIL.ImageOps.fit). Nothing is padded, so no border the model never saw.
+How an image of another size is brought to the set's one size is data_prep's `--resize`, one of
+RESIZE_RULES, recorded by its description in the dataset's metadata and the model's recipe, so
+predict.py and serve.py fit a person's files by the rule the model was trained with:
+- crop (the default): scaled to cover the size, aspect kept, the centre cropped (PIL.ImageOps.fit):
+  no border and the most detail, but whatever lies outside the centre of a long image is cut off;
+- pad: scaled to fit inside the size, aspect kept, the rest black (PIL.ImageOps.pad): nothing of
+  the image is lost, at less detail for a long image;
+- stretch: scaled to the size, aspect not kept.
+Which is better depends on the images (docs/performance.md, "How other sizes are fitted"): objects
+anywhere in long images lose to crop, textures that fill them lose detail to pad.
+A recipe from before `--resize` records crop's description (or nothing: every image had the size),
+and is fitted by crop, as it was.
 """
 from __future__ import annotations
 
@@ -11,7 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-RESIZE_RULE = "aspect kept: scaled to cover the size (bilinear, antialiased), centre cropped"
+RESIZE_RULES = {  # data_prep --resize: its name -> the description recorded
+    "crop": "aspect kept: scaled to cover the size (bilinear, antialiased), centre cropped",
+    "pad": "aspect kept: scaled to fit inside the size (bilinear, antialiased), the rest black",
+    "stretch": "scaled to the size (bilinear, antialiased), aspect not kept",
+}
+DEFAULT_RESIZE = "crop"  # measured against pad: docs/performance.md, "How other sizes are fitted"
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # Pillow modes without colour
 # Greyscale with more than 8 bits (16-bit PNG and TIFF): Pillow's convert("L") clips these at
 # 255, so a 16-bit scan would load nearly white; they are scaled to 8 bits instead.
@@ -63,13 +78,13 @@ def read_header(path: Path) -> tuple[tuple[int, int], str]:
         return ((image.width, image.height) if turned else (image.height, image.width)), image.mode
 
 
-def read_image(path: Path, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+def read_image(path: Path, channels: int, size: tuple[int, int] | None, rule: str = "crop") -> np.ndarray:
     """The file decoded as uint8 (H, W) for one channel or (H, W, 3), upright as its EXIF
-    orientation says, fitted to `size` (H, W) when given. A truncated or corrupt file raises
-    OSError/ValueError."""
+    orientation says, fitted to `size` (H, W) when given by `rule`. A truncated or corrupt file
+    raises OSError/ValueError."""
     with open_image(path) as image:
         image.load()  # decode now: a truncated file fails here, not later
-        return fit_image(image, channels, size)
+        return fit_image(image, channels, size, rule)
 
 
 def read_as_stored(source) -> np.ndarray:
@@ -81,9 +96,25 @@ def read_as_stored(source) -> np.ndarray:
         return fit_image(image, channels_of_mode(image.mode), None)
 
 
-def fit_image(image, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+def crop_cut(size_hw: tuple[int, int], target_hw: tuple[int, int]) -> float:
+    """The share of an image of `size_hw` that crop cuts off to fit `target_hw` (0: the same shape)."""
+    (h, w), (height, width) = size_hw, target_hw
+    image_aspect, target_aspect = w / h, width / height
+    return 1 - min(image_aspect, target_aspect) / max(image_aspect, target_aspect)
+
+
+def resize_rule(recorded: str | None) -> str:
+    """The rule's name for what a dataset or recipe recorded (a description of RESIZE_RULES, or a
+    name); nothing recorded (every image had the size, or a recipe from before --resize): crop, the
+    rule there was."""
+    named = {description: name for name, description in RESIZE_RULES.items()}
+    return recorded if recorded in RESIZE_RULES else named.get(recorded, "crop")
+
+
+def fit_image(image, channels: int, size: tuple[int, int] | None, rule: str = "crop") -> np.ndarray:
     """A PIL image made upright (EXIF orientation, as phones record it), converted to
-    `channels` (1: greyscale, 3: RGB) and fitted to `size`."""
+    `channels` (1: greyscale, 3: RGB) and fitted to `size` by `rule` (a name of RESIZE_RULES; data_prep,
+    predict and serve pass the one recorded, the benchmarks' own fits take crop)."""
     from PIL import Image, ImageOps
 
     image = ImageOps.exif_transpose(image)
@@ -93,7 +124,13 @@ def fit_image(image, channels: int, size: tuple[int, int] | None) -> np.ndarray:
         image = image.convert("RGBA")
     image = image.convert("L" if channels == 1 else "RGB")
     if size is not None and (image.height, image.width) != tuple(size):
-        image = ImageOps.fit(image, (size[1], size[0]), method=Image.BILINEAR, centering=(0.5, 0.5))
+        target = (size[1], size[0])  # PIL's (width, height)
+        if rule == "pad":
+            image = ImageOps.pad(image, target, method=Image.BILINEAR, color=0, centering=(0.5, 0.5))
+        elif rule == "stretch":
+            image = image.resize(target, Image.BILINEAR)
+        else:
+            image = ImageOps.fit(image, target, method=Image.BILINEAR, centering=(0.5, 0.5))
     return np.asarray(image, dtype=np.uint8)
 
 
@@ -105,10 +142,10 @@ def to_8_bits(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.round(pixels / 257.0), 0, 255).astype(np.uint8)
 
 
-def fit_array(image: np.ndarray, channels: int, size: tuple[int, int] | None) -> np.ndarray:
-    """The same rule for a uint8 array (H, W) or (H, W, C)."""
+def fit_array(image: np.ndarray, channels: int, size: tuple[int, int] | None, rule: str = "crop") -> np.ndarray:
+    """The same for a uint8 array (H, W) or (H, W, C)."""
     from PIL import Image
 
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
-    return fit_image(Image.fromarray(image), channels, size)
+    return fit_image(Image.fromarray(image), channels, size, rule)

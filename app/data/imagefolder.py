@@ -66,6 +66,8 @@ class FolderScan:
     size: tuple[int, int]
     skipped: list[dict]
     resized: bool
+    resize: str = image_files.DEFAULT_RESIZE  # the rule (image_files.RESIZE_RULES) that fits other sizes
+    crop_cuts: list[float] = field(default_factory=list)  # per file, the share crop cuts off (image_files.crop_cut)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -78,6 +80,7 @@ class FolderScan:
         """Leave out every file but those at `positions` (data_prep --dedup near, before the split)."""
         self.files = [self.files[i] for i in positions.tolist()]
         self.labels = self.labels[positions]
+        self.crop_cuts = [self.crop_cuts[i] for i in positions.tolist()]
 
     def warn_skipped(self, strict: bool) -> None:
         if self.skipped:
@@ -87,7 +90,8 @@ class FolderScan:
                   "(skipped_files); --strict refuses instead.", file=sys.stderr)
 
 
-def scan_image_folder(root: Path | str | Where, size: tuple[int, int] | None, strict: bool) -> FolderScan:
+def scan_image_folder(root: Path | str | Where, size: tuple[int, int] | None, strict: bool,
+                      resize: str = image_files.DEFAULT_RESIZE) -> FolderScan:
     where = root if isinstance(root, (LocalFolder, BucketPrefix)) else location(root)
     classes, files = list_files(where)
     headers, skipped = {}, []
@@ -120,7 +124,8 @@ def scan_image_folder(root: Path | str | Where, size: tuple[int, int] | None, st
     return FolderScan(where=where, files=[p for p, _ in readable],
                       labels=np.array([label for _, label in readable], dtype=np.int64), class_names=classes,
                       channels=channels, size=target, skipped=skipped,
-                      resized=any(size_hw != target for size_hw, _ in headers.values()))
+                      resized=any(size_hw != target for size_hw, _ in headers.values()), resize=resize,
+                      crop_cuts=[image_files.crop_cut(headers[p][0], target) for p, _ in readable])
 
 
 def decode(scan: FolderScan, indices: np.ndarray, pool=None, digests: bool = False,
@@ -131,7 +136,7 @@ def decode(scan: FolderScan, indices: np.ndarray, pool=None, digests: bool = Fal
     `signatures` each image's near-duplicate signature (app/data/near_duplicates.py), computed in
     the decoding process (else None)."""
     paths = [scan.files[i] for i in indices]
-    tasks = [(scan.where, paths[i:i + DECODE_BATCH], scan.channels, scan.size, digests, signatures)
+    tasks = [(scan.where, paths[i:i + DECODE_BATCH], scan.channels, scan.size, scan.resize, digests, signatures)
              for i in range(0, len(paths), DECODE_BATCH)]
     results = pool.imap(_decode_batch, tasks) if pool is not None else map(_decode_batch, tasks)
     images = np.zeros((len(paths), *scan.sample_shape), dtype=np.uint8)
@@ -162,7 +167,7 @@ def _decode_batch(task) -> list:
     """A decoding process's work: each file as (a fitted uint8 array, its MD5 when asked for), or
     why it could not be read; and, when asked for, the near-duplicate signatures of those decoded.
     A local file is read once: its bytes are decoded and hashed."""
-    where, names, channels, size, digests, signatures = task
+    where, names, channels, size, rule, digests, signatures = task
     out = []
     for name, source in zip(names, where.sources(names)):
         try:
@@ -170,19 +175,20 @@ def _decode_batch(task) -> list:
                 raise source
             if digests and not where.remote:  # a bucket's digests come from its listing
                 data = where.read(name)  # read once: decoded and hashed
-                out.append((image_files.read_image(io.BytesIO(data), channels, size), bytes_md5_b64(data)))
+                out.append((image_files.read_image(io.BytesIO(data), channels, size, rule), bytes_md5_b64(data)))
             else:
-                out.append((image_files.read_image(source, channels, size), None))
+                out.append((image_files.read_image(source, channels, size, rule), None))
         except (OSError, ValueError) as err:
             out.append(summary(err))
     decoded = [item[0] for item in out if not isinstance(item, str)]
     return out, (near_duplicates.signatures(decoded) if signatures and decoded else None)
 
 
-def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool) -> FolderImages:
+def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool,
+                      resize: str = image_files.DEFAULT_RESIZE) -> FolderImages:
     """The whole folder in memory (data_prep writes folders through scan_image_folder and decode,
     a shard at a time)."""
-    scan = scan_image_folder(root, size, strict)
+    scan = scan_image_folder(root, size, strict, resize)
     memory.check_fits(len(scan.files), scan.sample_shape)
     images, keep, _, _ = decode(scan, np.arange(len(scan.files)))
     scan.warn_skipped(strict)
@@ -200,7 +206,7 @@ def _one_size(headers: dict, root: Where) -> tuple[int, int]:
     smallest = min(min(hw) for hw in sizes)
     raise UserError(
         f"the images in {root} have {len(sizes)} different sizes (height x width): {common}{more}. Pass "
-        f"--image-size H [W] to bring them to one size ({image_files.RESIZE_RULE}), e.g. "
+        f"--image-size H [W] to bring them to one size (--resize: {', '.join(image_files.RESIZE_RULES)}), e.g. "
         f"--image-size {min(smallest, 64)}."
     )
 

@@ -54,7 +54,7 @@ def prepare(args, name: str, fraction: float, sizes: tuple[int, int, int], folde
     from app.data.sources import load_dataset
 
     raw = load_dataset(args.dataset, args.data_dir or Path("data"), download=args.download,
-                       image_size=args.image_size, strict=args.strict, dataset_name=name)
+                       image_size=args.image_size, strict=args.strict, dataset_name=name, resize=args.resize)
     removed = 0
     if args.dedup == "near":
         colour = near_duplicates.second_look_applies(raw.channels)
@@ -73,7 +73,7 @@ def _prepare_folder(args, fraction: float, sizes: tuple[int, int, int], folder: 
     from app.data.locations import location
 
     where = location(args.data_dir)  # a folder here, or s3:// / gs://
-    scan = scan_image_folder(where, args.image_size, args.strict)
+    scan = scan_image_folder(where, args.image_size, args.strict, args.resize)
     if args.reference and (odd := where.unreferenceable(scan.files)):
         raise UserError(f"{len(odd)} file name(s) in {where} hold '?' or '#', which W&B's {where.scheme}:// "
                         f"references cannot name ({', '.join(image_files.shown(n) for n in odd[:5])}"
@@ -105,7 +105,7 @@ def _write_folder(args, scan, where, fraction, sizes, folder: Path, pool, worker
     shard_size = shard_size_for(scan.sample_shape, args.shard_size)
     writer = SplitWriter(folder, scan.class_names, shard_size,
                          sharded=not args.reference and any(len(chosen[s]) > shard_size for s in SPLITS),
-                         reference=(where, scan.channels, scan.size) if args.reference else None,
+                         reference=(where, scan.channels, scan.size, scan.resize) if args.reference else None,
                          near=args.near_duplicates)
     chunks = [(s, chosen[s][start:start + shard_size]) for s in SPLITS for start in range(0, len(chosen[s]), shard_size)]
     for s, indices in progress(chunks, len(chunks), f"decoding {total} images from {where}"
@@ -118,12 +118,30 @@ def _write_folder(args, scan, where, fraction, sizes, folder: Path, pool, worker
         writer.add(s, images[keep] if not keep.all() else images, scan.labels[indices][keep], sources,
                    signatures=signed[keep] if signed is not None else None)
     scan.warn_skipped(args.strict)
+    report_crop(scan)
     return _prepared(writer.close(), folder, writer, source=f"image folder {where if where.remote else where.name}",
                      channels=scan.channels,
-                     resize=image_files.RESIZE_RULE if scan.resized else None, light_on_dark=False,
+                     resize=image_files.RESIZE_RULES[scan.resize] if scan.resized else None, light_on_dark=False,
                      skipped=scan.skipped,
                      references=artifact_references(where, writer.sources) if args.reference else {},
                      near=writer.near(removed))
+
+
+CUT_NOTED = 0.25  # data_prep notes the images crop cuts more than this share off
+
+
+def report_crop(scan) -> None:
+    """What --resize crop cut off: a note when it cut more than a quarter off an image (the ends of a
+    long image), which --resize pad would have kept (measured on two colour sets: docs/performance.md)."""
+    if scan.resize != "crop" or not scan.crop_cuts:
+        return
+    cut = [c for c in scan.crop_cuts if c > CUT_NOTED]
+    if cut:
+        print(f"note: --resize crop cut more than a quarter off {len(cut):,} of the {len(scan.crop_cuts):,} images "
+              f"({len(cut) / len(scan.crop_cuts):.0%}; up to {max(cut):.0%} of one): the ends of long images. If what "
+              "tells the classes apart may lie near an end (an object off centre), --resize pad keeps every image "
+              "whole, at less detail (measured: objects anywhere in long images 0.90 -> 0.95 test accuracy, textures "
+              "filling them 0.98 -> 0.93; docs/performance.md, How other sizes are fitted).", file=sys.stderr)
 
 
 def _prepared(files, folder, writer: SplitWriter, near: near_duplicates.NearDuplicates | None,

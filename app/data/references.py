@@ -27,10 +27,11 @@ IMAGES_PREFIX = "images/"  # the reference entries' names inside the artifact
 
 
 def write_references(folder: Path, where: LocalFolder | BucketPrefix, channels: int, size: tuple[int, int],
-                     entries: dict[str, list[list[str]]]) -> Path:
-    """references.json: the folder, how its images are fitted, and each split's [file, digest] in order."""
+                     rule: str, entries: dict[str, list[list[str]]]) -> Path:
+    """references.json: the folder, how its images are fitted (channels, size, the resize rule), and
+    each split's [file, digest] in order."""
     path = folder / REFERENCES_FILE
-    path.write_text(json.dumps({"root": where.recorded, "channels": channels, "size": list(size),
+    path.write_text(json.dumps({"root": where.recorded, "channels": channels, "size": list(size), "resize": rule,
                                 "splits": entries}, indent=0, sort_keys=True), encoding="utf-8")
     return path
 
@@ -80,6 +81,7 @@ class ReferencedImages(ImagesView):
         self.names = [name for name, _ in listing["splits"][split]]
         self.digests = [digest for _, digest in listing["splits"][split]]
         self.channels, self.size = int(listing["channels"]), tuple(listing["size"])
+        self.rule = image_files.resize_rule(listing.get("resize"))  # a listing from before --resize: crop
         self.sample_shape = (*self.size, 3) if self.channels == 3 else self.size
 
     def __len__(self) -> int:
@@ -103,7 +105,7 @@ class ReferencedImages(ImagesView):
             try:
                 if isinstance(source, OSError):  # a file or object that could not be read
                     raise source
-                out[i] = image_files.read_image(source, self.channels, self.size)
+                out[i] = image_files.read_image(source, self.channels, self.size, self.rule)
             except (OSError, ValueError) as err:
                 raise UserError(f"{image_files.shown(f'{self.where}/{name}')}, an image of the split, cannot be read now "
                                 f"({summary(err)}); restore it, or log the split again.") from err

@@ -27,7 +27,7 @@ class RawDataset:
     class_names: list[str]
     source: str  # where it came from, for the artifact's metadata
     skipped: list[dict] = field(default_factory=list)  # unreadable files, for the metadata
-    resize: str | None = None  # how images were brought to one size, when they were
+    resize: str | None = None  # how images were brought to one size (a RESIZE_RULES description), when they were
     light_on_dark: bool = False  # strokes on black (digits, MNIST): predict.py inverts light scans
 
     @property
@@ -78,33 +78,34 @@ def load_torchvision(name: str, data_dir: Path, download: bool) -> RawDataset:
 
 
 def load_dataset(name: str, data_dir: Path, download: bool, image_size: tuple[int, int] | None = None,
-                 strict: bool = False, dataset_name: str | None = None) -> RawDataset:
-    """The named source at `image_size` (H, W) when given, else at its own size; `dataset_name`
-    names it (default: the source's name, or the image folder's)."""
+                 strict: bool = False, dataset_name: str | None = None,
+                 resize: str = image_files.DEFAULT_RESIZE) -> RawDataset:
+    """The named source at `image_size` (H, W) when given (other sizes fitted by the `resize` rule),
+    else at its own size; `dataset_name` names it (default: the source's name, or the image folder's)."""
     if name == "imagefolder":
         from app.data.imagefolder import load_image_folder
 
-        folder = load_image_folder(Path(data_dir), image_size, strict)
+        folder = load_image_folder(Path(data_dir), image_size, strict, resize)
         return RawDataset(name=dataset_name or names.name_from_folder(Path(data_dir).resolve().name),
                           images=folder.images, labels=folder.labels, class_names=folder.class_names,
                           source=f"image folder {Path(data_dir).name}", skipped=folder.skipped,
-                          resize=image_files.RESIZE_RULE if folder.resized else None)
+                          resize=image_files.RESIZE_RULES[resize] if folder.resized else None)
     raw = load_digits_28() if name == "digits" else load_torchvision(name, data_dir, download)
     if dataset_name:
         raw.name = dataset_name
     if image_size is not None and tuple(raw.images.shape[1:3]) != tuple(image_size):
-        raw = resized(raw, tuple(image_size))
+        raw = resized(raw, tuple(image_size), resize)
     return raw
 
 
-def resized(raw: RawDataset, size: tuple[int, int]) -> RawDataset:
-    """Every image fitted to `size` by the one rule of app/data/image_files.py."""
+def resized(raw: RawDataset, size: tuple[int, int], rule: str) -> RawDataset:
+    """Every image fitted to `size` by `rule` (app/data/image_files.py)."""
     from app.progress import progress
 
     shape = size if raw.channels == 1 else (*size, raw.channels)
     memory.check_fits(len(raw.images), shape)
     out = np.empty((len(raw.images), *shape), dtype=np.uint8)
     for i, image in enumerate(progress(raw.images, len(raw.images), f"resizing to {size[0]}x{size[1]}", "images")):
-        out[i] = image_files.fit_array(image, raw.channels, size)
-    raw.images, raw.resize = out, image_files.RESIZE_RULE
+        out[i] = image_files.fit_array(image, raw.channels, size, rule)
+    raw.images, raw.resize = out, image_files.RESIZE_RULES[rule]
     return raw

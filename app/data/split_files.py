@@ -86,8 +86,8 @@ class SplitWriter:
         """The labels, classes and shard list written; returns {name inside the artifact: path}."""
         files = {}
         if self.reference is not None:
-            root, channels, size = self.reference
-            files[references.REFERENCES_FILE] = references.write_references(self.folder, root, channels, size,
+            root, channels, size, rule = self.reference
+            files[references.REFERENCES_FILE] = references.write_references(self.folder, root, channels, size, rule,
                                                                             self.sources)
         for s in SPLITS:
             if not self.labels[s] or not sum(len(chunk) for chunk in self.labels[s]):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from app import names
 from app.cli import Parser, fraction_percent, positive_int
+from app.data.image_files import DEFAULT_RESIZE, RESIZE_RULES
 from app.data.sources import SOURCES
 from app.errors import exits_cleanly
 
@@ -42,8 +43,14 @@ def parse_args(argv=None):
                         "gs://BUCKET/FOLDER); mnist / fashion_mnist / cifar10: the folder with (or for) "
                         "torchvision's files (default: data)")
     p.add_argument("--image-size", type=positive_int, nargs="+", default=None, metavar=("H", "W"),
-                   help="bring every image to H x W (W defaults to H): aspect kept, scaled to cover, centre "
-                        "cropped (default: the images' own size when they all share it)")
+                   help="bring every image to H x W (W defaults to H), by --resize (default: the images' own "
+                        "size when they all share it)")
+    p.add_argument("--resize", choices=tuple(RESIZE_RULES), default=DEFAULT_RESIZE,
+                   help="how --image-size fits an image of another shape: crop (aspect kept, scaled to cover, the "
+                        "centre cropped: a long image loses its ends), pad (aspect kept, scaled to fit inside, the "
+                        "rest black: nothing is cut off, at less detail), stretch (aspect not kept). Recorded with "
+                        "the dataset and the model, so predict and serve fit new images the same way (default: "
+                        f"{DEFAULT_RESIZE})")
     p.add_argument("--strict", action="store_true",
                    help="imagefolder: refuse when a file cannot be read, instead of skipping and listing it")
     p.add_argument("--shard-size", type=positive_int, default=None, metavar="IMAGES",
@@ -105,6 +112,7 @@ def main(argv=None) -> None:
 
     config = {"dataset": name, "source": args.dataset, "fraction": fraction, "train_val_test_size": list(sizes),
               "seed": args.seed, "image_size": list(args.image_size) if args.image_size else None,
+              "resize": args.resize,
               "dedup": args.dedup}
     # Online: a bad key or no network fails now, before a large folder is read; offline: a store
     # that cannot be written.
@@ -180,7 +188,8 @@ def main(argv=None) -> None:
     shards = f"; shards of {prepared.shard_size} images" if prepared.shard_size else \
         f"; {len(prepared.references)} images referenced in {where.recorded}" if prepared.references else ""
     print(f"dataset artifact: {logged.ref}  (digest {logged.digest}; {sizes_text}; "
-          f"{'x'.join(map(str, shape[:2]))} {channels}; {len(split.class_names)} classes{shards}; "
+          f"{'x'.join(map(str, shape[:2]))} {channels}{f' (fitted by --resize {args.resize})' if prepared.resize else ''}; "
+          f"{len(split.class_names)} classes{shards}; "
           f"{prepared.duplicates} cross-split duplicates; {near_text}{len(prepared.skipped)} unreadable files skipped)")
 
 
