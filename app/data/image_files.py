@@ -1,6 +1,6 @@
-"""Image files and arrays brought to one size and channel count: the one resizing rule of
-data_prep (image folders, --image-size) and predict.py (a person's files), so a model sees a
-new photo exactly as it saw its training images.
+"""Image files and arrays brought to one size and channel count: the resizing rules of data_prep
+(image folders, --image-size) and predict.py (a person's files), one code for both, so a model
+sees a new photo exactly as it saw its training images.
 
 How an image of another size is brought to the set's one size is data_prep's `--resize`, one of
 RESIZE_RULES, recorded by its description in the dataset's metadata and the model's recipe, so
