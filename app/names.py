@@ -10,7 +10,7 @@ DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # torchvision's ImageNet classifiers for transfer learning (app/models/zoo.py), at their own input size
 PRETRAINED_ARCHITECTURES = ("resnet18", "resnet50", "efficientnet_b0", "mobilenet_v3_large", "convnext_tiny")
 ARCHITECTURES = ("convnet", "cnn", "mlp", "resnet", *PRETRAINED_ARCHITECTURES)
-AUGMENTATIONS = ("none", "crop", "crop-flip")  # train.py --augment (app/training/augment.py)
+AUGMENTATIONS = ("none", "crop", "crop-flip", "crop-flip-grey")  # train.py --augment (app/training/augment.py)
 SCHEDULES = ("cosine", "constant")  # train.py --schedule, after warm-up (app/training/optimizer.py)
 
 DATASET_TYPE = "dataset"

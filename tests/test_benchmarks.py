@@ -93,7 +93,7 @@ def test_bench_quality_writes_and_prepares_a_colour_kind(tmp_path):
     assert "images written and prepared (--resize pad)" in out
     assert re.search(r"^data: objects-split:v0 \(\d+ train, \d+ val, \d+ test, shape \[48, 48, 3\], 5 classes\)", out,
                      re.M), out
-    assert re.search(r"^this project: convnet, lr=0.003 \(else default\), 1 epochs, augment crop-flip +0\.\d{4}", out,
+    assert re.search(r"^this project: convnet, lr=0.003 \(else default\), 1 epochs, augment crop-flip-grey +0\.\d{4}", out,
                      re.M), out
     assert re.search(r"^RBF SVC \(pixels\) +0\.\d{4}", out, re.M), out
 

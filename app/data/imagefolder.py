@@ -68,6 +68,7 @@ class FolderScan:
     resized: bool
     resize: str = image_files.DEFAULT_RESIZE  # the rule (image_files.RESIZE_RULES) that fits other sizes
     crop_cuts: list[float] = field(default_factory=list)  # per file, the share crop cuts off (image_files.crop_cut)
+    greyscale_files: int = 0  # readable files whose mode has no colour
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -125,7 +126,8 @@ def scan_image_folder(root: Path | str | Where, size: tuple[int, int] | None, st
                       labels=np.array([label for _, label in readable], dtype=np.int64), class_names=classes,
                       channels=channels, size=target, skipped=skipped,
                       resized=any(size_hw != target for size_hw, _ in headers.values()), resize=resize,
-                      crop_cuts=[image_files.crop_cut(headers[p][0], target) for p, _ in readable])
+                      crop_cuts=[image_files.crop_cut(headers[p][0], target) for p, _ in readable],
+                      greyscale_files=sum(image_files.channels_of_mode(headers[p][1]) == 1 for p, _ in readable))
 
 
 def decode(scan: FolderScan, indices: np.ndarray, pool=None, digests: bool = False,

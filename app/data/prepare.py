@@ -28,6 +28,7 @@ from app.errors import UserError
 from app.progress import detail, progress
 
 POOL_FROM = 2000  # images: below this, a pool's start costs more than it saves
+GREY_MIX = 0.01  # a colour folder with this share of greyscale files or more trains on greyscale copies too
 
 
 @dataclass
@@ -45,6 +46,17 @@ class PreparedSplit:
     skipped: list[dict] = field(default_factory=list)
     references: dict[str, str] = field(default_factory=dict)  # --reference: name in the artifact -> URI
     near: near_duplicates.NearDuplicates | None = None  # None with --no-near-duplicates
+    greyscale_files: int = 0  # an image folder's greyscale files, when its other files are colour
+
+    @property
+    def augment(self) -> str:
+        """train.py's default --augment for this split (app/training/augment.py): none for strokes on
+        black (a shifted or mirrored digit is another digit, or none); for colour sets that mix in
+        greyscale files (1% or more), crop-flip-grey, measured: docs/performance.md."""
+        if self.light_on_dark:
+            return "none"
+        mixed = self.channels == 3 and self.greyscale_files >= GREY_MIX * max(1, sum(map(len, self.split.labels.values())))
+        return "crop-flip-grey" if mixed else "crop-flip"
 
 
 def prepare(args, name: str, fraction: float, sizes: tuple[int, int, int], folder: Path) -> PreparedSplit:
@@ -124,7 +136,7 @@ def _write_folder(args, scan, where, fraction, sizes, folder: Path, pool, worker
                      resize=image_files.RESIZE_RULES[scan.resize] if scan.resized else None, light_on_dark=False,
                      skipped=scan.skipped,
                      references=artifact_references(where, writer.sources) if args.reference else {},
-                     near=writer.near(removed))
+                     near=writer.near(removed), greyscale_files=scan.greyscale_files)
 
 
 CUT_NOTED = 0.25  # data_prep notes the images crop cuts more than this share off

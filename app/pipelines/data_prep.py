@@ -159,8 +159,7 @@ def main(argv=None) -> None:
                 "std": prepared.std,
                 "resize": prepared.resize,
                 "light_on_dark": prepared.light_on_dark,
-                # train.py's default --augment: shifted or mirrored digits are other digits (or none)
-                "augment": "none" if prepared.light_on_dark else "crop-flip",
+                "augment": prepared.augment,  # train.py's default --augment (PreparedSplit.augment)
                 "skipped_files": prepared.skipped,
                 "dtype": "uint8",
                 "duplicates_across_splits": prepared.duplicates,

@@ -44,8 +44,10 @@ class TrainConfig:
                            choices=names.SCHEDULES)
     label_smoothing: float = option(0.0, "cross-entropy label smoothing", augmented=0.1)
     augment: str | None = option(None, "training-batch augmentation: random crop with padding, and mirroring "
-                                 "with crop-flip (default: the dataset's: none for digits/MNIST-like sets, "
-                                 "crop-flip for colour sets)", choices=names.AUGMENTATIONS)
+                                 "with crop-flip, and 1 image in 8 greyscale with crop-flip-grey (default: the "
+                                 "dataset's: none for digits/MNIST-like sets, crop-flip for colour sets, "
+                                 "crop-flip-grey for colour folders with greyscale files)",
+                                 choices=names.AUGMENTATIONS)
     seed: int = option(0, "seed of weights, dropout, augmentation and batch order", type=int)
     # The architectures' own (app/models/<arch>.py)
     width: int = option(32, "channels of the first group (then 2x and 4x)", arch="convnet", bounds=(1, 1024))
@@ -204,7 +206,7 @@ def epochs_for_budget(train_size: int, batch_size: int, world_size: int = 1, aug
 def with_dataset_defaults(config: TrainConfig, dataset_metadata: dict, world_size: int = 1,
                           unset: Collection[str] = ()) -> TrainConfig:
     """The defaults that depend on the data, taken from the dataset artifact's metadata before
-    the run's config is logged: augment (data_prep records none or crop-flip for the dataset); on
+    the run's config is logged: augment (data_prep records none, crop-flip or crop-flip-grey); on
     an augmented split, the default convnet's `augmented` defaults for the hyperparameters named in
     `unset` (those no flag gave: a locked recipe, as --retrain's, passes none); and the epochs of
     the step budget (from the training split's size, the batch size and the augmentation; the

@@ -41,6 +41,7 @@ class Tensors:
 
     images: torch.Tensor
     labels: torch.Tensor
+    spec: InputSpec | None = None  # the normalisation the images had (crop-flip-grey's greyscale needs it)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -79,7 +80,7 @@ def to_tensors(images: np.ndarray, labels: np.ndarray, device: torch.device,
     """uint8 (N, H, W) or (N, H, W, C) -> float (N, C, H, W) in [0, 1] on the device, once; then
     normalised with the input spec's per-channel mean and std (app/recipe)."""
     x = as_float(torch.from_numpy(np.ascontiguousarray(images)).to(device), spec)
-    return Tensors(images=x, labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device))
+    return Tensors(images=x, labels=torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device), spec=spec)
 
 
 def prepare(model: nn.Module, device: torch.device) -> nn.Module:
@@ -269,7 +270,7 @@ def fit(
         for images, labels in train.batches(order, batch_size):
             if cores is not None:
                 cores.adjust()
-            images = augment_batch(images, augment)
+            images = augment_batch(images, augment, train.spec)
             if acceleration.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad()  # to None: backward writes fresh gradients
