@@ -68,7 +68,11 @@ class FolderScan:
     resized: bool
     resize: str = image_files.DEFAULT_RESIZE  # the rule (image_files.RESIZE_RULES) that fits other sizes
     crop_cuts: list[float] = field(default_factory=list)  # per file, the share crop cuts off (image_files.crop_cut)
-    greyscale_files: int = 0  # readable files whose mode has no colour
+    greyscale: list[bool] = field(default_factory=list)  # per file, whether its mode has no colour
+
+    @property
+    def greyscale_files(self) -> int:
+        return sum(self.greyscale)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -82,6 +86,7 @@ class FolderScan:
         self.files = [self.files[i] for i in positions.tolist()]
         self.labels = self.labels[positions]
         self.crop_cuts = [self.crop_cuts[i] for i in positions.tolist()]
+        self.greyscale = [self.greyscale[i] for i in positions.tolist()]
 
     def warn_skipped(self, strict: bool) -> None:
         if self.skipped:
@@ -127,7 +132,7 @@ def scan_image_folder(root: Path | str | Where, size: tuple[int, int] | None, st
                       channels=channels, size=target, skipped=skipped,
                       resized=any(size_hw != target for size_hw, _ in headers.values()), resize=resize,
                       crop_cuts=[image_files.crop_cut(headers[p][0], target) for p, _ in readable],
-                      greyscale_files=sum(image_files.channels_of_mode(headers[p][1]) == 1 for p, _ in readable))
+                      greyscale=[image_files.channels_of_mode(headers[p][1]) == 1 for p, _ in readable])
 
 
 def decode(scan: FolderScan, indices: np.ndarray, pool=None, digests: bool = False,
