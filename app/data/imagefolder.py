@@ -71,10 +71,6 @@ class FolderScan:
     greyscale: list[bool] = field(default_factory=list)  # per file, whether its mode has no colour
 
     @property
-    def greyscale_files(self) -> int:
-        return sum(self.greyscale)
-
-    @property
     def sample_shape(self) -> tuple[int, ...]:
         return (*self.size, self.channels) if self.channels == 3 else tuple(self.size)
 

@@ -46,17 +46,16 @@ class PreparedSplit:
     skipped: list[dict] = field(default_factory=list)
     references: dict[str, str] = field(default_factory=dict)  # --reference: name in the artifact -> URI
     near: near_duplicates.NearDuplicates | None = None  # None with --no-near-duplicates
-    greyscale_files: int = 0  # an image folder's greyscale files, when its other files are colour
+    mixes_greyscale: bool = False  # a colour folder with GREY_MIX of greyscale files or more
 
     @property
     def augment(self) -> str:
         """train.py's default --augment for this split (app/training/augment.py): none for strokes on
-        black (a shifted or mirrored digit is another digit, or none); for colour sets that mix in
-        greyscale files (1% or more), crop-flip-grey, measured: docs/performance.md."""
+        black (a shifted or mirrored digit is another digit, or none); crop-flip-grey for a colour
+        folder that mixes in greyscale files (measured: docs/performance.md); else crop-flip."""
         if self.light_on_dark:
             return "none"
-        mixed = self.channels == 3 and self.greyscale_files >= GREY_MIX * max(1, sum(map(len, self.split.labels.values())))
-        return "crop-flip-grey" if mixed else "crop-flip"
+        return "crop-flip-grey" if self.mixes_greyscale else "crop-flip"
 
 
 def prepare(args, name: str, fraction: float, sizes: tuple[int, int, int], folder: Path) -> PreparedSplit:
@@ -136,7 +135,8 @@ def _write_folder(args, scan, where, fraction, sizes, folder: Path, pool, worker
                      resize=image_files.RESIZE_RULES[scan.resize] if scan.resized else None, light_on_dark=False,
                      skipped=scan.skipped,
                      references=artifact_references(where, writer.sources) if args.reference else {},
-                     near=writer.near(removed), greyscale_files=scan.greyscale_files)
+                     near=writer.near(removed),
+                     mixes_greyscale=scan.channels == 3 and sum(scan.greyscale) >= GREY_MIX * len(scan.files))
 
 
 CUT_NOTED = 0.25  # data_prep notes the images crop cuts more than this share off
