@@ -11,6 +11,8 @@ colour learns colour cues a greyscale image lacks), "crop" where mirroring chang
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -50,14 +52,18 @@ def augment_batch(images: torch.Tensor, kind: str, spec: InputSpec | None = None
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def grey_constants(mean: tuple, std: tuple, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(mean, std, luma) as (1, 3, 1, 1) tensors on the device, made once per normalisation rather
+    than copied to the device at every training step."""
+    return tuple(torch.tensor(v, dtype=dtype, device=device).view(1, 3, 1, 1) for v in (mean, std, LUMA))
+
+
 def greyscale_some(images: torch.Tensor, spec: InputSpec | None) -> torch.Tensor:
     """GREY_SHARE of the (N, 3, H, W) normalised colour images as data_prep stores a greyscale file
     of the set (each channel the pixels' luma), normalised again by the set's per-channel mean and std."""
-    shape = (1, 3, 1, 1)
-    mean = torch.tensor(spec.mean if spec is not None else (0.0,) * 3, dtype=images.dtype, device=images.device)
-    std = torch.tensor(spec.std if spec is not None else (1.0,) * 3, dtype=images.dtype, device=images.device)
-    mean, std = mean.view(shape), std.view(shape)
-    luma = torch.tensor(LUMA, dtype=images.dtype, device=images.device).view(shape)
+    mean, std, luma = grey_constants(tuple(spec.mean) if spec is not None else (0.0,) * 3,
+                                     tuple(spec.std) if spec is not None else (1.0,) * 3, images.dtype, images.device)
     grey = ((images * std + mean) * luma).sum(1, keepdim=True)  # in [0, 1] pixel units
     chosen = torch.rand(len(images), device=images.device) < GREY_SHARE
     return torch.where(chosen.view(-1, 1, 1, 1), (grey - mean) / std, images)
