@@ -2,11 +2,14 @@
 
     python app/pipelines/data_prep.py --dataset digits
     python benchmarks/bench_quality.py [--data digits-split:latest] [--epochs N] [--arch cnn]
-    python benchmarks/bench_quality.py --kind patterns|objects [--per-class 240] [--resize pad] [--lr 0.003 ...]
+    python benchmarks/bench_quality.py --kind patterns|objects [--per-class 240] [--split 70 20 10] [--resize pad]
+                                       [--lr 0.003 ...]
 
 Reads a dataset artifact (from W&B or the embedded store, as the scripts do), or with --kind
 writes a colour folder unlike make_shapes' (benchmarks/colour_sets.py) and prepares it as
-`data_prep.py --dataset imagefolder --image-size 48 [--resize RULE]` does, in a store of its own; then trains the
+`data_prep.py --dataset imagefolder --image-size 48 [--resize RULE] [--train_val_test_size ...]` does, in a
+store of its own (`--per-class 480 --split 35 10 55`: as many training images as the default, and a
+test split of 1,320 images, where one image is 0.08 points, not 0.8); then trains the
 default recipe of `--arch` (as `train.py` with no training flag: the step budget's epochs,
 unless --epochs) on its train split (the model kept is the best validation epoch's,
 as train.py keeps it), and fits scikit-learn's logistic regression and RBF SVC on the same
@@ -27,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app import names  # noqa: E402
+from app.data.image_files import DEFAULT_RESIZE, RESIZE_RULES  # noqa: E402
 from app.data.split_files import read_split  # noqa: E402
 from app.errors import exits_cleanly  # noqa: E402
 from app.tracking import backend, discovery  # noqa: E402
@@ -39,7 +43,8 @@ from app.training.workflow import load_training_data, recipe_for, train  # noqa:
 REPO = Path(__file__).resolve().parents[1]
 
 
-def prepare_kind(kind: str, per_class: int, workdir: Path, image_size: int = 48, resize: str = "crop") -> None:
+def prepare_kind(kind: str, per_class: int, workdir: Path, image_size: int = 48, resize: str = DEFAULT_RESIZE,
+                 split: tuple[int, int, int] = (70, 20, 10)) -> None:
     """A folder of `kind` (colour_sets.py) logged by data_prep.py into an offline store under
     `workdir`, which this process then reads (PIPELINE_STORE_DIR)."""
     import colour_sets
@@ -48,7 +53,8 @@ def prepare_kind(kind: str, per_class: int, workdir: Path, image_size: int = 48,
     os.environ.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(workdir),
                        "PIPELINE_STORE_DIR": str(workdir / "artifact-store")})
     subprocess.run([sys.executable, str(REPO / "app" / "pipelines" / "data_prep.py"), "--dataset", "imagefolder",
-                    "--data-dir", str(workdir / kind), "--image-size", str(image_size), "--resize", resize],
+                    "--data-dir", str(workdir / kind), "--image-size", str(image_size), "--resize", resize,
+                    "--train_val_test_size", *map(str, split)],
                    cwd=workdir, check=True, capture_output=True)
 
 
@@ -81,14 +87,16 @@ def main() -> None:
     p.add_argument("--kind", choices=("patterns", "objects"),
                    help="write this colour folder (benchmarks/colour_sets.py) and measure on it instead")
     p.add_argument("--per-class", type=int, default=240, help="--kind: images per class (5 classes)")
-    p.add_argument("--resize", choices=("crop", "pad", "stretch"), default="crop",
-                   help="--kind: data_prep's rule for the images' other sizes (default: data_prep's, crop)")
+    p.add_argument("--resize", choices=tuple(RESIZE_RULES), default=DEFAULT_RESIZE,
+                   help=f"--kind: data_prep's rule for the images' other sizes (default: data_prep's, {DEFAULT_RESIZE})")
+    p.add_argument("--split", type=int, nargs=3, default=(70, 20, 10), metavar=("TRAIN", "VAL", "TEST"),
+                   help="--kind: data_prep's --train_val_test_size (default: 70 20 10, data_prep's)")
     add_flags(p.add_argument_group("hyperparameters other than the default, as train.py takes them (--lr 0.003)"))
     args = p.parse_args()
     if not args.kind:
         return measure(args)
     with tempfile.TemporaryDirectory(prefix=f"bench-quality-{args.kind}-") as workdir:
-        prepare_kind(args.kind, args.per_class, Path(workdir), resize=args.resize)
+        prepare_kind(args.kind, args.per_class, Path(workdir), resize=args.resize, split=tuple(args.split))
         print(f"kind: {args.kind}, {5 * args.per_class} images written and prepared (--resize {args.resize})")
         measure(args)
 

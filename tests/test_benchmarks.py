@@ -89,9 +89,9 @@ def test_bench_large_runs_the_three_scripts_on_a_sharded_folder_and_prints_their
 
 def test_bench_quality_writes_and_prepares_a_colour_kind(tmp_path):
     out = run_benchmark("bench_quality.py", "--kind", "objects", "--per-class", "12", "--epochs", "1", "--lr", "0.003",
-                        "--resize", "pad", tmp_path=tmp_path)
+                        "--resize", "pad", "--split", "50", "25", "25", tmp_path=tmp_path)
     assert "images written and prepared (--resize pad)" in out
-    assert re.search(r"^data: objects-split:v0 \(\d+ train, \d+ val, \d+ test, shape \[48, 48, 3\], 5 classes\)", out,
+    assert re.search(r"^data: objects-split:v0 \(30 train, 15 val, 15 test, shape \[48, 48, 3\], 5 classes\)", out,
                      re.M), out
     assert re.search(r"^this project: convnet, lr=0.003 \(else default\), 1 epochs, augment crop-flip-grey +0\.\d{4}", out,
                      re.M), out

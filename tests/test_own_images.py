@@ -180,7 +180,7 @@ def test_own_images_through_the_whole_flow(workspace):
     assert meta["image_shape"] == [20, 20, 3] and meta["channels"] == 3 and meta["class_names"] == ["a", "b", "c"]
     assert len(meta["mean"]) == 3 and all(0 < s < 1 for s in meta["std"]) and not meta["light_on_dark"]
     assert sorted(s["file"] for s in meta["skipped_files"]) == ["a/broken.png", "b/truncated.jpg"]
-    assert meta["resize"] == image_files.RESIZE_RULES["crop"]  # data_prep's default --resize
+    assert meta["resize"] == image_files.RESIZE_RULES["trim"]  # data_prep's default --resize
 
     ws.run("train", "--epochs", "2")
     ws.run("train", "--tune", "--max_sweep", "2", "--epochs", "1", "--sweep-config", str(Path(__file__).parents[1] / "sweep.yaml"))

@@ -5,13 +5,15 @@ sees a new photo exactly as it saw its training images.
 How an image of another size is brought to the set's one size is data_prep's `--resize`, one of
 RESIZE_RULES, recorded by its description in the dataset's metadata and the model's recipe, so
 predict.py and serve.py fit a person's files by the rule the model was trained with:
-- crop (the default): scaled to cover the size, aspect kept, the centre cropped (PIL.ImageOps.fit):
-  no border and the most detail, but whatever lies outside the centre of a long image is cut off;
+- trim (the default): the centre kept up to 4/3 times the size's aspect (4:3 for a square size: a
+  long image loses less of its ends than crop cuts), scaled to fit inside, the rest black;
+- crop: scaled to cover the size, aspect kept, the centre cropped (PIL.ImageOps.fit): no border and
+  the most detail, but whatever lies outside the centre of a long image is cut off;
 - pad: scaled to fit inside the size, aspect kept, the rest black (PIL.ImageOps.pad): nothing of
   the image is lost, at less detail for a long image;
 - stretch: scaled to the size, aspect not kept.
-Which is better depends on the images (docs/performance.md, "How other sizes are fitted"): objects
-anywhere in long images lose to crop, textures that fill them lose detail to pad.
+Objects anywhere in long images lose to crop, textures that fill them lose detail to pad; trim
+loses little to either (docs/performance.md, "How other sizes are fitted").
 A recipe from before `--resize` records crop's description (or nothing: every image had the size),
 and is fitted by crop, as it was.
 """
@@ -21,12 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
+TRIM_ASPECT = 4 / 3  # trim: the most a kept centre's aspect exceeds the size's (measured: docs/performance.md)
 RESIZE_RULES = {  # data_prep --resize: its name -> the description recorded
+    "trim": "aspect kept: centre cropped to at most 4/3 times the size's aspect, scaled to fit inside the size "
+            "(bilinear, antialiased), the rest black",
     "crop": "aspect kept: scaled to cover the size (bilinear, antialiased), centre cropped",
     "pad": "aspect kept: scaled to fit inside the size (bilinear, antialiased), the rest black",
     "stretch": "scaled to the size (bilinear, antialiased), aspect not kept",
 }
-DEFAULT_RESIZE = "crop"  # measured against pad: docs/performance.md, "How other sizes are fitted"
+DEFAULT_RESIZE = "trim"  # measured against crop and pad: docs/performance.md, "How other sizes are fitted"
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # Pillow modes without colour
 # Greyscale with more than 8 bits (16-bit PNG and TIFF): Pillow's convert("L") clips these at
 # 255, so a 16-bit scan would load nearly white; they are scaled to 8 bits instead.
@@ -125,13 +130,31 @@ def fit_image(image, channels: int, size: tuple[int, int] | None, rule: str = "c
     image = image.convert("L" if channels == 1 else "RGB")
     if size is not None and (image.height, image.width) != tuple(size):
         target = (size[1], size[0])  # PIL's (width, height)
-        if rule == "pad":
+        if rule == "trim":
+            image = ImageOps.pad(centre_within(image, target, TRIM_ASPECT), target, method=Image.BILINEAR, color=0,
+                                 centering=(0.5, 0.5))
+        elif rule == "pad":
             image = ImageOps.pad(image, target, method=Image.BILINEAR, color=0, centering=(0.5, 0.5))
         elif rule == "stretch":
             image = image.resize(target, Image.BILINEAR)
         else:
             image = ImageOps.fit(image, target, method=Image.BILINEAR, centering=(0.5, 0.5))
     return np.asarray(image, dtype=np.uint8)
+
+
+def centre_within(image, target: tuple[int, int], most: float):
+    """The centre of a PIL image whose aspect is at most `most` times the target's (W, H), either
+    way: a longer image loses its ends, one within that is returned as it is."""
+    aspect, wanted = image.width / image.height, target[0] / target[1]
+    if aspect > wanted * most:  # too wide: keep the centre columns
+        width = max(1, round(image.height * wanted * most))
+        left = (image.width - width) // 2
+        return image.crop((left, 0, left + width, image.height))
+    if aspect < wanted / most:  # too tall: keep the centre rows
+        height = max(1, round(image.width * most / wanted))
+        top = (image.height - height) // 2
+        return image.crop((0, top, image.width, top + height))
+    return image
 
 
 def to_8_bits(pixels: np.ndarray) -> np.ndarray:

@@ -144,16 +144,18 @@ CUT_NOTED = 0.25  # data_prep notes the images crop cuts more than this share of
 
 def report_crop(scan) -> None:
     """What --resize crop cut off: a note when it cut more than a quarter off an image (the ends of a
-    long image), which --resize pad would have kept (measured on two colour sets: docs/performance.md)."""
+    long image), which the default, trim, cuts less of and pad keeps (measured on two colour sets:
+    docs/performance.md)."""
     if scan.resize != "crop" or not scan.crop_cuts:
         return
     cut = [c for c in scan.crop_cuts if c > CUT_NOTED]
     if cut:
         print(f"note: --resize crop cut more than a quarter off {len(cut):,} of the {len(scan.crop_cuts):,} images "
               f"({len(cut) / len(scan.crop_cuts):.0%}; up to {max(cut):.0%} of one): the ends of long images. If what "
-              "tells the classes apart may lie near an end (an object off centre), --resize pad keeps every image "
-              "whole, at less detail (measured: objects anywhere in long images 0.90 -> 0.95 test accuracy, textures "
-              "filling them 0.98 -> 0.93; docs/performance.md, How other sizes are fitted).", file=sys.stderr)
+              "tells the classes apart may lie near an end (an object off centre), the default --resize trim cuts "
+              "less and --resize pad keeps every image whole, at less detail (measured: objects anywhere in long "
+              "images 0.93 with crop, 0.96 with trim, 0.95 with pad; textures filling them 0.99, 0.98, 0.93; "
+              "docs/performance.md, How other sizes are fitted).", file=sys.stderr)
 
 
 def _prepared(files, folder, writer: SplitWriter, near: near_duplicates.NearDuplicates | None,

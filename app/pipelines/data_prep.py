@@ -46,9 +46,11 @@ def parse_args(argv=None):
                    help="bring every image to H x W (W defaults to H), by --resize (default: the images' own "
                         "size when they all share it)")
     p.add_argument("--resize", choices=tuple(RESIZE_RULES), default=DEFAULT_RESIZE,
-                   help="how --image-size fits an image of another shape: crop (aspect kept, scaled to cover, the "
-                        "centre cropped: a long image loses its ends), pad (aspect kept, scaled to fit inside, the "
-                        "rest black: nothing is cut off, at less detail), stretch (aspect not kept). Recorded with "
+                   help="how --image-size fits an image of another shape: trim (aspect kept, the centre kept up to "
+                        "4:3 for a square size, scaled to fit inside, the rest black: a long image loses some of its "
+                        "ends, keeps most of its detail), crop (aspect kept, scaled to cover, the centre cropped: a "
+                        "long image loses its ends), pad (aspect kept, scaled to fit inside, the rest black: nothing "
+                        "is cut off, at less detail), stretch (aspect not kept). Recorded with "
                         "the dataset and the model, so predict and serve fit new images the same way (default: "
                         f"{DEFAULT_RESIZE})")
     p.add_argument("--strict", action="store_true",
