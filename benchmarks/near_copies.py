@@ -1,7 +1,7 @@
 """Planted near-copies, for measuring the near-duplicate check (bench_near_duplicates.py and
 tests/test_near_duplicates.py): each chosen image gets one copy that is resized 0.8-1.2x,
 cropped by up to 5% of each side's length, brightened or darkened by up to 10%, JPEG re-encoded at
-quality 60-95 and brought back to the set's size as data_prep brings an image folder (aspect kept,
+quality 60-95 and brought back to the set's size by data_prep's `--resize crop` (aspect kept,
 scaled to cover, centre cropped)."""
 from __future__ import annotations
 

@@ -148,7 +148,8 @@ def second_look(count: int, pixels: Callable[[int, int], tuple[np.ndarray, np.nd
 def near_copy(image: np.ndarray, rng: random.Random) -> np.ndarray:
     """A near-copy of a uint8 image, (H, W) or (H, W, 3), at its size: resized 0.8-1.2x, cropped by up
     to 5% of each side's length, brightened or darkened by up to 10%, JPEG re-encoded at quality
-    60-95, and brought back to the image's size as data_prep brings an image folder."""
+    60-95, and brought back to the image's size by --resize crop (its aspect is within 5% of the
+    image's, so crop cuts at most that; a padded or trimmed image's black border moves with the cut)."""
     from PIL import Image, ImageEnhance
 
     from app.data.image_files import fit_image
