@@ -6,8 +6,8 @@ what the check costs.
 
 quality: for each set, 5% of its images get a near-copy (benchmarks/near_copies.py); printed per
 threshold: the recall (planted pairs found) and the precision (found pairs that were planted), for
-the signature (app/data/near_duplicates.py) and, beside it, imagehash's 64-bit phash by Hamming
-distance. cost: data_prep.py on a folder of --images colour objects (benchmarks/colour_sets.py) brought to
+the signature (app/data/near_duplicates.py), then at its threshold with data_prep's second look, and,
+beside it, imagehash's 64-bit phash by Hamming distance. cost: data_prep.py on a folder of --images colour objects (benchmarks/colour_sets.py) brought to
 32 px, with the check and with --no-near-duplicates, in the same run; then the index alone on
 a quarter, a half and all of up to 50,000 of their signatures (how its time grows).
 """
@@ -90,6 +90,13 @@ def quality(count: int, thresholds: list[float]) -> None:
         row.append(f"| at {near_duplicates.THRESHOLD:.2f}: recall {recall:.2f}, self-test {test['copies_found']:.2f}; "
                    f"precision {precision:.2f}, self-test "
                    f"{'none' if test['copies_share'] is None else format(test['copies_share'], '.2f')}")
+        # data_prep's second look on those pairs, its threshold from copies of 200 of the images (CopyLook)
+        start = time.perf_counter()
+        looked = near_duplicates.looked_again(first, second, lambda rows: planted_images[rows], len(planted_images))
+        seconds = time.perf_counter() - start
+        recall, precision = near_copies.scores(set(zip(*(part.tolist() for part in looked))), planted)
+        row.append(f"| second look: recall {recall:.2f}, precision {precision:.2f} ({len(first)} pairs, "
+                   f"{seconds:.1f} s)")
         hashed = []
         for threshold in (8, 10, 12):
             recall, precision = near_copies.scores(phash_pairs(planted_images, threshold), planted)

@@ -10,19 +10,24 @@ brightness does not count. Two images are near-copies when their signatures are 
 64 px colour objects, its Hamming threshold that found 96% of 100 planted copies in 2,100 images
 paired distinct images as often (precision 0.34), where this signature found 98% at precision 0.99
 (benchmarks/bench_near_duplicates.py prints both, set by set; docs/performance.md has the table).
-Small greyscale sets are where it fails: distinct digits (8x8 drawings) are as close to each other
-as a digit to its own near-copy, so on digits the pairs found are mostly look-alikes, not copies.
-On colour images each pair found gets a second look, the two images' correlation (SECOND_LOOK),
-which sets aside look-alikes the signature cannot tell from copies (make_shapes' shapes: precision
-0.71 -> 0.92); on greyscale it was measured to separate nothing, so grey pairs stand as found.
+Small greyscale sets are where the signature alone fails: distinct digits (8x8 drawings) are as
+close to each other as a digit to its own near-copy, so on digits its pairs are mostly look-alikes.
+Each pair found gets a second look that sets aside look-alikes the signature cannot tell from
+copies. Colour: the two images' correlation at 32x32 over small shifts (SECOND_LOOK; make_shapes'
+shapes: precision 0.71 -> 0.92). Greyscale, where that separated nothing (distinct digits correlate
+as copies do): the correlation after aligning one image on the other (zoom and sub-pixel shift,
+found by gradient steps: registered_correlation). A copy aligns almost exactly (0.999 and more on
+digits), a look-alike does not (at most 0.998), so on digits-sized sets precision rose from 0.02 to
+0.99-1.00 at recall 0.98-1.00. Grey pictures with texture (photos) align less well, so the grey
+threshold is measured on the data: what LOOK_KEEPS of its self-test copies score, at most GREY_LOOK.
 
 How much to trust the pairs found is measured on the data itself: SELF_TEST of its images get a
 near-copy each (near_copy: resized, cropped, brightened, JPEG re-encoded, as the benchmark plants
 them), and their signatures' distances to the originals show how close a copy lies on this data.
 Half of the copies within THRESHOLD lie below their median distance; look-alikes rarely do, so
 twice the share of the pairs found below that median estimates the share that are copies
-(`copies_share`), and the share of the copies within THRESHOLD is the check's recall there
-(`copies_found`). Against 100 planted copies in 2,000 images the estimate of the share read 0.02
+(`copies_share`), and the share of the copies within THRESHOLD that the second look keeps is the
+check's recall there (`copies_found`). Against 100 planted copies in 2,000 images the estimate of the share read 0.02
 where the true precision was 0.02 (digits), 0.04 against 0.02 (MNIST-like), 0.61 against 0.58
 (28 px grey objects), 1.00 against 0.99 (64 px colour objects); the recall 0.20 against 0.20 on
 the benchmark's patterns (stripes alias at 32 px), 0.93-1.00 against 0.98-1.00 elsewhere
@@ -69,6 +74,22 @@ METHOD = f"DCT {BLOCK}x{BLOCK} per channel of the {SIDE}x{SIDE} image (perceptua
 SECOND_LOOK = 0.92
 LOOK_SHIFT = 2
 LOOK_CHUNK = 2048  # pairs looked at a time: memory stays bounded
+LOOK_QUIET = 20_000  # up to this many pairs (a few seconds) the look shows no progress
+
+# The greyscale second look (registered_correlation): both images brought to GREY_SIDE x GREY_SIDE (area
+# average) and blurred by GREY_BLUR pixels (Gaussian sigma; what a copy's resampling and JPEG lose no pair
+# is judged by), one zoomed by 1-1.05x and shifted by up to half a pixel at that size (a grid), then
+# REGISTER_STEPS Adam steps on each pair's zoom and shift (x and y apart), either image on the other; the
+# best normalised correlation. Measured on 2,000 images with 100 planted copies (docs/performance.md,
+# "Near-duplicates"): planted copies score 0.9988 and more on digits and MNIST-like digits (5th
+# percentile), distinct digits at most 0.9983; at GREY_LOOK precision 0.02 -> 0.99-1.00, recall 0.98-1.00
+# as the signature's. 20 px with 15 steps and an 18-point grid kept that where 28 px with 30 steps and 147
+# points took 15x the time (0.3 ms a pair on 2 cores). Grey photos align less well (28 px objects:
+# at 0.998 recall 0.98 -> 0.72), so the threshold is what LOOK_KEEPS of the data's self-test copies
+# score, never more than GREY_LOOK (look_threshold), which one of 4,054 look-alike pairs on digits reached.
+GREY_SIDE, GREY_BLUR, REGISTER_STEPS = 20, 0.8, 15
+GREY_LOOK = 0.998
+LOOK_KEEPS = 0.98
 
 
 # The self-test: images given a planted near-copy each, to measure how close a copy lies on the data
@@ -79,11 +100,6 @@ SELF_TEST = 200
 MOSTLY_COPIES = 0.5
 # Below this share of planted copies found, data_prep says near-copies may go unseen on the data.
 FINDS_COPIES = 0.8
-
-
-def second_look_applies(channels: int) -> bool:
-    """Whether pairs of images with `channels` get the second look: colour only (see above)."""
-    return channels == 3
 
 
 def signatures(images) -> np.ndarray:
@@ -101,18 +117,18 @@ def signatures(images) -> np.ndarray:
     return out
 
 
-def small_images(images) -> np.ndarray:
-    """float32 (N, channels, SIDE, SIDE): each uint8 image, (N, H, W) or (N, H, W, 3), brought to
-    SIDE x SIDE by area average."""
+def small_images(images, side: int = SIDE) -> np.ndarray:
+    """float32 (N, channels, side, side): each uint8 image, (N, H, W) or (N, H, W, 3), brought to
+    side x side by area average."""
     from PIL import Image
 
-    images = images if len(images) else np.zeros((0, SIDE, SIDE), np.uint8)
+    images = images if len(images) else np.zeros((0, side, side), np.uint8)
     channels = 1 if np.asarray(images[0]).ndim == 2 else np.asarray(images[0]).shape[2]
-    small = np.empty((len(images), channels, SIDE, SIDE), dtype=np.float32)
+    small = np.empty((len(images), channels, side, side), dtype=np.float32)
     for k, image in enumerate(images):
         picture = Image.fromarray(np.asarray(image))
-        small[k] = np.asarray(picture.resize((SIDE, SIDE), Image.BOX), dtype=np.float32).reshape(
-            SIDE, SIDE, channels).transpose(2, 0, 1)
+        small[k] = np.asarray(picture.resize((side, side), Image.BOX), dtype=np.float32).reshape(
+            side, side, channels).transpose(2, 0, 1)
     return small
 
 
@@ -134,14 +150,95 @@ def correlation(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return best
 
 
-def second_look(count: int, pixels: Callable[[int, int], tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Which of `count` colour pairs the second look keeps; `pixels(start, stop)`: the uint8 images of
-    pairs start..stop-1, (first images, second images)."""
+def registered_correlation(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """float32 (N,): for two aligned stacks of uint8 greyscale images (N, H, W), each pair's normalised
+    correlation after the best alignment of one on the other (zoom and shift, see GREY_SIDE), the
+    better of the two ways round. A flat pair correlates 1, as in `correlation`."""
+    import torch
+    import torch.nn.functional as F
+
+    def blurred(images: np.ndarray) -> torch.Tensor:
+        radius = int(np.ceil(2.5 * GREY_BLUR))
+        taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=torch.float32) ** 2 / (2 * GREY_BLUR ** 2))
+        taps = taps / taps.sum()
+        x = torch.from_numpy(small_images(images, GREY_SIDE))
+        x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), taps.view(1, 1, 1, -1))
+        return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), taps.view(1, 1, -1, 1))
+
+    def ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a, b = a - a.mean((1, 2, 3), keepdim=True), b - b.mean((1, 2, 3), keepdim=True)
+        # clamped under the root: a flat image's gradient stays finite (a NaN in the grid crashes grid_sample)
+        scale = torch.sqrt(((a * a).sum((1, 2, 3)) * (b * b).sum((1, 2, 3))).clamp_min(1e-6))
+        return torch.where(scale > 1e-3, (a * b).sum((1, 2, 3)) / scale, torch.ones_like(scale))
+
+    searched = torch.tensor([[0.9, 0.9, -2.0, -2.0], [1.15, 1.15, 2.0, 2.0]])  # zoom x, y and shift x, y: at most
+    centres = (2 * torch.arange(GREY_SIDE, dtype=torch.float32) + 1) / GREY_SIDE - 1  # grid_sample's pixel centres
+
+    def warped(image: torch.Tensor, zoom_shift: torch.Tensor) -> torch.Tensor:  # (zoom x, zoom y, dx, dy) px
+        # where each output pixel samples the image: zoomed about the centre, shifted (F.affine_grid's
+        # result for this diagonal transform, built directly: affine_grid took 1 s of the look on digits)
+        x = centres[None, :] / zoom_shift[:, :1] + zoom_shift[:, 2:3] * 2 / GREY_SIDE
+        y = centres[None, :] / zoom_shift[:, 1:2] + zoom_shift[:, 3:4] * 2 / GREY_SIDE
+        grid = torch.stack(torch.broadcast_tensors(x[:, None, :], y[:, :, None]), dim=-1)
+        return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def aligned(moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        best, start = torch.full((len(moving),), -2.0), torch.zeros(len(moving), 4)
+        for zoom in (1.0, 1.05):  # a copy shows up to 5% less of the picture
+            for dy in (-0.5, 0.0, 0.5):
+                for dx in (-0.5, 0.0, 0.5):
+                    guess = torch.tensor([zoom, zoom, dx, dy]).expand(len(moving), 4)
+                    score = ncc(warped(moving, guess), fixed)
+                    better = score > best
+                    best, start[better] = torch.where(better, score, best), guess[better]
+        # Adam's steps (rate 0.01, betas 0.9 and 0.999), written out: torch.optim's first use imports
+        # torch._dynamo, 2 s of data_prep's 5 on digits
+        zoom_shift, mean, square = start.clone(), torch.zeros_like(start), torch.zeros_like(start)
+        for step in range(1, REGISTER_STEPS + 1):
+            zoom_shift.requires_grad_(True)
+            gradient, = torch.autograd.grad(-ncc(warped(moving, zoom_shift), fixed).sum(), zoom_shift)
+            mean, square = 0.9 * mean + 0.1 * gradient, 0.999 * square + 0.001 * gradient ** 2
+            with torch.no_grad():
+                zoom_shift = zoom_shift - 0.01 * (mean / (1 - 0.9 ** step)) / (
+                    (square / (1 - 0.999 ** step)).sqrt() + 1e-8)
+                zoom_shift = torch.maximum(torch.minimum(zoom_shift, searched[1]), searched[0])
+        with torch.no_grad():
+            return torch.maximum(best, ncc(warped(moving, zoom_shift), fixed))
+
+    a, b = blurred(first), blurred(second)
+    return torch.maximum(aligned(a, b), aligned(b, a)).numpy()
+
+
+def look_scores(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """float32 (N,): the second look's score of each pair of uint8 images: colour `correlation` at
+    SIDE, greyscale `registered_correlation`."""
+    if np.asarray(first).ndim == 4:
+        return correlation(small_images(first), small_images(second))
+    return registered_correlation(first, second)
+
+
+def look_threshold(copy_scores: np.ndarray, colour: bool) -> float:
+    """The score the second look keeps a pair at: colour SECOND_LOOK; greyscale what LOOK_KEEPS of
+    planted copies of the data's images score against their originals (`copy_scores`), at most GREY_LOOK."""
+    if colour or not len(copy_scores):
+        return SECOND_LOOK if colour else GREY_LOOK
+    return round(min(GREY_LOOK, float(np.quantile(copy_scores, 1 - LOOK_KEEPS))), 4)
+
+
+def second_look(count: int, pixels: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+                threshold: float) -> np.ndarray:
+    """Which of `count` pairs the second look keeps at `threshold`; `pixels(start, stop)`: the uint8
+    images of pairs start..stop-1, (first images, second images)."""
+    from app.progress import progress
+
     keep = np.ones(count, dtype=bool)
-    for start in range(0, count, LOOK_CHUNK):
+    chunks = range(0, count, LOOK_CHUNK)
+    if count > LOOK_QUIET:  # minutes on a large greyscale set (0.3 ms a pair on 2 cores): say so
+        chunks = progress(chunks, len(chunks), f"second look at {count:,} near-duplicate pairs", unit="chunks")
+    for start in chunks:
         stop = min(count, start + LOOK_CHUNK)
         first, second = pixels(start, stop)
-        keep[start:stop] = correlation(small_images(first), small_images(second)) >= SECOND_LOOK
+        keep[start:stop] = look_scores(first, second) >= threshold
     return keep
 
 
@@ -169,11 +266,38 @@ def near_copy(image: np.ndarray, rng: random.Random) -> np.ndarray:
     return fit_image(Image.open(encoded), 1 if image.ndim == 2 else 3, image.shape[:2])
 
 
-def copy_distances(images: np.ndarray, seed: int = 0) -> np.ndarray:
-    """float32 (N,): each image's signature distance to a near-copy of it (near_copy)."""
+def planted_copies(images: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A near-copy (near_copy) of each uint8 image."""
     rng = random.Random(seed)
-    copies = np.stack([near_copy(np.asarray(image), rng) for image in images])
+    return np.stack([near_copy(np.asarray(image), rng) for image in images])
+
+
+def copy_distances(images: np.ndarray, seed: int = 0, copies: np.ndarray | None = None) -> np.ndarray:
+    """float32 (N,): each image's signature distance to a near-copy of it (`copies`, else planted_copies)."""
+    copies = planted_copies(images, seed) if copies is None else copies
     return np.linalg.norm(signatures(copies) - signatures(images), axis=1).astype(np.float32)
+
+
+@dataclass
+class CopyLook:
+    """What planted copies of some of the data's images say of the second look there: the threshold
+    it keeps a pair at (look_threshold) and which of the copies it keeps (`kept`)."""
+
+    threshold: float
+    kept: np.ndarray
+
+    @classmethod
+    def of(cls, originals: np.ndarray, copies: np.ndarray) -> "CopyLook":
+        scores = look_scores(originals, copies)
+        threshold = look_threshold(scores, colour=np.asarray(originals).ndim == 4)
+        return cls(threshold=threshold, kept=scores >= threshold)
+
+    @classmethod
+    def of_rows(cls, count: int, images: Callable[[np.ndarray], np.ndarray], seed: int = 0) -> "CopyLook":
+        """From SELF_TEST of `count` rows drawn at random (`images(rows)`: their uint8 images)."""
+        rows = np.sort(np.random.default_rng(seed).choice(count, min(SELF_TEST, count), replace=False))
+        originals = images(rows)
+        return cls.of(originals, planted_copies(originals, seed))
 
 
 def copy_test(found: np.ndarray, copies: np.ndarray, threshold: float = THRESHOLD) -> dict:
@@ -230,11 +354,11 @@ def groups(count: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def looked_again(first: np.ndarray, second: np.ndarray, images: Callable[[np.ndarray], np.ndarray] | None
+def looked_again(first: np.ndarray, second: np.ndarray, images: Callable[[np.ndarray], np.ndarray], count: int
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """The pairs of rows the second look keeps, where `images(rows)` gives the rows' uint8 colour
-    images (None: greyscale, the pairs as they are)."""
-    if images is None or not len(first):
+    """The pairs of rows (of `count`) the second look keeps, where `images(rows)` gives the rows' uint8
+    images; its threshold from planted copies of some of them (CopyLook)."""
+    if not len(first):
         return first, second
 
     def pixels(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -242,7 +366,7 @@ def looked_again(first: np.ndarray, second: np.ndarray, images: Callable[[np.nda
         read = images(rows)[at]  # each image read once, however many pairs of the chunk it is in
         return read[:stop - start], read[stop - start:]
 
-    keep = second_look(len(first), pixels)
+    keep = second_look(len(first), pixels, CopyLook.of_rows(count, images).threshold)
     return first[keep], second[keep]
 
 
@@ -264,7 +388,7 @@ class NearDuplicates:
     groups: int = 0  # groups of two or more images
     images_in_groups: int = 0
     removed: int = 0  # --dedup near: images left out before the split
-    second_look: float | None = None  # colour: the correlation a pair was confirmed at (SECOND_LOOK)
+    second_look: float | None = None  # the look's score a pair was confirmed at (colour SECOND_LOOK, grey measured)
     unconfirmed: int = 0  # pairs within the threshold the second look set aside (look-alikes)
     self_test: dict = field(default_factory=dict)  # what planted copies of SELF_TEST of its images say (measured)
 
@@ -296,9 +420,33 @@ class NearDuplicates:
         self.images_in_groups = len(nodes)
         return self
 
-    def confirmed(self, images: Callable[[str, np.ndarray], np.ndarray]) -> "NearDuplicates":
-        """Its pairs after the second look (colour images: `images(split, positions)`, uint8 HWC, read
-        one call a split for a chunk of pairs: a referenced split fetches them together)."""
+    def checked(self, images: Callable[[str, np.ndarray], np.ndarray], sizes: dict[str, int],
+                seed: int = 0) -> "NearDuplicates":
+        """Its pairs after the second look, and `self_test` measured. SELF_TEST of the split's images,
+        drawn at random from all splits, each get a planted near-copy: their look scores set the look's
+        threshold (CopyLook), and copy_test says what they show of the check (a copy the look sets aside
+        counts as not found). `images(split, positions)`: uint8 images, read one call a split for a
+        chunk of pairs (a referenced split fetches them together); `sizes`: each split's image count."""
+        total = sum(sizes.values())
+        if not total:
+            return self
+        drawn = np.sort(np.random.default_rng(seed).choice(total, min(SELF_TEST, total), replace=False))
+        starts = np.concatenate([[0], np.cumsum(list(sizes.values()))])
+        sample = []
+        for k, name in enumerate(sizes):
+            positions = drawn[(drawn >= starts[k]) & (drawn < starts[k + 1])] - starts[k]
+            if len(positions):
+                sample.extend(images(name, positions.astype(np.int64)))
+        originals = np.stack(sample)
+        copies = planted_copies(originals, seed)
+        look = CopyLook.of(originals, copies)
+        confirmed = self._confirmed(images, look.threshold)
+        distances = np.where(look.kept, copy_distances(originals, copies=copies), np.inf)
+        found = np.array([distance for *_, distance in confirmed.pairs], np.float32)
+        return replace(confirmed, self_test={"images": len(originals), **copy_test(found, distances, self.threshold)})
+
+    def _confirmed(self, images: Callable[[str, np.ndarray], np.ndarray], threshold: float) -> "NearDuplicates":
+        """Its pairs the second look keeps at `threshold` (`images` as in `checked`)."""
         def pixels(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
             chunk = self.pairs[start:stop]
             wanted = [(a, i) for a, i, _, _, _ in chunk] + [(b, j) for _, _, b, j, _ in chunk]
@@ -311,28 +459,10 @@ class NearDuplicates:
                 out[rows] = read
             return out[:len(chunk)], out[len(chunk):]
 
-        keep = second_look(len(self.pairs), pixels)
+        keep = second_look(len(self.pairs), pixels, threshold)
         kept = [pair for pair, kept in zip(self.pairs, keep.tolist()) if kept]
-        return NearDuplicates(threshold=self.threshold, pairs=kept, removed=self.removed, second_look=SECOND_LOOK,
+        return NearDuplicates(threshold=self.threshold, pairs=kept, removed=self.removed, second_look=threshold,
                               unconfirmed=len(self.pairs) - len(kept))._counted()
-
-    def measured(self, images: Callable[[str, np.ndarray], np.ndarray], sizes: dict[str, int],
-                 seed: int = 0) -> "NearDuplicates":
-        """With `self_test` measured on SELF_TEST of the split's images, drawn at random from all
-        splits (`images(split, positions)` as in `confirmed`; `sizes`: each split's image count)."""
-        total = sum(sizes.values())
-        if not total:
-            return self
-        drawn = np.sort(np.random.default_rng(seed).choice(total, min(SELF_TEST, total), replace=False))
-        starts = np.concatenate([[0], np.cumsum(list(sizes.values()))])
-        sample = []
-        for k, name in enumerate(sizes):
-            positions = drawn[(drawn >= starts[k]) & (drawn < starts[k + 1])] - starts[k]
-            if len(positions):
-                sample.extend(images(name, positions.astype(np.int64)))
-        found = np.array([distance for *_, distance in self.pairs], np.float32)
-        measured = copy_test(found, copy_distances(np.stack(sample)), self.threshold)
-        return replace(self, self_test={"images": len(sample), **measured})
 
     def by_splits(self) -> dict[str, int]:
         """Pair counts by the splits they join: 'train/test', 'val/val', ..."""

@@ -68,9 +68,7 @@ def prepare(args, name: str, fraction: float, sizes: tuple[int, int, int], folde
                        image_size=args.image_size, strict=args.strict, dataset_name=name, resize=args.resize)
     removed = 0
     if args.dedup == "near":
-        colour = near_duplicates.second_look_applies(raw.channels)
-        keep = _one_of_each_group(near_duplicates.signatures(raw.images),
-                                  (lambda rows: raw.images[rows]) if colour else None)
+        keep = _one_of_each_group(near_duplicates.signatures(raw.images), lambda rows: raw.images[rows])
         removed = int((~keep).sum())
         raw.images, raw.labels = raw.images[keep], raw.labels[keep]
     files, writer = write_split(stratified_split(raw, fraction, sizes, args.seed), folder, args.shard_size,
@@ -166,18 +164,16 @@ def _prepared(files, folder, writer: SplitWriter, near: near_duplicates.NearDupl
         def images(name: str, positions: np.ndarray) -> np.ndarray:
             return split.images[name][positions]
 
-        if near_duplicates.second_look_applies(described["channels"]):
-            near = near.confirmed(images)
-        near = near.measured(images, {name: len(split.images[name]) for name in split.images})
+        near = near.checked(images, {name: len(split.images[name]) for name in split.images})
     return PreparedSplit(files=files, split=split, mean=mean, std=std, duplicates=writer.duplicates.duplicates,
                          shard_size=writer.shard_size if writer.sharded else None, near=near, **described)
 
 
-def _one_of_each_group(signature: np.ndarray, colour_images=None) -> np.ndarray:
-    """Keep the first image of each group of near-copies; `colour_images(rows)`: the rows' colour
-    images, for the second look (None: greyscale)."""
+def _one_of_each_group(signature: np.ndarray, images) -> np.ndarray:
+    """Keep the first image of each group of near-copies; `images(rows)`: the rows' uint8 images, for
+    the second look."""
     first, second, _ = near_duplicates.near_pairs(signature)
-    first, second = near_duplicates.looked_again(first, second, colour_images)
+    first, second = near_duplicates.looked_again(first, second, images, len(signature))
     return near_duplicates.keep_one_per_group(len(signature), first, second)
 
 
@@ -197,11 +193,10 @@ def _drop_near_copies(scan, pool, workers: int) -> int:
         decoded.append(indices[keep])
     positions = np.concatenate(decoded)
 
-    def colour_images(rows: np.ndarray) -> np.ndarray:  # decoded again: the first pass kept no pixels
+    def images(rows: np.ndarray) -> np.ndarray:  # decoded again: the first pass kept no pixels
         return decode(scan, positions[rows], pool)[0]
 
-    colour = near_duplicates.second_look_applies(scan.channels)
-    keep = _one_of_each_group(np.concatenate(signature), colour_images if colour else None)
+    keep = _one_of_each_group(np.concatenate(signature), images)
     scan.keep_only(positions[keep])
     return int((~keep).sum())
 
@@ -214,7 +209,7 @@ def report_duplicates(prepared: PreparedSplit) -> None:
         return
     if near.unconfirmed:
         detail(f"near-duplicates: {near.unconfirmed} pair(s) within the signature's threshold are look-alikes at a "
-               f"second look (their colour images correlate under {near.second_look}), not counted")
+               f"second look (the two images correlate under {near.second_look}), not counted")
     if near.removed:
         print(f"--dedup near: {near.removed} near-copies left out before the split (one image of each group kept).",
               file=sys.stderr)
