@@ -107,14 +107,24 @@ def quality(count: int, thresholds: list[float]) -> None:
 
 def _write_share(task) -> int:
     import colour_sets
+    from PIL import Image
 
-    root, per_class, seed, first = task
-    return colour_sets.write("objects", root, per_class, seed=seed, first=first)
+    root, per_class, seed, first, grey = task
+    written = colour_sets.write("objects", root, per_class, seed=seed, first=first)
+    if grey:  # the same objects as greyscale files: data_prep reads the folder as greyscale
+        for path in root.rglob("*.*"):
+            name = path.stem.rsplit("_", 1)
+            if len(name) == 2 and first <= int(name[1]) < first + per_class:
+                picture = Image.open(path)
+                if picture.mode != "L":
+                    picture.convert("L").save(path)
+    return written
 
 
-def cost(images: int) -> None:
+def cost(images: int, grey: bool = False) -> None:
     """data_prep on a folder of `images` objects (benchmarks/colour_sets.py: 40-96 px, PNG and JPEG,
-    plain, gradient or photo backgrounds) brought to 32 px, with and without the check."""
+    plain, gradient or photo backgrounds; `grey`: saved as greyscale, where the second look aligns
+    each pair) brought to 32 px, with and without the check."""
     import multiprocessing
 
     from PIL import Image
@@ -126,10 +136,12 @@ def cost(images: int) -> None:
         start = time.perf_counter()
         workers = os.cpu_count() or 1
         per_class = images // 5
-        shares = [(root, per_class // workers + (k < per_class % workers), k, k * per_class) for k in range(workers)]
+        shares = [(root, per_class // workers + (k < per_class % workers), k, k * per_class, grey)
+                  for k in range(workers)]
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             written = sum(pool.map(_write_share, shares))
-        print(f"wrote {written} image files (colour_sets objects) in {time.perf_counter() - start:.0f} s", flush=True)
+        print(f"wrote {written} image files (colour_sets objects{', greyscale' if grey else ''}) in "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
         times = {}
         for label, extra in (("without the check", ["--no-near-duplicates"]), ("with the check", [])):
             home = pathlib.Path(tmp) / label.replace(" ", "_")
@@ -145,7 +157,7 @@ def cost(images: int) -> None:
         files = sorted(root.rglob("*.*"))
         sample = [files[i] for i in np.random.default_rng(0).permutation(len(files))[:50_000]]
         start = time.perf_counter()
-        signature = near_duplicates.signatures([fit_image(Image.open(f), 3, (32, 32)) for f in sample])
+        signature = near_duplicates.signatures([fit_image(Image.open(f), 1 if grey else 3, (32, 32)) for f in sample])
         print(f"decoding and signatures of {len(sample)} files in this process: {time.perf_counter() - start:.1f} s")
     for n in (len(signature) // 4, len(signature) // 2, len(signature)):
         start = time.perf_counter()
@@ -178,8 +190,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000, help="quality: images per set")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.15, 0.2, 0.25, 0.3, 0.35, 0.4])
     parser.add_argument("--images", type=int, default=200_000, help="cost: images in the folder")
+    parser.add_argument("--grey", action="store_true", help="cost: the folder's files in greyscale")
     args = parser.parse_args()
-    quality(args.count, args.thresholds) if args.what == "quality" else cost(args.images)
+    quality(args.count, args.thresholds) if args.what == "quality" else cost(args.images, args.grey)
 
 
 if __name__ == "__main__":

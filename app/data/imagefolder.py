@@ -171,20 +171,23 @@ def _decode_batch(task) -> list:
     why it could not be read; and, when asked for, the near-duplicate signatures of those decoded.
     A local file is read once: its bytes are decoded and hashed."""
     where, names, channels, size, rule, digests, signatures = task
-    out = []
+    # the signature of a bordered fit is taken of the file's crop fit (image_files.BORDERED), decoded once
+    rules = (rule, "crop") if signatures and rule in image_files.BORDERED else (rule,)
+    out, signed = [], []
     for name, source in zip(names, where.sources(names)):
         try:
             if isinstance(source, OSError):  # a bucket's object that could not be fetched
                 raise source
             if digests and not where.remote:  # a bucket's digests come from its listing
                 data = where.read(name)  # read once: decoded and hashed
-                out.append((image_files.read_image(io.BytesIO(data), channels, size, rule), bytes_md5_b64(data)))
+                fits, digest = image_files.read_fits(io.BytesIO(data), channels, size, rules), bytes_md5_b64(data)
             else:
-                out.append((image_files.read_image(source, channels, size, rule), None))
+                fits, digest = image_files.read_fits(source, channels, size, rules), None
+            out.append((fits[0], digest))
+            signed.append(fits[-1])
         except (OSError, ValueError) as err:
             out.append(summary(err))
-    decoded = [item[0] for item in out if not isinstance(item, str)]
-    return out, (near_duplicates.signatures(decoded) if signatures and decoded else None)
+    return out, (near_duplicates.signatures(signed) if signatures and signed else None)
 
 
 def load_image_folder(root: Path, size: tuple[int, int] | None, strict: bool,
