@@ -157,7 +157,8 @@ def registered_correlation(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    def blurred(images: np.ndarray) -> torch.Tensor:
+    def blurred(images: np.ndarray) -> torch.Tensor:  # two 1-D Gaussian passes: torchvision's gaussian_blur
+        # would add its 1.5 s import to data_prep
         radius = int(np.ceil(2.5 * GREY_BLUR))
         taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=torch.float32) ** 2 / (2 * GREY_BLUR ** 2))
         taps = taps / taps.sum()
