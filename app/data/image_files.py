@@ -140,7 +140,7 @@ def fit_image(image, channels: int, size: tuple[int, int] | None, rule: str = "c
     image = image.convert("L" if channels == 1 else "RGB")
     if size is not None and (image.height, image.width) != tuple(size):
         target = (size[1], size[0])  # PIL's (width, height)
-        if rule in ("trim", "pad"):  # trim: pad what is left once a long image's ends are cut
+        if rule in BORDERED:  # trim: pad what is left once a long image's ends are cut
             kept = centre_within(image, target, TRIM_ASPECT) if rule == "trim" else image
             image = ImageOps.pad(kept, target, method=Image.BILINEAR, color=0, centering=(0.5, 0.5))
         elif rule == "stretch":
