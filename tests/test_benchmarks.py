@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,6 +109,24 @@ def test_bench_sweep_prints_both_sweeps_and_the_measurement_side_by_side(tmp_pat
     assert re.search(r"^  epoch 1: Spearman rho ([+-][\d.]+|[+-]?nan)$", out, re.M), out
     assert re.search(r"^  min_iter 1, eta 2: stops trials .*, \d+ epochs \(-?\d+% saved\), best trial (STOPPED|kept)$",
                      out, re.M), out
+
+
+@pytest.mark.slow
+def test_bench_sweep_ranking_only_runs_the_sweep_without_stopping_alone_on_digits(tmp_path):
+    """--ranking-only: one sweep (none stopped), no side-by-side line; on a file without early_terminate too."""
+    config = yaml.safe_load((REPO / "sweep-mlp.yaml").read_text())
+    del config["early_terminate"]
+    sweep_file = tmp_path / "no-stopping.yaml"
+    sweep_file.write_text(yaml.safe_dump(config))
+    out = run_benchmark("bench_sweep.py", "--kind", "digits", "--split", "70", "20", "10", "--trials", "2",
+                        "--epochs", "2", "--sweep-config", str(sweep_file), "--ranking-only", tmp_path=tmp_path)
+    assert "data: digits (seed 0), 1,797 images, 8x8" in out and "early_terminate: none" in out, out
+    assert re.search(r"^without +\d+ +0 +4 +[01]\.\d{4} +[01]\.\d{4}$", out, re.M), out
+    assert "with early termination" not in out and "x faster" not in out
+    assert re.search(r"^  min_iter 1, eta 2: stops trials ", out, re.M), out
+    refused = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_sweep.py"), "--sweep-config",
+                              str(sweep_file)], capture_output=True, text=True)
+    assert refused.returncode and "--ranking-only measures the ranking" in refused.stderr
 
 
 def test_bench_near_duplicates_prints_recall_and_precision_per_set_and_the_cost_beside_no_check(tmp_path):
