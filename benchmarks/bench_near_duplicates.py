@@ -90,7 +90,7 @@ def quality(count: int, thresholds: list[float]) -> None:
         row.append(f"| at {near_duplicates.THRESHOLD:.2f}: recall {recall:.2f}, self-test {test['copies_found']:.2f}; "
                    f"precision {precision:.2f}, self-test "
                    f"{'none' if test['copies_share'] is None else format(test['copies_share'], '.2f')}")
-        # data_prep's second look on those pairs, its threshold from copies of 200 of the images (CopyLook)
+        # data_prep's second look on those pairs, its threshold as rows_look_threshold sets it
         start = time.perf_counter()
         looked = near_duplicates.looked_again(first, second, lambda rows: planted_images[rows], len(planted_images))
         seconds = time.perf_counter() - start

@@ -74,6 +74,12 @@ class FolderScan:
     def sample_shape(self) -> tuple[int, ...]:
         return (*self.size, self.channels) if self.channels == 3 else tuple(self.size)
 
+    @property
+    def signed_rule(self) -> str:
+        """The fit near-duplicate signatures, and the looks that check them, are taken of: a bordered
+        fit's black border would move with a copy's crop, so those take the file's crop fit."""
+        return "crop" if self.resize in image_files.BORDERED else self.resize
+
     def skip(self, index: int, reason: str) -> None:
         self.skipped.append({"file": image_files.shown(self.files[index]), "reason": reason})
 
@@ -132,14 +138,17 @@ def scan_image_folder(root: Path | str | Where, size: tuple[int, int] | None, st
 
 
 def decode(scan: FolderScan, indices: np.ndarray, pool=None, digests: bool = False,
-           signatures: bool = False) -> tuple[np.ndarray, np.ndarray, list[str | None], np.ndarray | None]:
-    """The images at `indices` of the scan, decoded and fitted (by `pool`'s processes when given),
-    a mask of those that decoded (the others are added to scan.skipped), with `digests` each file's
-    digest as W&B's manifests record it (data_prep --reference keeps them; else None each), and with
-    `signatures` each image's near-duplicate signature (app/data/near_duplicates.py), computed in
-    the decoding process (else None)."""
+           signatures: bool = False, rule: str | None = None
+           ) -> tuple[np.ndarray, np.ndarray, list[str | None], np.ndarray | None]:
+    """The images at `indices` of the scan, decoded and fitted by `rule` (default: the scan's) by
+    `pool`'s processes when given, a mask of those that decoded (the others are added to
+    scan.skipped), with `digests` each file's digest as W&B's manifests record it (data_prep
+    --reference keeps them; else None each), and with `signatures` each image's near-duplicate
+    signature (app/data/near_duplicates.py) of its scan.signed_rule fit, computed in the decoding
+    process (else None)."""
     paths = [scan.files[i] for i in indices]
-    tasks = [(scan.where, paths[i:i + DECODE_BATCH], scan.channels, scan.size, scan.resize, digests, signatures)
+    rules = tuple(dict.fromkeys((rule or scan.resize, scan.signed_rule) if signatures else (rule or scan.resize,)))
+    tasks = [(scan.where, paths[i:i + DECODE_BATCH], scan.channels, scan.size, rules, digests, signatures)
              for i in range(0, len(paths), DECODE_BATCH)]
     results = pool.imap(_decode_batch, tasks) if pool is not None else map(_decode_batch, tasks)
     images = np.zeros((len(paths), *scan.sample_shape), dtype=np.uint8)
@@ -170,9 +179,7 @@ def _decode_batch(task) -> list:
     """A decoding process's work: each file as (a fitted uint8 array, its MD5 when asked for), or
     why it could not be read; and, when asked for, the near-duplicate signatures of those decoded.
     A local file is read once: its bytes are decoded and hashed."""
-    where, names, channels, size, rule, digests, signatures = task
-    # the signature of a bordered fit is taken of the file's crop fit (image_files.BORDERED), decoded once
-    rules = (rule, "crop") if signatures and rule in image_files.BORDERED else (rule,)
+    where, names, channels, size, rules, digests, signatures = task  # the fit's rule, then the signed one's if other
     out, signed = [], []
     for name, source in zip(names, where.sources(names)):
         try:

@@ -23,7 +23,9 @@ threshold is measured on the data: what LOOK_KEEPS of its self-test copies score
 
 How much to trust the pairs found is measured on the data itself: SELF_TEST of its images get a
 near-copy each (near_copy: resized, cropped, brightened, JPEG re-encoded, as the benchmark plants
-them), and their signatures' distances to the originals show how close a copy lies on this data.
+them; in the fit the signatures are of, a folder's crop fit under --resize trim or pad, whose black
+bars would move with a copy's cut), and their signatures' distances to the originals show how close
+a copy lies on this data.
 Half of the copies within THRESHOLD lie below their median distance; look-alikes rarely do, so
 twice the share of the pairs found below that median estimates the share that are copies
 (`copies_share`), and the share of the copies within THRESHOLD that the second look keeps is the
@@ -46,9 +48,12 @@ from __future__ import annotations
 import io
 import random
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 # Euclidean distance between unit signatures (0: the same picture, up to 2). Chosen on planted
 # copies (resized 0.8-1.2x, JPEG 60-95, cropped up to 5%, brightness +-10%): the smallest threshold
@@ -64,13 +69,13 @@ HNSW_LINKS, HNSW_BUILD, HNSW_SEARCH = 32, 80, 64  # FAISS's HNSW graph: links pe
 QUERY_CHUNK = 4096  # images searched at a time: memory stays bounded
 METHOD = f"DCT {BLOCK}x{BLOCK} per channel of the {SIDE}x{SIDE} image (perceptual hash before rounding), Euclidean"
 
-# A second look at the pairs the signature finds, on colour images only: both images at SIDE x SIDE
+# A second look at the pairs the signature finds, on colour images: both images at SIDE x SIDE
 # (area average), their normalised cross-correlation, the best over shifts of up to LOOK_SHIFT pixels
 # (a 5% crop moves a picture 1.6 pixels at 32), kept at SECOND_LOOK or more. Measured on planted
 # copies (docs/performance.md, "Near-duplicates"): make_shapes at 64 px, precision 0.71 -> 0.92 at
 # the same recall (0.99); objects at 64 px 0.99 -> 1.00. On greyscale it separates nothing (28 px
-# objects 0.58 -> 0.59, digits 0.02: look-alikes correlate as copies do), so grey pairs are kept as
-# the signature finds them and cost nothing more. About 0.25 ms a pair.
+# objects 0.58 -> 0.59, digits 0.02: look-alikes correlate as copies do), so grey pairs get the
+# registered look below. About 0.25 ms a pair.
 SECOND_LOOK = 0.92
 LOOK_SHIFT = 2
 LOOK_CHUNK = 2048  # pairs looked at a time: memory stays bounded
@@ -132,10 +137,26 @@ def small_images(images, side: int = SIDE) -> np.ndarray:
     return small
 
 
+def normalised_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N,): each pair's normalised cross-correlation of two float stacks of images (N, C, H, W).
+    A pair with a flat image (no pattern) gets 1: nothing to tell it from a copy. The greyscale
+    look's measure (registered_correlation: its gradient steps go through it); `correlation` is its
+    numpy twin for the colour look."""
+    import torch
+
+    a, b = a - a.mean((1, 2, 3), keepdim=True), b - b.mean((1, 2, 3), keepdim=True)
+    # clamped under the root: a flat image's gradient stays finite (a NaN in the grid crashes grid_sample)
+    scale = torch.sqrt(((a * a).sum((1, 2, 3)) * (b * b).sum((1, 2, 3))).clamp_min(1e-6))
+    return torch.where(scale > 1e-3, (a * b).sum((1, 2, 3)) / scale, torch.ones_like(scale))
+
+
 def correlation(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """float32 (N,): for two aligned stacks of small images (small_images), each pair's normalised
     cross-correlation over their overlap, the best of the shifts of up to LOOK_SHIFT pixels either
-    way. A pair without pattern in one of them (flat) gets 1: nothing to tell it from a copy."""
+    way. A pair without pattern in one of them (flat) gets 1: nothing to tell it from a copy. The
+    numpy twin of normalised_correlation (a test holds them to the same scores): through torch, the
+    colour look would add torch's import, 1.2 s, to data_prep on colour data (4.8 -> 6.6 s on 2,100
+    patterns)."""
     side = first.shape[-1]
     best = np.full(len(first), -1.0, np.float32)
     for dy in range(-LOOK_SHIFT, LOOK_SHIFT + 1):
@@ -153,7 +174,7 @@ def correlation(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 def registered_correlation(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """float32 (N,): for two aligned stacks of uint8 greyscale images (N, H, W), each pair's normalised
     correlation after the best alignment of one on the other (zoom and shift, see GREY_SIDE), the
-    better of the two ways round. A flat pair correlates 1, as in `correlation`."""
+    better of the two ways round."""
     import torch
     import torch.nn.functional as F
 
@@ -165,12 +186,6 @@ def registered_correlation(first: np.ndarray, second: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(small_images(images, GREY_SIDE))
         x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), taps.view(1, 1, 1, -1))
         return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), taps.view(1, 1, -1, 1))
-
-    def ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        a, b = a - a.mean((1, 2, 3), keepdim=True), b - b.mean((1, 2, 3), keepdim=True)
-        # clamped under the root: a flat image's gradient stays finite (a NaN in the grid crashes grid_sample)
-        scale = torch.sqrt(((a * a).sum((1, 2, 3)) * (b * b).sum((1, 2, 3))).clamp_min(1e-6))
-        return torch.where(scale > 1e-3, (a * b).sum((1, 2, 3)) / scale, torch.ones_like(scale))
 
     searched = torch.tensor([[0.9, 0.9, -2.0, -2.0], [1.15, 1.15, 2.0, 2.0]])  # zoom x, y and shift x, y: at most
     centres = (2 * torch.arange(GREY_SIDE, dtype=torch.float32) + 1) / GREY_SIDE - 1  # grid_sample's pixel centres
@@ -189,7 +204,7 @@ def registered_correlation(first: np.ndarray, second: np.ndarray) -> np.ndarray:
             for dy in (-0.5, 0.0, 0.5):
                 for dx in (-0.5, 0.0, 0.5):
                     guess = torch.tensor([zoom, zoom, dx, dy]).expand(len(moving), 4)
-                    score = ncc(warped(moving, guess), fixed)
+                    score = normalised_correlation(warped(moving, guess), fixed)
                     better = score > best
                     best, start[better] = torch.where(better, score, best), guess[better]
         # Adam's steps (rate 0.01, betas 0.9 and 0.999), written out: torch.optim's first use imports
@@ -197,14 +212,15 @@ def registered_correlation(first: np.ndarray, second: np.ndarray) -> np.ndarray:
         zoom_shift, mean, square = start.clone(), torch.zeros_like(start), torch.zeros_like(start)
         for step in range(1, REGISTER_STEPS + 1):
             zoom_shift.requires_grad_(True)
-            gradient, = torch.autograd.grad(-ncc(warped(moving, zoom_shift), fixed).sum(), zoom_shift)
+            loss = -normalised_correlation(warped(moving, zoom_shift), fixed).sum()
+            gradient, = torch.autograd.grad(loss, zoom_shift)
             mean, square = 0.9 * mean + 0.1 * gradient, 0.999 * square + 0.001 * gradient ** 2
             with torch.no_grad():
                 zoom_shift = zoom_shift - 0.01 * (mean / (1 - 0.9 ** step)) / (
                     (square / (1 - 0.999 ** step)).sqrt() + 1e-8)
                 zoom_shift = torch.maximum(torch.minimum(zoom_shift, searched[1]), searched[0])
         with torch.no_grad():
-            return torch.maximum(best, ncc(warped(moving, zoom_shift), fixed))
+            return torch.maximum(best, normalised_correlation(warped(moving, zoom_shift), fixed))
 
     a, b = blurred(first), blurred(second)
     return torch.maximum(aligned(a, b), aligned(b, a)).numpy()
@@ -293,13 +309,6 @@ class CopyLook:
         threshold = look_threshold(scores, colour=np.asarray(originals).ndim == 4)
         return cls(threshold=threshold, kept=scores >= threshold)
 
-    @classmethod
-    def of_rows(cls, count: int, images: Callable[[np.ndarray], np.ndarray], seed: int = 0) -> "CopyLook":
-        """From SELF_TEST of `count` rows drawn at random (`images(rows)`: their uint8 images)."""
-        rows = np.sort(np.random.default_rng(seed).choice(count, min(SELF_TEST, count), replace=False))
-        originals = images(rows)
-        return cls.of(originals, planted_copies(originals, seed))
-
 
 def copy_test(found: np.ndarray, copies: np.ndarray, threshold: float = THRESHOLD) -> dict:
     """What planted copies on the same data (`copies`: their distances) say of the check there:
@@ -355,10 +364,21 @@ def groups(count: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
+def rows_look_threshold(count: int, images: Callable[[np.ndarray], np.ndarray], seed: int = 0) -> float:
+    """The second look's threshold on `count` rows (`images(rows)`: their uint8 images): colour
+    SECOND_LOOK, fixed, so no copies are planted for it; greyscale from planted copies of SELF_TEST
+    rows drawn at random (CopyLook)."""
+    rows = np.sort(np.random.default_rng(seed).choice(count, min(SELF_TEST, count), replace=False))
+    if np.asarray(images(rows[:1])).ndim == 4:
+        return look_threshold(np.zeros(0), colour=True)
+    originals = images(rows)
+    return CopyLook.of(originals, planted_copies(originals, seed)).threshold
+
+
 def looked_again(first: np.ndarray, second: np.ndarray, images: Callable[[np.ndarray], np.ndarray], count: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """The pairs of rows (of `count`) the second look keeps, where `images(rows)` gives the rows' uint8
-    images; its threshold from planted copies of some of them (CopyLook)."""
+    images; its threshold as rows_look_threshold measures it."""
     if not len(first):
         return first, second
 
@@ -367,7 +387,7 @@ def looked_again(first: np.ndarray, second: np.ndarray, images: Callable[[np.nda
         read = images(rows)[at]  # each image read once, however many pairs of the chunk it is in
         return read[:stop - start], read[stop - start:]
 
-    keep = second_look(len(first), pixels, CopyLook.of_rows(count, images).threshold)
+    keep = second_look(len(first), pixels, rows_look_threshold(count, images))
     return first[keep], second[keep]
 
 
@@ -426,8 +446,10 @@ class NearDuplicates:
         """Its pairs after the second look, and `self_test` measured. SELF_TEST of the split's images,
         drawn at random from all splits, each get a planted near-copy: their look scores set the look's
         threshold (CopyLook), and copy_test says what they show of the check (a copy the look sets aside
-        counts as not found). `images(split, positions)`: uint8 images, read one call a split for a
-        chunk of pairs (a referenced split fetches them together); `sizes`: each split's image count."""
+        counts as not found). `images(split, positions)`: the uint8 images the signatures were taken
+        of (a folder's crop fit where the split holds a bordered fit: the copies planted and the pairs
+        looked at are then what was signed), read one call a split for a chunk of pairs (a referenced
+        split fetches them together); `sizes`: each split's image count."""
         total = sum(sizes.values())
         if not total:
             return self

@@ -117,10 +117,12 @@ def _write_folder(args, scan, where, fraction, sizes, folder: Path, pool, worker
                          reference=(where, scan.channels, scan.size, scan.resize) if args.reference else None,
                          near=args.near_duplicates)
     chunks = [(s, chosen[s][start:start + shard_size]) for s in SPLITS for start in range(0, len(chosen[s]), shard_size)]
+    written: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}  # each split's images, as the scan's rows
     for s, indices in progress(chunks, len(chunks), f"decoding {total} images from {where}"
                                f"{f' in {workers} processes' if workers else ''}", unit="shards" if writer.sharded else "parts"):
         images, keep, digests, signed = decode(scan, indices, pool, digests=args.reference,
                                                signatures=args.near_duplicates)
+        written[s].append(indices[keep])
         sources = [[scan.files[i], digest]
                    for i, digest, kept in zip(indices.tolist(), digests, keep.tolist()) if kept] \
             if args.reference else None
@@ -128,7 +130,14 @@ def _write_folder(args, scan, where, fraction, sizes, folder: Path, pool, worker
                    signatures=signed[keep] if signed is not None else None)
     scan.warn_skipped(args.strict)
     report_crop(scan)
-    return _prepared(writer.close(), folder, writer, source=f"image folder {where if where.remote else where.name}",
+    rows = {s: np.concatenate(parts) if parts else np.zeros(0, np.int64) for s, parts in written.items()}
+
+    def signed_images(name: str, positions: np.ndarray) -> np.ndarray:  # decoded again: the split holds another fit
+        return decode(scan, rows[name][positions], pool, rule=scan.signed_rule)[0]
+
+    return _prepared(writer.close(), folder, writer,
+                     near_images=signed_images if scan.signed_rule != scan.resize else None,
+                     source=f"image folder {where if where.remote else where.name}",
                      channels=scan.channels,
                      resize=image_files.RESIZE_RULES[scan.resize] if scan.resized else None, light_on_dark=False,
                      skipped=scan.skipped,
@@ -157,14 +166,16 @@ def report_crop(scan) -> None:
 
 
 def _prepared(files, folder, writer: SplitWriter, near: near_duplicates.NearDuplicates | None,
-              **described) -> PreparedSplit:
+              near_images=None, **described) -> PreparedSplit:
+    """The split written into `folder`, described; `near` checked on `near_images(split, positions)`,
+    the images its signatures were taken of when the split holds another fit (else the split's own)."""
     mean, std = writer.stats.result()
     split = read_split(folder, mapped=True, check_sources=False)
-    if near is not None:  # from the written split
+    if near is not None:
         def images(name: str, positions: np.ndarray) -> np.ndarray:
             return split.images[name][positions]
 
-        near = near.checked(images, {name: len(split.images[name]) for name in split.images})
+        near = near.checked(near_images or images, {name: len(split.images[name]) for name in split.images})
     return PreparedSplit(files=files, split=split, mean=mean, std=std, duplicates=writer.duplicates.duplicates,
                          shard_size=writer.shard_size if writer.sharded else None, near=near, **described)
 
@@ -193,8 +204,8 @@ def _drop_near_copies(scan, pool, workers: int) -> int:
         decoded.append(indices[keep])
     positions = np.concatenate(decoded)
 
-    def images(rows: np.ndarray) -> np.ndarray:  # decoded again: the first pass kept no pixels
-        return decode(scan, positions[rows], pool)[0]
+    def images(rows: np.ndarray) -> np.ndarray:  # decoded again (the first pass kept no pixels), as signed
+        return decode(scan, positions[rows], pool, rule=scan.signed_rule)[0]
 
     keep = _one_of_each_group(np.concatenate(signature), images)
     scan.keep_only(positions[keep])
