@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from app.data import near_duplicates
@@ -318,7 +319,21 @@ def test_the_self_test_estimates_the_share_of_copies_and_the_recall_on_the_data_
     assert abs(test["copies_found"] - recall) <= 0.1, (test, recall)
     # copies that lie beyond the threshold (here: all of them) are a recall the self-test reports
     assert near_duplicates.copy_test(distance, np.full(50, 0.9)) == \
-        {"copies_found": 0.0, "copy_distance": None, "copies_share": None}
+        {"copies_found": 0.0, "copy_distance": None, "copies_share": None, "copies_share_high": None}
+
+
+def test_the_share_of_copies_has_a_high_end_that_few_pairs_keep_high():
+    """12 pairs of which one lies under the copies' median read as 17% copies; so few pairs cannot
+    tell that from half of them copies, and the high end says so. 1,000 such pairs can."""
+    copies = np.linspace(0.05, 0.25, 200)  # planted copies: median 0.15, half of them at or below it
+    few = np.array([0.1] + [0.2] * 11)
+    test = near_duplicates.copy_test(few, copies)
+    assert test["copies_share"] == pytest.approx(1 / 12 / 0.5, abs=1e-3)
+    assert test["copies_share_high"] >= near_duplicates.MOSTLY_COPIES > test["copies_share"]
+    many = np.array([0.1] * 83 + [0.2] * 917)
+    test = near_duplicates.copy_test(many, copies)
+    assert test["copies_share"] < test["copies_share_high"] < near_duplicates.MOSTLY_COPIES
+    assert near_duplicates.copy_test(np.full(5, 0.1), copies)["copies_share_high"] == 1.0
 
 
 def test_data_prep_says_what_the_self_test_measured(capsys):
@@ -332,10 +347,16 @@ def test_data_prep_says_what_the_self_test_measured(capsys):
         return capsys.readouterr().err
 
     across = [("train", 0, "test", 1, 0.1), ("train", 2, "val", 3, 0.2)]
-    copies = said({"images": 200, "copies_found": 0.98, "copy_distance": 0.12, "copies_share": 0.9}, across)
+    copies = said({"images": 200, "copies_found": 0.98, "copy_distance": 0.12, "copies_share": 0.9,
+                   "copies_share_high": 1.0}, across)
     assert copies.startswith("warning: near-copies straddle the splits: 1 train/test pair(s), 1 train/val")
-    assert "an estimated 90% of the pairs found are copies" in copies
-    alike = said({"images": 200, "copies_found": 0.98, "copy_distance": 0.12, "copies_share": 0.03}, across)
+    assert "an estimated 90% of the pairs found are copies by that measure (at most 100%, 95% confidence)" in copies
+    alike = said({"images": 200, "copies_found": 0.98, "copy_distance": 0.12, "copies_share": 0.03,
+                  "copies_share_high": 0.05}, across)
     assert alike.startswith("note: 1 train/test pair(s)") and "mostly look-alikes" in alike and "warning" not in alike
+    # a low estimate whose high end is not low (few pairs) is still a leak
+    few = said({"images": 200, "copies_found": 0.98, "copy_distance": 0.12, "copies_share": 0.17,
+                "copies_share_high": 0.67}, across)
+    assert few.startswith("warning: near-copies straddle the splits") and "mostly look-alikes" not in few
     unseen = said({"images": 200, "copies_found": 0.2, "copy_distance": 0.25, "copies_share": None}, [])
     assert "finds 20% of near-copies made of 200 of its images" in unseen and "may go unseen" in unseen

@@ -100,9 +100,14 @@ LOOK_KEEPS = 0.98
 # The self-test: images given a planted near-copy each, to measure how close a copy lies on the data
 # (more changes the estimate by little: its median moves by about 1/sqrt(n) of the copies' spread).
 SELF_TEST = 200
-# Below this estimated share of copies, data_prep calls the pairs mostly look-alikes (a note, not a
-# leakage warning). The estimates measured: 0.02-0.04 on digit sets (true 0.02), 0.60 (0.58), 1.00.
+# When even the high end of the estimated share of copies (copy_test's `copies_share_high`) lies below
+# this, data_prep calls the pairs mostly look-alikes (a note, not a leakage warning). The estimates
+# measured: 0.02-0.04 on digit sets (true 0.02), 0.60 (0.58), 1.00. The estimate alone moves a lot
+# with few pairs: 12 copies of files in 102 images, 16 draws, read 0.17 on one (and 0.50 on
+# another), which would have turned the leakage warning into that note; the high end read 0.67
+# there, and 1.00 on the 15 others.
 MOSTLY_COPIES = 0.5
+CONFIDENCE = 0.95  # of copies_share_high: a one-sided Clopper-Pearson bound
 # Below this share of planted copies found, data_prep says near-copies may go unseen on the data.
 FINDS_COPIES = 0.8
 
@@ -316,13 +321,21 @@ def copy_test(found: np.ndarray, copies: np.ndarray, threshold: float = THRESHOL
     `copy_distance`, the median distance of those found; `copies_share`, the estimated share of the
     `found` pair distances that are copies. The copies found lie at or below their median at a known
     rate (about half); look-alikes rarely come that close, so the found pairs at or below it, over
-    that rate, estimate the copies among them (None without a pair, or without a copy found)."""
+    that rate, estimate the copies among them (None without a pair, or without a copy found), and
+    `copies_share_high` is that estimate's high end: the binomial bound (CONFIDENCE) on the share of
+    pairs at or below the median, over the same rate."""
+    from scipy.stats import beta
+
     within = copies[copies <= threshold]
     out = {"copies_found": round(float(len(within) / len(copies)), 3) if len(copies) else None,
-           "copy_distance": round(float(np.median(within)), 4) if len(within) else None, "copies_share": None}
+           "copy_distance": round(float(np.median(within)), 4) if len(within) else None, "copies_share": None,
+           "copies_share_high": None}
     if len(found) and len(within):
         rate = float(np.mean(within <= out["copy_distance"]))
-        out["copies_share"] = round(min(1.0, float(np.mean(found <= out["copy_distance"])) / rate), 3)
+        below = int(np.sum(found <= out["copy_distance"]))
+        high = 1.0 if below == len(found) else float(beta.ppf(CONFIDENCE, below + 1, len(found) - below))
+        out["copies_share"] = round(min(1.0, below / len(found) / rate), 3)
+        out["copies_share_high"] = round(min(1.0, high / rate), 3)
     return out
 
 

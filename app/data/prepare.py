@@ -233,11 +233,12 @@ def report_duplicates(prepared: PreparedSplit) -> None:
     if not any(leaking.values()):
         return
     pairs = f"{leaking[('train', 'test')]} train/test pair(s), {leaking[('train', 'val')]} train/val pair(s)"
-    share = test.get("copies_share")
+    share, high = test.get("copies_share"), test.get("copies_share_high")
     measured = "" if share is None else (
         f"near-copies made of {test['images']} of its images lie within {test['copy_distance']:.2f} of them "
-        f"(median), and an estimated {share:.0%} of the pairs found are copies by that measure")
-    if share is not None and share < near_duplicates.MOSTLY_COPIES:
+        f"(median), and an estimated {share:.0%} of the pairs found are copies by that measure (at most "
+        f"{high:.0%}, {near_duplicates.CONFIDENCE:.0%} confidence)")
+    if high is not None and high < near_duplicates.MOSTLY_COPIES:  # look-alikes even at the estimate's high end
         print(f"note: {pairs} within the near-duplicate threshold, but on this data they are mostly look-alikes, not "
               f"copies: {measured} (docs/performance.md, Near-duplicates). The near_duplicates table shows them; "
               "--dedup near would leave out the look-alikes too.", file=sys.stderr)
