@@ -70,6 +70,29 @@ def test_a_damaged_or_foreign_checkpoint_is_refused(tmp_path):
         load_training_state(tmp_path / "mlp", small_recipe("mlp"), "checkpoint-x:v0")
 
 
+def test_offline_checkpoints_leave_no_copy_in_wandbs_staging_folder(workspace):
+    """W&B stages a copy of each file of an artifact it will upload (offline: for `wandb sync`) and
+    deletes the copy once uploaded. An offline checkpoint is never logged to the W&B run, so a staged
+    copy of it would stay for good: every epoch's training state of every offline run (72 GB on the VM
+    this was built on). Only the files of the versions the offline runs log are staged."""
+    from pathlib import Path
+
+    from app.tracking.sdk_internals import file_digest
+
+    ws = workspace
+    ws.run("data_prep", "--dataset", "digits")
+    ws.run("train", "--epochs", "2", "--keep-checkpoints", "2")  # both epochs' checkpoints kept to compare
+    staged = {file_digest(f) for f in (Path(ws.env["WANDB_DATA_DIR"]) / "artifacts" / "staging").glob("tmp*")
+              if f.is_file()}
+    collections = [json.loads(p.read_text()) for p in (ws.store / "collections" / "wandb-image-pipeline").glob("*.json")]
+    logged = {digest for c in collections if c["type"] != "checkpoint" for v in c["versions"]
+              for digest in v["manifest"].values()}
+    kept = {digest for c in collections if c["type"] == "checkpoint" for v in c["versions"]
+            for digest in v["manifest"].values()}
+    # staged: the logged versions' files, and W&B's own of the run (its tables); no checkpoint's file
+    assert staged & logged and len(kept - logged) >= 2 and not staged & (kept - logged), (staged, logged, kept)
+
+
 def checkpoints_of(ws) -> dict:
     [path] = (ws.store / "collections" / "wandb-image-pipeline").glob("checkpoint-*.json")
     return json.loads(path.read_text())

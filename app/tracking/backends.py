@@ -64,15 +64,21 @@ CHECKPOINT_TTL = datetime.timedelta(days=14)
 
 
 def build_wandb_artifact(name: str, type: str, files: dict[str, Path], metadata: dict,
-                         references: dict[str, str] | None = None, description: str | None = None) -> wandb.Artifact:
+                         references: dict[str, str] | None = None, description: str | None = None,
+                         uploaded: bool = True) -> wandb.Artifact:
     """W&B's own manifest gives the digest, so a version's identity is the same on both backends.
     `references`: {name: URI} of files left where they are, each with its checksum (W&B computes
-    the MD5 of a file:// reference), so a changed file makes another digest."""
+    the MD5 of a file:// reference), so a changed file makes another digest. `uploaded`: whether it
+    will be logged to a W&B run. When it will, W&B stages a copy of each file (add_file's default
+    policy, "mutable": the upload, or a later `wandb sync`, reads that copy, and deletes it once
+    uploaded); when not (an offline checkpoint), its files are only hashed ("immutable": no copy),
+    as a staged copy would never be uploaded nor deleted (W&B's data folder, ~/.local/share/wandb:
+    every epoch's checkpoint of every offline run, 72 GB on this VM in two days)."""
     art = wandb.Artifact(name, type=type, metadata=metadata, description=description)
     if type == CHECKPOINT_TYPE:  # online, W&B deletes a checkpoint no finished run deleted (a killed one's)
         art.ttl = CHECKPOINT_TTL
     for rel, path in files.items():
-        art.add_file(str(path), name=rel)
+        art.add_file(str(path), name=rel, policy="mutable" if uploaded else "immutable")
     for rel, uri in sorted((references or {}).items()):
         art.add_reference(uri, name=rel, checksum=True)
     return art
@@ -247,7 +253,8 @@ class OfflineBackend:
 
     def log(self, run, name: str, type: str, files: dict[str, Path], metadata: dict, aliases: list[str],
             references: dict[str, str] | None = None, description: str | None = None) -> ArtifactVersion:
-        art = build_wandb_artifact(name, type, files, metadata, references, description)
+        logged = type != CHECKPOINT_TYPE  # into the offline W&B run too (below)
+        art = build_wandb_artifact(name, type, files, metadata, references, description, uploaded=logged)
         manifest = manifest_digests(art, files)
         coll, version = self.store.add_version(
             scope=self.settings.project, name=name, type=type, digest=art.digest, files=files,
@@ -257,7 +264,7 @@ class OfflineBackend:
         # Also into the offline W&B run, so `wandb sync` later uploads the same version. Not a
         # checkpoint: an offline run folder cannot delete what it logged, so retention (prune)
         # would not hold there; checkpoints are for resuming on this machine, from the store.
-        if type != CHECKPOINT_TYPE:
+        if logged:
             run.wandb_run.log_artifact(art, aliases=[LATEST, *aliases])
         return self._info(coll, version)
 
