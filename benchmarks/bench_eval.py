@@ -30,6 +30,7 @@ from app.evaluation.metrics import classification_report  # noqa: E402
 from app.models import build_model  # noqa: E402
 from app.recipe.config import from_flags  # noqa: E402
 from app.recipe import InputSpec, Recipe  # noqa: E402
+from offline_runs import offline_settings  # noqa: E402
 
 CLASSES = [str(i) for i in range(10)]
 
@@ -85,7 +86,7 @@ def main() -> None:
     model = build_model(recipe)
     images, labels = synthetic_mnist(args.examples, seed=2)
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("WANDB_SILENT", "true")
+        os.environ.update(offline_settings(tmp))
         run = wandb.init(mode="offline", dir=tmp, project="bench", settings=wandb.Settings(quiet=True, x_disable_stats=True))
         naive_dir = Path(tmp) / "naive"
         naive_dir.mkdir()

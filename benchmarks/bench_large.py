@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from offline_runs import offline_env
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "app" / "pipelines"
 CLASSES = 10
@@ -109,19 +111,10 @@ class Sampler(threading.Thread):
             self.done.wait(0.2)
 
 
-def offline_env(workdir: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "PIPELINE_"))}
-    env.update({"WANDB_MODE": "offline", "WANDB_DIR": str(workdir), "WANDB_CACHE_DIR": str(workdir / ".wandb-cache"),
-                "WANDB_CONFIG_DIR": str(workdir / ".wandb-config"), "WANDB_DATA_DIR": str(workdir / ".wandb-data"),
-                "NETRC": str(workdir / "no-netrc"), "PIPELINE_STORE_DIR": str(workdir / "artifact-store"),
-                "PYTHONUNBUFFERED": "1"})
-    return env
-
-
 def stage(name: str, workspace: Path, script: str, *args: str) -> dict:
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, str(SCRIPTS / f"{script}.py"), *args], cwd=workspace,
-                            env=offline_env(workspace), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=offline_env(workspace, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = Sampler(proc.pid)
     sampler.start()
     out, err = proc.communicate()

@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
 import near_copies  # noqa: E402
+from offline_runs import offline_env  # noqa: E402
 from app.data import near_duplicates  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -146,7 +147,7 @@ def cost(images: int, grey: bool = False) -> None:
         for label, extra in (("without the check", ["--no-near-duplicates"]), ("with the check", [])):
             home = pathlib.Path(tmp) / label.replace(" ", "_")
             home.mkdir()
-            env = dict(os.environ, WANDB_MODE="offline", WANDB_DIR=str(home))
+            env = offline_env(home)
             start = time.perf_counter()
             subprocess.run([sys.executable, str(REPO / "app/pipelines/data_prep.py"), "--dataset", "imagefolder",
                             "--data-dir", str(root), "--image-size", "32", *extra], check=True, env=env, cwd=home)

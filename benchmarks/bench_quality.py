@@ -38,6 +38,7 @@ from app.training import engine  # noqa: E402
 from app.recipe.config import (TrainConfig, add_flags, from_flags, hyperparameter_names,  # noqa: E402
                                  unset_flags, with_dataset_defaults)
 from app.training.workflow import load_training_data, recipe_for, train  # noqa: E402
+from offline_runs import offline_settings  # noqa: E402
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,8 +51,7 @@ def prepare_kind(kind: str, per_class: int, workdir: Path, image_size: int = 48,
     import colour_sets
 
     colour_sets.write(kind, workdir / kind, per_class)
-    os.environ.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(workdir),
-                       "PIPELINE_STORE_DIR": str(workdir / "artifact-store")})
+    os.environ.update(offline_settings(workdir))
     subprocess.run([sys.executable, str(REPO / "app" / "pipelines" / "data_prep.py"), "--dataset", "imagefolder",
                     "--data-dir", str(workdir / kind), "--image-size", str(image_size), "--resize", resize,
                     "--train_val_test_size", *map(str, split)],

@@ -12,13 +12,14 @@ an offline store holding the digits split:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from offline_runs import offline_env
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ("data_prep", "train", "evaluate", "registry", "predict", "serve")
@@ -69,8 +70,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "WANDB_MODE": "offline", "WANDB_BASE_URL": "http://unreachable.invalid",
-               "PIPELINE_STORE_DIR": f"{tmp}/store", "WANDB_DIR": tmp, "WANDB_SILENT": "true"}
+        env = offline_env(tmp, WANDB_BASE_URL="http://unreachable.invalid")
         baseline = statistics.median(timed([sys.executable, "-c", "pass"], env, tmp) for _ in range(args.repeats))
         print(f"python interpreter start: {baseline:.2f} s")
         for script in SCRIPTS:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from pathlib import Path
 import yaml
 
 import colour_sets
+from offline_runs import offline_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,8 +51,7 @@ SETTINGS = ((1, 2), (2, 2), (2, 3), (3, 3), (4, 2), (4, 3), (6, 3), (8, 2), (8, 
 
 
 def script(workdir: Path, name: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(workdir),
-           "PIPELINE_STORE_DIR": str(workdir / "artifact-store"), "PYTHONWARNINGS": "ignore"}
+    env = offline_env(workdir, PYTHONWARNINGS="ignore")
     proc = subprocess.run([sys.executable, str(REPO / "app" / "pipelines" / f"{name}.py"), *args], cwd=workdir,
                           env=env, capture_output=True, text=True)
     if proc.returncode:

@@ -43,6 +43,7 @@ from app.models import build_model  # noqa: E402
 from app.training import engine  # noqa: E402
 from app.recipe.config import PRECISIONS, DeviceOptions, TrainConfig, from_flags  # noqa: E402
 from app.recipe import InputSpec, Recipe  # noqa: E402
+from offline_runs import offline_settings  # noqa: E402
 
 BATCH = 64
 CNN_FLOPS_PER_SAMPLE = 3 * 2 * (28 * 28 * 32 * 25 + 14 * 14 * 64 * 32 * 25 + 3136 * 128 + 128 * 10)  # fwd + bwd
@@ -160,7 +161,7 @@ def wandb_logging_cost(epoch_seconds: float) -> float:
     import wandb
 
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("WANDB_SILENT", "true")
+        os.environ.update(offline_settings(tmp))
         run = wandb.init(mode="offline", dir=tmp, project="bench", settings=wandb.Settings(quiet=True, x_disable_stats=True))
         record = {"epoch": 1, "train/loss": 0.1, "train/accuracy": 0.9, "val/loss": 0.1, "val/accuracy": 0.9,
                   "val/best_accuracy": 0.9, "val/best_loss": 0.1, "samples_per_second": 1000.0}

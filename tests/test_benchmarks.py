@@ -1,7 +1,6 @@
 """The benchmarks run and print every figure the README quotes (on tiny inputs; no timing is asserted)."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -10,12 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import offline_env
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_benchmark(name: str, *args: str, tmp_path) -> str:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path),
-           "WANDB_BASE_URL": "http://unreachable.invalid"}
+    # every W&B directory under tmp_path: W&B's staged copies of logged files default to ~/.local/share/wandb
+    env = offline_env(tmp_path, WANDB_MODE="offline", WANDB_SILENT="true")
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -43,8 +44,8 @@ def test_bench_eval_prints_the_ratio_and_predict_throughput(tmp_path):
 
 
 def test_bench_quality_prints_the_recipe_beside_both_classical_baselines(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path),
-           "WANDB_BASE_URL": "http://unreachable.invalid"}
+    # every W&B directory under tmp_path: W&B's staged copies of logged files default to ~/.local/share/wandb
+    env = offline_env(tmp_path, WANDB_MODE="offline", WANDB_SILENT="true")
     subprocess.run([sys.executable, str(REPO / "app" / "pipelines" / "data_prep.py"), "--dataset", "digits"],
                    env=env, cwd=tmp_path, capture_output=True, check=True, timeout=300)
     out = run_benchmark("bench_quality.py", "--epochs", "1", tmp_path=tmp_path)
