@@ -1,12 +1,14 @@
 """Shared fixtures: a hermetic offline environment and a runner for the real scripts."""
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,13 @@ import in_process
 # training steps 1.7x slower than one thread per worker. Set before anything imports torch.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") != "1":
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# W&B's own folders for what tests do in this process (in-process stores and runs) go under a temp
+# folder, not the user's home: W&B keeps the staged copy of a logged file in its data folder until
+# it is uploaded, so offline that is for good (tests/test_store.py alone left 39 files a run there).
+_WANDB_FOLDERS = Path(tempfile.mkdtemp(prefix="pytest-wandb-"))
+atexit.register(shutil.rmtree, _WANDB_FOLDERS, True)
+os.environ.update({"WANDB_DATA_DIR": str(_WANDB_FOLDERS / "data"), "WANDB_CACHE_DIR": str(_WANDB_FOLDERS / "cache")})
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "app" / "pipelines"
