@@ -114,7 +114,8 @@ class Sampler(threading.Thread):
 def stage(name: str, workspace: Path, script: str, *args: str) -> dict:
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, str(SCRIPTS / f"{script}.py"), *args], cwd=workspace,
-                            env=offline_env(workspace, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=offline_env(workspace, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     sampler = Sampler(proc.pid)
     sampler.start()
     out, err = proc.communicate()

@@ -84,7 +84,8 @@ def test_offline_checkpoints_leave_no_copy_in_wandbs_staging_folder(workspace):
     ws.run("train", "--epochs", "2", "--keep-checkpoints", "2")  # both epochs' checkpoints kept to compare
     staged = {file_digest(f) for f in (Path(ws.env["WANDB_DATA_DIR"]) / "artifacts" / "staging").glob("tmp*")
               if f.is_file()}
-    collections = [json.loads(p.read_text()) for p in (ws.store / "collections" / "wandb-image-pipeline").glob("*.json")]
+    collections = [json.loads(p.read_text())
+                   for p in (ws.store / "collections" / "wandb-image-pipeline").glob("*.json")]
     logged = {digest for c in collections if c["type"] != "checkpoint" for v in c["versions"]
               for digest in v["manifest"].values()}
     kept = {digest for c in collections if c["type"] == "checkpoint" for v in c["versions"]
