@@ -9,13 +9,18 @@ import os
 from pathlib import Path
 
 
+def folders(workdir: Path | str) -> dict[str, str]:
+    """Every folder W&B and the pipeline write to (and the netrc W&B reads a key from), under
+    `workdir`; tests/conftest.py's hermetic environment takes the same."""
+    workdir = Path(workdir)
+    return {"WANDB_DIR": str(workdir), "WANDB_CACHE_DIR": str(workdir / ".wandb-cache"),
+            "WANDB_CONFIG_DIR": str(workdir / ".wandb-config"), "WANDB_DATA_DIR": str(workdir / ".wandb-data"),
+            "NETRC": str(workdir / "no-netrc"), "PIPELINE_STORE_DIR": str(workdir / "artifact-store")}
+
+
 def offline_settings(workdir: Path | str) -> dict[str, str]:
     """The W&B and pipeline variables of an offline run whose files all stay under `workdir`."""
-    workdir = Path(workdir)
-    return {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(workdir),
-            "WANDB_CACHE_DIR": str(workdir / ".wandb-cache"), "WANDB_CONFIG_DIR": str(workdir / ".wandb-config"),
-            "WANDB_DATA_DIR": str(workdir / ".wandb-data"), "NETRC": str(workdir / "no-netrc"),
-            "PIPELINE_STORE_DIR": str(workdir / "artifact-store")}
+    return {"WANDB_MODE": "offline", "WANDB_SILENT": "true", **folders(workdir)}
 
 
 def offline_env(workdir: Path | str, **extra: str) -> dict[str, str]:

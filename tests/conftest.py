@@ -31,22 +31,15 @@ os.environ.update({"WANDB_DATA_DIR": str(_WANDB_FOLDERS / "data"), "WANDB_CACHE_
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "app" / "pipelines"
+sys.path.insert(0, str(REPO / "benchmarks"))
+import offline_runs  # noqa: E402  (the folders of a hermetic W&B environment, shared with the benchmarks)
 # Any network call fails loudly: this host cannot resolve.
 UNRESOLVABLE = "http://wandb-unreachable.invalid"
 
 
 def offline_env(workdir: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "PIPELINE_"))}
-    env.update({
-        "WANDB_BASE_URL": UNRESOLVABLE,
-        "WANDB_DIR": str(workdir),
-        "WANDB_CACHE_DIR": str(workdir / ".wandb-cache"),
-        "WANDB_CONFIG_DIR": str(workdir / ".wandb-config"),
-        "WANDB_DATA_DIR": str(workdir / ".wandb-data"),
-        "NETRC": str(workdir / "no-netrc"),
-        "PIPELINE_STORE_DIR": str(workdir / "artifact-store"),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update({"WANDB_BASE_URL": UNRESOLVABLE, **offline_runs.folders(workdir), "PYTHONUNBUFFERED": "1"})
     env.update(extra)
     return env
 
